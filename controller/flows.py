@@ -1,0 +1,251 @@
+"""The OpenFlow 1.3 vocabulary shared by the pipeline, the encoder and the simulator.
+
+Flows and groups are plain frozen values: the pipeline builds them, `ofmsg`
+turns them into wire bytes, and the unit-test simulator evaluates packets
+against them. Every value is an int (MACs and IPv4 addresses included) so
+encoding and hashing stay cheap on the hot path.
+
+Field names follow os-ken's OXM spelling. `vlan_vid` follows OpenFlow 1.3:
+`VLAN_PRESENT | vid` for a tagged frame, `0` (== `VLAN_NONE`) for an untagged one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+# Reserved port numbers (OpenFlow 1.3, ofp_port_no).
+OFPP_IN_PORT: Final = 0xFFFFFFF8
+OFPP_ALL: Final = 0xFFFFFFFC
+OFPP_CONTROLLER: Final = 0xFFFFFFFD
+OFPP_LOCAL: Final = 0xFFFFFFFE
+OFPP_ANY: Final = 0xFFFFFFFF
+OFPCML_NO_BUFFER: Final = 0xFFFF
+
+VLAN_PRESENT: Final = 0x1000
+VLAN_NONE: Final = 0x0000
+
+ETH_TYPE_IPV4: Final = 0x0800
+ETH_TYPE_ARP: Final = 0x0806
+ETH_TYPE_VLAN: Final = 0x8100
+ETH_TYPE_IPV6: Final = 0x86DD
+IP_PROTO_ICMP: Final = 1
+IP_PROTO_TCP: Final = 6
+IP_PROTO_UDP: Final = 17
+ARP_REQUEST: Final = 1
+ARP_REPLY: Final = 2
+
+# ct_state bits (Nicira extension, as OVS defines them).
+CT_NEW: Final = 0x01
+CT_ESTABLISHED: Final = 0x02
+CT_RELATED: Final = 0x04
+CT_REPLY: Final = 0x08
+CT_INVALID: Final = 0x10
+CT_TRACKED: Final = 0x20
+
+# Width in bits of every match field the service may use. A field missing here
+# is a programming error that `match()` reports at once.
+FIELD_BITS: Final[dict[str, int]] = {
+    "in_port": 32,
+    "metadata": 64,
+    "eth_dst": 48,
+    "eth_src": 48,
+    "eth_type": 16,
+    "vlan_vid": 13,
+    "ip_proto": 8,
+    "ipv4_src": 32,
+    "ipv4_dst": 32,
+    "tcp_src": 16,
+    "tcp_dst": 16,
+    "tcp_flags": 12,
+    "udp_src": 16,
+    "udp_dst": 16,
+    "icmpv4_type": 8,
+    "icmpv4_code": 8,
+    "arp_op": 16,
+    "arp_spa": 32,
+    "arp_tpa": 32,
+    "arp_sha": 48,
+    "arp_tha": 48,
+    "tunnel_id": 64,
+    # Nicira extensions (NXM/OXM experimenter) that OVS accepts on OpenFlow 1.3.
+    "reg0": 32,
+    "reg1": 32,
+    "reg2": 32,
+    "reg3": 32,
+    "reg4": 32,
+    "reg5": 32,
+    "reg6": 32,
+    "reg7": 32,
+    "ct_state": 32,
+    "ct_zone": 16,
+    "ct_mark": 32,
+}
+
+MatchValue: TypeAlias = int | tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MatchField:
+    name: str
+    value: int
+    mask: int | None = None  # None: exact match
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Match fields in canonical (sorted by name) order, so equal matches are equal values."""
+
+    fields: tuple[MatchField, ...] = ()
+
+    def get(self, name: str) -> MatchField | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+
+def match(**fields: MatchValue) -> Match:
+    """Build a canonical Match: `match(in_port=3, eth_dst=(0x01 << 40, 0x01 << 40))`."""
+    items: list[MatchField] = []
+    for name in sorted(fields):
+        if name not in FIELD_BITS:
+            raise ValueError(f"unknown match field {name!r}")
+        raw = fields[name]
+        limit = 1 << FIELD_BITS[name]
+        if isinstance(raw, tuple):
+            value, mask = raw
+            if not (0 <= value < limit and 0 <= mask < limit):
+                raise ValueError(f"match field {name} out of range: {raw!r}")
+            items.append(MatchField(name, value & mask, mask))
+        else:
+            if not 0 <= raw < limit:
+                raise ValueError(f"match field {name} out of range: {raw!r}")
+            items.append(MatchField(name, raw))
+    return Match(tuple(items))
+
+
+# ---- actions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    port: int
+    max_len: int = OFPCML_NO_BUFFER  # only meaningful for OFPP_CONTROLLER
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAction:
+    group_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushVlan:
+    ethertype: int = ETH_TYPE_VLAN
+
+
+@dataclass(frozen=True, slots=True)
+class PopVlan:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetField:
+    """Set a field to a value. For `vlan_vid` the value includes VLAN_PRESENT."""
+
+    field: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegMove:
+    """Nicira NXAST_REG_MOVE: copy n_bits of src (from src_ofs) into dst (at dst_ofs)."""
+
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Nat:
+    """Nicira NXAST_NAT inside ct(). No address: apply the connection's existing NAT."""
+
+    dst_ip: int | None = None
+    dst_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ct:
+    """Nicira NXAST_CT: send through conntrack, optionally commit, then recirculate to `table`."""
+
+    zone: int = 0
+    commit: bool = False
+    table: int | None = None  # None: no recirculation
+    nat: Nat | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmit:
+    """Nicira NXAST_RESUBMIT_TABLE: run `table` (with in_port unchanged) and come back."""
+
+    table: int
+
+
+Action: TypeAlias = Output | GroupAction | PushVlan | PopVlan | SetField | RegMove | Ct | Resubmit
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One flow entry. `actions` is the apply-actions instruction; an empty tuple with
+    no `goto_table` is a drop."""
+
+    table: int
+    priority: int
+    match: Match = field(default_factory=Match)
+    actions: tuple[Action, ...] = ()
+    goto_table: int | None = None
+    write_metadata: tuple[int, int] | None = None  # (value, mask)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    actions: tuple[Action, ...]
+    weight: int = 0  # select groups only; OVS needs weight > 0 there
+    watch_port: int = OFPP_ANY
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    group_id: int
+    type: str  # "all" | "select" | "indirect"
+    buckets: tuple[Bucket, ...]
+
+
+# ---- value helpers ---------------------------------------------------------------
+
+
+def mac_to_int(mac: str) -> int:
+    parts = mac.split(":")
+    if len(parts) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return int("".join(parts), 16)
+
+
+def int_to_mac(value: int) -> str:
+    raw = f"{value:012x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def ip_to_int(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+def int_to_ip(value: int) -> str:
+    return str(ipaddress.IPv4Address(value))
+
+
+MULTICAST_BIT: Final = 0x010000000000
+BROADCAST_MAC: Final = 0xFFFFFFFFFFFF
