@@ -1,0 +1,183 @@
+"""The os-ken application: thin OpenFlow event handlers, no decisions.
+
+Handlers translate os-ken events into calls on a `SwitchEventSink` (the host
+manager) and into replies on each switch's `SwitchChannel`. They never block:
+os-ken delivers every switch's events on this app's single event thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+
+from controller.channel import OpenFlowError, SwitchChannel
+
+log = logging.getLogger(__name__)
+
+_MULTIPART_HEADER = 16  # ofp_header + type, flags, pad
+_OFPMPF_REPLY_MORE = 1
+
+
+class SwitchEventSink(Protocol):
+    def switch_connected(
+        self, datapath_id: int, channel: SwitchChannel, ports: dict[str, int]
+    ) -> None: ...
+
+    def switch_disconnected(self, datapath_id: int, channel: SwitchChannel) -> None: ...
+
+    def ports_changed(self, datapath_id: int, ports: dict[str, int]) -> None: ...
+
+    def packet_in(
+        self, datapath_id: int, *, in_port: int, table_id: int, cookie: int, data: bytes
+    ) -> None: ...
+
+
+def _port_name(port: Any) -> str:
+    name = port.name
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
+class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    # Set by `start_openflow_controller` before os-ken instantiates the app.
+    sink: SwitchEventSink | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._channels: dict[int, tuple[Any, SwitchChannel]] = {}
+        self._ports: dict[int, dict[int, str]] = {}
+
+    # ---- connection lifecycle ------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            channel = SwitchChannel(dp.id, dp.send)
+            self._channels[dp.id] = (dp, channel)
+            self._ports[dp.id] = {no: _port_name(p) for no, p in (dp.ports or {}).items()}
+            log.info("switch %016x connected from %s", dp.id, dp.address)
+            self._sink().switch_connected(dp.id, channel, self._port_map(dp.id))
+        elif ev.state == DEAD_DISPATCHER:
+            current = self._channels.get(dp.id)
+            if current is None or current[0] is not dp:
+                return  # an older connection of a switch that has already reconnected
+            del self._channels[dp.id]
+            self._ports.pop(dp.id, None)
+            current[1].on_disconnect()
+            log.info("switch %016x disconnected", dp.id)
+            self._sink().switch_disconnected(dp.id, current[1])
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev: Any) -> None:
+        msg = ev.msg
+        ports = self._ports.get(msg.datapath.id)
+        if ports is None:
+            return
+        ofp = msg.datapath.ofproto
+        if msg.reason == ofp.OFPPR_DELETE:
+            ports.pop(msg.desc.port_no, None)
+        else:
+            ports[msg.desc.port_no] = _port_name(msg.desc)
+        self._sink().ports_changed(msg.datapath.id, self._port_map(msg.datapath.id))
+
+    # ---- replies ---------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        channel = self._channel(msg)
+        if channel is not None:
+            channel.on_error(OpenFlowError(msg.xid, msg.type, msg.code, bytes(msg.data or b"")))
+
+    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
+    def _bundle_reply(self, ev: Any) -> None:
+        self._reply(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev: Any) -> None:
+        self._reply(ev.msg)
+
+    @set_ev_cls(
+        [ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPGroupDescStatsReply],
+        MAIN_DISPATCHER,
+    )
+    def _multipart_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        channel = self._channel(msg)
+        if channel is not None:
+            body = bytes(msg.buf[_MULTIPART_HEADER : msg.msg_len])
+            channel.on_multipart(msg.xid, body, bool(msg.flags & _OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        self._sink().packet_in(
+            msg.datapath.id,
+            in_port=int(msg.match.get("in_port", 0)),
+            table_id=msg.table_id,
+            cookie=msg.cookie,
+            data=bytes(msg.data),
+        )
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _reply(self, msg: Any) -> None:
+        channel = self._channel(msg)
+        if channel is not None:
+            channel.on_reply(msg.xid, bytes(msg.buf[: msg.msg_len]))
+
+    def _channel(self, msg: Any) -> SwitchChannel | None:
+        current = self._channels.get(msg.datapath.id)
+        if current is None or current[0] is not msg.datapath:
+            return None
+        return current[1]
+
+    def _port_map(self, datapath_id: int) -> dict[str, int]:
+        return {name: no for no, name in self._ports.get(datapath_id, {}).items()}
+
+    def _sink(self) -> SwitchEventSink:
+        assert self.sink is not None, "start_openflow_controller() sets the sink"
+        return self.sink
+
+
+_started = threading.Lock()
+
+
+def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) -> Callable[[], None]:
+    """Start os-ken (native threads) in this process, listening on host:port.
+
+    os-ken keeps its configuration in a process-wide oslo.config object, so this
+    can run once per process; the service is that process.
+    """
+    if not _started.acquire(blocking=False):
+        raise RuntimeError("the OpenFlow controller already runs in this process")
+    from os_ken import cfg
+
+    cfg.CONF(
+        args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
+        project="os_ken",
+    )
+    FabricOpenFlowApp.sink = sink
+    manager = app_manager.AppManager.get_instance()
+    manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])
+    contexts = manager.create_contexts()
+    manager.instantiate_apps(**contexts)
+
+    def stop() -> None:
+        for app in list(manager.applications.values()):
+            try:
+                app.stop()
+            except Exception:  # os-ken apps may already be half down at exit
+                log.debug("stopping os-ken app %s failed", app, exc_info=True)
+
+    return stop

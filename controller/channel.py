@@ -1,0 +1,122 @@
+"""Request/reply bookkeeping for one OpenFlow connection.
+
+os-ken delivers replies on its own threads; the reconciler of a datapath runs
+on another and waits here. A request registers its xid before it is sent, the
+os-ken handlers resolve it (reply, error, or the last part of a multipart
+reply), and errors for xids nobody waits on (the adds inside a bundle) are kept
+so the reconciler can attribute them after the commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFlowError(Exception):
+    """An OFPT_ERROR from the switch; `data` holds the start of the offending message."""
+
+    xid: int
+    type: int
+    code: int
+    data: bytes = b""
+
+    def __str__(self) -> str:
+        return f"OpenFlow error type={self.type} code={self.code} (xid {self.xid})"
+
+
+class SwitchDisconnected(Exception):
+    pass
+
+
+# Bounded so a switch that keeps rejecting cannot grow memory without limit.
+_MAX_KEPT_ERRORS = 100_000
+
+
+class SwitchChannel:
+    """One live OpenFlow connection as the reconciler sees it."""
+
+    def __init__(self, datapath_id: int, send: Callable[[bytes], bool]) -> None:
+        self.datapath_id = datapath_id
+        self._send = send
+        self._lock = threading.Lock()
+        self._xids = itertools.count(1)
+        self._pending: dict[int, Future[bytes]] = {}
+        self._parts: dict[int, list[bytes]] = {}
+        self._errors: dict[int, OpenFlowError] = {}
+        self._connected = True
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def next_xid(self) -> int:
+        # xid 0 is left alone: some switches use it for unsolicited messages.
+        with self._lock:
+            return next(self._xids) & 0xFFFFFFFF or next(self._xids)
+
+    def expect(self, xid: int) -> Future[bytes]:
+        """Register interest in the reply to `xid`; call before sending the request."""
+        future: Future[bytes] = Future()
+        with self._lock:
+            if not self._connected:
+                future.set_exception(SwitchDisconnected(f"datapath {self.datapath_id:016x}"))
+                return future
+            self._pending[xid] = future
+        return future
+
+    def send(self, data: bytes | bytearray) -> None:
+        if not self._connected or not self._send(bytes(data)):
+            raise SwitchDisconnected(f"datapath {self.datapath_id:016x} is gone")
+
+    def take_errors(self, xids: range) -> dict[int, OpenFlowError]:
+        """Remove and return the unsolicited errors recorded for xids in `xids`."""
+        with self._lock:
+            found = {x: e for x, e in self._errors.items() if x in xids}
+            for xid in found:
+                del self._errors[xid]
+        return found
+
+    # ---- called from os-ken's threads ------------------------------------------------
+
+    def on_reply(self, xid: int, payload: bytes) -> None:
+        with self._lock:
+            future = self._pending.pop(xid, None)
+        if future is not None and not future.done():
+            future.set_result(payload)
+
+    def on_multipart(self, xid: int, body: bytes, more: bool) -> None:
+        """One part of a multipart reply; the future resolves with all bodies joined."""
+        with self._lock:
+            self._parts.setdefault(xid, []).append(body)
+            if more:
+                return
+            whole = b"".join(self._parts.pop(xid))
+            future = self._pending.pop(xid, None)
+        if future is not None and not future.done():
+            future.set_result(whole)
+
+    def on_error(self, error: OpenFlowError) -> None:
+        with self._lock:
+            future = self._pending.pop(error.xid, None)
+            self._parts.pop(error.xid, None)
+            if future is None:
+                if len(self._errors) >= _MAX_KEPT_ERRORS:
+                    self._errors.pop(next(iter(self._errors)))
+                self._errors[error.xid] = error
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def on_disconnect(self) -> None:
+        with self._lock:
+            self._connected = False
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._parts.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(SwitchDisconnected(f"datapath {self.datapath_id:016x}"))

@@ -1,0 +1,309 @@
+"""One worker per registered host: makes that host's OVS match the desired state.
+
+A pass is level-triggered and idempotent: ensure the integration bridge, uplink,
+tunnels and VM ports over OVSDB, then (when the switch is connected) compute the
+datapath's flows from the latest snapshot and reconcile them. Passes run on a
+change (new snapshot, switch (re)connect, port change) and every
+`reconcile_interval` seconds, so drift and missed events are repaired by the
+next comparison. A host that is down never blocks another host's worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
+from controller.model import (
+    DatapathView,
+    HostSpec,
+    HostStatus,
+    PortSpec,
+    PortStatus,
+    PortStatusUpdate,
+    Snapshot,
+    StateStore,
+)
+from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbUnavailable
+from controller.pipeline import DatapathConfig, compute_datapath, tunnel_interface_name
+from controller.reconcile import DatapathSync
+
+log = logging.getLogger(__name__)
+
+RELAY_SOCKET_NAME = "ovs-fabric-ofp.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    integration_bridge: str = "br-int"
+    datapath_type: str = "system"
+    openflow_listen_host: str = "127.0.0.1"
+    openflow_port: int = 6653
+    openflow_advertise: str | None = None  # controller target for hosts reached over tcp/ssl
+    reconcile_interval: float = 10.0
+    revision_poll_interval: float = 0.1
+    ovsdb_timeout: float = 5.0
+
+
+def datapath_id_for(host_id: str) -> int:
+    """A stable, non-zero datapath id derived from the host's UUID (set through OVSDB)."""
+    value = int(uuid.UUID(host_id).hex[:16], 16) & 0x0000FFFFFFFFFFFF
+    return value or 1
+
+
+def relay_path_for(host: HostSpec) -> Path | None:
+    """The unix socket the service listens on for a host whose OVSDB is a local socket."""
+    if not host.ovsdb_remote.startswith("unix:"):
+        return None
+    return Path(host.ovsdb_remote.removeprefix("unix:")).parent / RELAY_SOCKET_NAME
+
+
+def controller_target_for(host: HostSpec, config: ControllerConfig) -> str | None:
+    relay = relay_path_for(host)
+    if relay is not None:
+        return f"unix:{relay}"
+    return config.openflow_advertise
+
+
+class HostAgent:
+    def __init__(
+        self,
+        host: HostSpec,
+        *,
+        config: ControllerConfig,
+        store: StateStore,
+        ovsdb_factory: Callable[[str], OvsdbClient] | None = None,
+    ) -> None:
+        self.host = host
+        self.datapath_id = datapath_id_for(host.id)
+        self._config = config
+        self._store = store
+        factory = ovsdb_factory or (lambda remote: OvsdbClient(remote, timeout=config.ovsdb_timeout))
+        self._ovsdb = factory(host.ovsdb_remote)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._snapshot: Snapshot | None = None
+        self._channel: SwitchChannel | None = None
+        self._ofports: dict[str, int] = {}
+        self._sync: DatapathSync | None = None
+        self._needs_read = False
+        self._last_audit = 0.0
+        self._reported_ports: dict[PortSpec, PortStatus] = {}
+        self._reported_status: HostStatus | None = None
+        self._ovsdb_ok: bool | None = None
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"host:{host.name}", daemon=True)
+
+    # ---- inputs (any thread) -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._ovsdb.close()
+
+    def update(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+            host = snapshot.host(self.host.id)
+            if host is not None:
+                self.host = host
+        self._wake.set()
+
+    def switch_connected(self, channel: SwitchChannel, ports: dict[str, int]) -> None:
+        with self._lock:
+            self._channel = channel
+            self._ofports = dict(ports)
+            self._sync = DatapathSync(channel)
+            self._needs_read = True
+        self._wake.set()
+
+    def switch_disconnected(self, channel: SwitchChannel) -> None:
+        with self._lock:
+            if self._channel is channel:
+                self._channel = None
+                self._sync = None
+        self._wake.set()
+
+    def ports_changed(self, ports: dict[str, int]) -> None:
+        with self._lock:
+            self._ofports = dict(ports)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- the worker ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self._config.reconcile_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._pass()
+            except Exception:  # a bug in one pass must not kill the host's worker
+                log.exception("host %s: reconcile pass failed", self.host.name)
+
+    def _pass(self) -> None:
+        with self._lock:
+            snapshot = self._snapshot
+        if snapshot is None:
+            return
+        self._ensure_ovsdb(snapshot)
+        with self._lock:
+            channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
+            needs_read, self._needs_read = self._needs_read, False
+        if channel is None or sync is None:
+            self._report_ports(snapshot, None)
+            self._report_host(openflow=False)
+            return
+        config = compute_datapath(snapshot, DatapathView(self.host.id, ofports))
+        try:
+            now = time.monotonic()
+            if needs_read or now - self._last_audit >= self._config.reconcile_interval:
+                sync.read_actual()
+                self._last_audit = now
+            result = sync.apply(config.flows, config.groups)
+        except (SwitchDisconnected, TimeoutError) as exc:
+            self._set_error(f"OpenFlow: {exc}")
+            with self._lock:
+                self._needs_read = True
+            self._report_host(openflow=channel.connected)
+            return
+        except OpenFlowError as exc:
+            self._set_error(f"OpenFlow bundle failed: {exc}")
+            with self._lock:
+                self._needs_read = True
+            self._report_host(openflow=True)
+            return
+        if result.rejected:
+            first = next(iter(result.rejected.items()))
+            self._set_error(
+                f"switch rejected {len(result.rejected)} flow(s)/group(s), e.g. {first[0]!r}: {first[1]}"
+            )
+        else:
+            self._set_error(None)
+        if result.changed:
+            log.info(
+                "host %s: +%d/-%d flows, +%d/-%d groups (revision %d)",
+                self.host.name,
+                result.flows_added,
+                result.flows_deleted,
+                result.groups_added,
+                result.groups_deleted,
+                snapshot.revision,
+            )
+        self._report_ports(snapshot, config)
+        self._report_host(openflow=True)
+
+    # ---- OVSDB intents -----------------------------------------------------------------
+
+    def _ensure_ovsdb(self, snapshot: Snapshot) -> None:
+        host, cfg = self.host, self._config
+        bridge = cfg.integration_bridge
+        target = controller_target_for(host, cfg)
+        try:
+            self._ovsdb.ensure_bridge(
+                BridgeIntent(
+                    name=bridge,
+                    datapath_type=cfg.datapath_type,
+                    datapath_id=f"{self.datapath_id:016x}",
+                    controller_targets=(target,) if target else (),
+                )
+            )
+            if host.uplink:
+                self._ovsdb.ensure_uplink(bridge, host.uplink)
+            self._ovsdb.ensure_tunnels(bridge, self._desired_tunnels(snapshot))
+            self._ensure_vm_ports(snapshot, bridge)
+        except OvsdbUnavailable as exc:
+            self._set_ovsdb(False, str(exc))
+            return
+        self._set_ovsdb(True, None)
+        if target is None:
+            self._set_error("no OpenFlow controller target: set OVS_FABRIC_OPENFLOW_ADVERTISE")
+
+    def _desired_tunnels(self, snapshot: Snapshot) -> dict[str, tuple[str, str | None]]:
+        if not self.host.tunnel_ip:
+            return {}
+        return {
+            tunnel_interface_name(peer.id): (peer.tunnel_ip, self.host.tunnel_ip)
+            for peer in snapshot.hosts
+            if peer.id != self.host.id and peer.tunnel_ip
+        }
+
+    def _ensure_vm_ports(self, snapshot: Snapshot, bridge: str) -> None:
+        wanted = {
+            p.interface: p
+            for p in snapshot.ports
+            if p.host_id == self.host.id and p.interface
+        }
+        existing = self._ovsdb.interfaces(bridge)
+        for name, port in wanted.items():
+            present = existing.get(name)
+            # A port libvirt plugged itself stays libvirt's: we only tag it.
+            owned = present is None or present.external_ids.get("ovs-fabric-owned") == "true"
+            self._ovsdb.ensure_vm_port(
+                bridge, name, port_id=port.id, mac=port.mac, vm_id=port.vm_id, owned=owned
+            )
+        for name, info in self._ovsdb.managed_vm_ports(bridge).items():
+            if name not in wanted and info.external_ids.get("ovs-fabric-owned") == "true":
+                self._ovsdb.remove_port(bridge, name)
+
+    # ---- status ------------------------------------------------------------------------
+
+    def _set_ovsdb(self, ok: bool, error: str | None) -> None:
+        if ok != self._ovsdb_ok:
+            if ok:
+                log.info("host %s: OVSDB %s connected", self.host.name, self.host.ovsdb_remote)
+            else:
+                log.warning("host %s: OVSDB unreachable: %s", self.host.name, error)
+        self._ovsdb_ok = ok
+        if not ok:
+            self._set_error(error)
+        self._report_host(openflow=self._channel is not None)
+
+    def _set_error(self, error: str | None) -> None:
+        if error != self._last_error and error is not None:
+            log.warning("host %s: %s", self.host.name, error)
+        self._last_error = error
+
+    def _report_host(self, *, openflow: bool) -> None:
+        status = HostStatus(
+            host_id=self.host.id,
+            ovsdb_connected=bool(self._ovsdb_ok),
+            openflow_connected=openflow,
+            datapath_id=f"{self.datapath_id:016x}",
+            last_error=self._last_error,
+        )
+        if status != self._reported_status:
+            self._store.record_host_status(status)
+            self._reported_status = status
+
+    def _report_ports(self, snapshot: Snapshot, config: DatapathConfig | None) -> None:
+        now = datetime.now(UTC)
+        # Keyed by the whole PortSpec: a re-bound port (which the API resets to DOWN)
+        # is a new key and gets reported again even if it was ACTIVE before.
+        bound_here = {p for p in snapshot.ports if p.host_id == self.host.id}
+        realized = config.realized_ports if config is not None else frozenset()
+        updates = []
+        for port in bound_here:
+            status: PortStatus = "ACTIVE" if port.id in realized else "DOWN"
+            if self._reported_ports.get(port) != status:
+                updates.append(PortStatusUpdate(port.id, status, self.host.id, now))
+                self._reported_ports[port] = status
+        for gone in set(self._reported_ports) - bound_here:
+            del self._reported_ports[gone]
+        if updates:
+            self._store.record_port_status(updates)

@@ -1,0 +1,168 @@
+"""The controller as a whole: watch the desired-state revision, run one agent per host.
+
+SQL is the source of truth. A watcher polls the global revision (one cheap
+SELECT); on a change it loads one consistent snapshot and hands it to every
+host agent, creating and stopping agents as hosts come and go. os-ken events
+are routed to the agent whose datapath id they carry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.app import start_openflow_controller
+from controller.channel import SwitchChannel
+from controller.hosts import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
+from controller.model import Snapshot, StateStore
+from controller.relay import UnixToTcpRelay
+
+log = logging.getLogger(__name__)
+
+PacketInHandler = Callable[[str, int, int, int, bytes], None]
+
+
+class FabricController:
+    def __init__(self, store: StateStore, config: ControllerConfig) -> None:
+        self._store = store
+        self._config = config
+        self._lock = threading.Lock()
+        self._agents: dict[str, HostAgent] = {}
+        self._by_dpid: dict[int, HostAgent] = {}
+        self._relays: dict[Path, UnixToTcpRelay] = {}
+        self._stop = threading.Event()
+        self._poke = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="revision-watch", daemon=True)
+        self._stop_openflow: Callable[[], None] | None = None
+        self._unknown_dpids: set[int] = set()
+        self.packet_in_handlers: list[PacketInHandler] = []
+
+    def start(self) -> None:
+        self._stop_openflow = start_openflow_controller(
+            self, host=self._config.openflow_listen_host, port=self._config.openflow_port
+        )
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke.set()
+        self._watcher.join(timeout=5)
+        with self._lock:
+            agents = list(self._agents.values())
+            relays = list(self._relays.values())
+            self._agents.clear()
+            self._by_dpid.clear()
+            self._relays.clear()
+        for agent in agents:
+            agent.stop()
+        for relay in relays:
+            relay.close()
+        if self._stop_openflow is not None:
+            self._stop_openflow()
+
+    def poke(self) -> None:
+        """Check the revision now instead of at the next poll."""
+        self._poke.set()
+
+    # ---- desired state -------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        seen: int | None = None
+        snapshot: Snapshot | None = None
+        while not self._stop.is_set():
+            try:
+                revision = self._store.current_revision()
+                if revision != seen:
+                    snapshot = self._store.load_snapshot()
+                    self._apply_snapshot(snapshot)
+                    seen = snapshot.revision
+                elif snapshot is not None:
+                    # A host's run directory may appear after the host was registered.
+                    self._sync_relays(snapshot)
+            except Exception:  # a database hiccup must not end the watcher
+                log.exception("loading desired state failed; retrying")
+            self._poke.wait(timeout=self._config.revision_poll_interval)
+            self._poke.clear()
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        wanted = {h.id: h for h in snapshot.hosts}
+        with self._lock:
+            gone = [a for hid, a in self._agents.items() if hid not in wanted]
+            for agent in gone:
+                del self._agents[agent.host.id]
+                self._by_dpid.pop(agent.datapath_id, None)
+            new = []
+            for host_id, host in wanted.items():
+                if host_id not in self._agents:
+                    agent = HostAgent(host, config=self._config, store=self._store)
+                    self._agents[host_id] = agent
+                    self._by_dpid[agent.datapath_id] = agent
+                    new.append(agent)
+            agents = list(self._agents.values())
+        self._sync_relays(snapshot)
+        for agent in gone:
+            log.info("host %s removed", agent.host.name)
+            agent.stop()
+        for agent in new:
+            log.info("host %s added (datapath %016x)", agent.host.name, agent.datapath_id)
+            agent.start()
+        for agent in agents:
+            agent.update(snapshot)
+
+    def _sync_relays(self, snapshot: Snapshot) -> None:
+        wanted = {p for p in (relay_path_for(h) for h in snapshot.hosts) if p is not None}
+        target = (self._config.openflow_listen_host, self._config.openflow_port)
+        with self._lock:
+            for path in set(self._relays) - wanted:
+                self._relays.pop(path).close()
+            for path in wanted - set(self._relays):
+                if not path.parent.is_dir():
+                    continue  # the host's run directory is not there (yet); retried next revision
+                relay = UnixToTcpRelay(path, target)
+                try:
+                    relay.start()
+                except OSError as exc:
+                    log.warning("cannot listen on %s: %s", path, exc)
+                    continue
+                self._relays[path] = relay
+
+    # ---- SwitchEventSink (os-ken's event thread) --------------------------------------
+
+    def _agent(self, datapath_id: int) -> HostAgent | None:
+        with self._lock:
+            agent = self._by_dpid.get(datapath_id)
+        if agent is None and datapath_id not in self._unknown_dpids:
+            self._unknown_dpids.add(datapath_id)
+            log.warning("switch %016x is not a registered host; ignoring it", datapath_id)
+        return agent
+
+    def switch_connected(
+        self, datapath_id: int, channel: SwitchChannel, ports: dict[str, int]
+    ) -> None:
+        agent = self._agent(datapath_id)
+        if agent is not None:
+            agent.switch_connected(channel, ports)
+
+    def switch_disconnected(self, datapath_id: int, channel: SwitchChannel) -> None:
+        agent = self._agent(datapath_id)
+        if agent is not None:
+            agent.switch_disconnected(channel)
+
+    def ports_changed(self, datapath_id: int, ports: dict[str, int]) -> None:
+        agent = self._agent(datapath_id)
+        if agent is not None:
+            agent.ports_changed(ports)
+
+    def packet_in(
+        self, datapath_id: int, *, in_port: int, table_id: int, cookie: int, data: bytes
+    ) -> None:
+        agent = self._agent(datapath_id)
+        if agent is None:
+            return
+        for handler in self.packet_in_handlers:
+            handler(agent.host.id, in_port, table_id, cookie, data)
+
+
+__all__ = ["ControllerConfig", "FabricController", "datapath_id_for"]
