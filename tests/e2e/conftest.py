@@ -1,0 +1,30 @@
+"""End-to-end fixtures: the real service as a child process, driven over REST, on a lab."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.client import FabricClient
+from api.launcher import ServiceProcess
+from controller.lab import Lab
+from fabric_helpers import Fabric
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    # A short audit interval so drift in flows is found within seconds in tests.
+    svc = ServiceProcess(tmp_path / "service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "2"})
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def fabric(lab: Lab, service: ServiceProcess) -> Iterator[Fabric]:
+    with FabricClient(service.base_url, service.admin_token) as client:
+        yield Fabric(lab=lab, service=service, client=client)
