@@ -1,0 +1,56 @@
+"""Content-addressed OpenFlow group ids.
+
+A group's id is a hash of what it does, so a group whose membership changes
+gets a new id: the reconciler adds the new group, repoints the flows in one
+atomic bundle and deletes the old group, and a switch never forwards through a
+half-updated group. The hash is blake2b of a canonical repr (never Python's
+per-process salted `hash()`), so every controller replica computes the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from controller.flows import Bucket
+
+GROUP_ID_MASK: Final = 0x7FFFFFFF  # 31 bits: far below OFPG_MAX, never a reserved id
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContent:
+    """A group before it has an id: what the pipeline builds and hashes."""
+
+    type: str
+    buckets: tuple[Bucket, ...]
+
+    def canonical(self) -> str:
+        return repr((self.type, self.buckets))
+
+
+def group_hash(content: GroupContent, salt: int) -> int:
+    data = f"{salt}|{content.canonical()}".encode()
+    digest = hashlib.blake2b(data, digest_size=8, person=b"ovs-fabric-grp").digest()
+    return int.from_bytes(digest, "big") & GROUP_ID_MASK
+
+
+def assign_group_ids(contents: Iterable[GroupContent]) -> dict[GroupContent, int]:
+    """Give every distinct content a non-zero 31-bit id, unique within this set.
+
+    Equal contents share one group. On a hash collision the content that sorts
+    later (by canonical repr) is re-hashed with the next salt, so the outcome
+    depends only on the set of contents, not on the order they came in.
+    """
+    ids: dict[GroupContent, int] = {}
+    taken: set[int] = set()
+    for content in sorted(set(contents), key=GroupContent.canonical):
+        salt = 0
+        group_id = group_hash(content, salt)
+        while group_id == 0 or group_id in taken:
+            salt += 1
+            group_id = group_hash(content, salt)
+        taken.add(group_id)
+        ids[content] = group_id
+    return ids

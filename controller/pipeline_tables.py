@@ -1,0 +1,203 @@
+"""The integration bridge's tables, declared as data, and the check every flow must pass.
+
+Each table says which fields its flows may match, which fields every non-default
+flow must match (the network's metadata in the forwarding tables, so no flow can
+carry a frame from one network into another) and where its flows may continue.
+`check_flow` enforces that, plus the OpenFlow match prerequisites a switch would
+otherwise reject with OFPBMC_BAD_PREREQ, so a pipeline bug fails in a unit test
+instead of on a switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from controller.flows import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    IP_PROTO_ICMP,
+    IP_PROTO_TCP,
+    IP_PROTO_UDP,
+    Ct,
+    Flow,
+    Group,
+    Resubmit,
+)
+
+TABLE_CLASSIFY: Final = 0
+TABLE_PORT_SECURITY: Final = 1
+TABLE_ARP_RESPONDER: Final = 2
+TABLE_LB: Final = 3
+# Ids 4-7 stay free so load-balancer stages can be added without renumbering
+# l2_forward (which would rewrite every forwarding flow on every switch).
+TABLE_L2_FORWARD: Final = 8
+
+
+class PipelineError(ValueError):
+    """The computed flows break the pipeline's own rules, or the snapshot is contradictory."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableDecl:
+    name: str
+    id: int
+    match_fields: frozenset[str]
+    # Where a flow may continue: goto_table targets (which OpenFlow requires to be
+    # later tables) and ct/resubmit targets (which may be any table, itself included).
+    next_tables: frozenset[int] = frozenset()
+    # Fields every flow except the table-miss (priority 0, empty match) must match.
+    required_fields: frozenset[str] = frozenset()
+
+
+_LB_FIELDS: Final = frozenset(
+    {
+        "metadata",
+        "reg5",
+        "reg6",
+        "reg7",
+        "eth_src",
+        "eth_dst",
+        "eth_type",
+        "ip_proto",
+        "ipv4_src",
+        "ipv4_dst",
+        "tcp_src",
+        "tcp_dst",
+        "udp_src",
+        "udp_dst",
+        "ct_state",
+        "ct_zone",
+        "ct_mark",
+    }
+)
+
+PIPELINE: Final[tuple[TableDecl, ...]] = (
+    TableDecl(
+        name="classify",
+        id=TABLE_CLASSIFY,
+        match_fields=frozenset({"in_port", "eth_src", "vlan_vid", "tunnel_id"}),
+        # lb is allowed so the load balancer may later see remote frames (replies).
+        next_tables=frozenset({TABLE_PORT_SECURITY, TABLE_LB, TABLE_L2_FORWARD}),
+        required_fields=frozenset({"in_port"}),
+    ),
+    TableDecl(
+        name="port_security",
+        id=TABLE_PORT_SECURITY,
+        match_fields=frozenset(
+            {
+                "in_port",
+                "eth_type",
+                "arp_sha",
+                "arp_spa",
+                "ipv4_src",
+                "ip_proto",
+                "udp_src",
+                "udp_dst",
+            }
+        ),
+        next_tables=frozenset({TABLE_ARP_RESPONDER}),
+        required_fields=frozenset({"in_port"}),
+    ),
+    TableDecl(
+        name="arp_responder",
+        id=TABLE_ARP_RESPONDER,
+        match_fields=frozenset({"metadata", "eth_src", "eth_type", "arp_op", "arp_tpa"}),
+        next_tables=frozenset({TABLE_LB}),
+        required_fields=frozenset({"metadata", "eth_type", "arp_op"}),
+    ),
+    TableDecl(
+        name="lb",
+        id=TABLE_LB,
+        match_fields=_LB_FIELDS,
+        next_tables=frozenset({TABLE_LB, TABLE_L2_FORWARD}),
+        required_fields=frozenset({"metadata"}),
+    ),
+    TableDecl(
+        name="l2_forward",
+        id=TABLE_L2_FORWARD,
+        match_fields=frozenset({"metadata", "reg5", "eth_dst"}),
+        required_fields=frozenset({"metadata"}),
+    ),
+)
+
+TABLES: Final[dict[int, TableDecl]] = {table.id: table for table in PIPELINE}
+
+# field -> (the field it depends on, the exact values that field must be matched to)
+_PREREQUISITES: Final[dict[str, tuple[str, frozenset[int]]]] = {
+    **{
+        name: ("eth_type", frozenset({ETH_TYPE_ARP}))
+        for name in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
+    },
+    **{name: ("eth_type", frozenset({ETH_TYPE_IPV4})) for name in ("ipv4_src", "ipv4_dst")},
+    "ip_proto": ("eth_type", frozenset({ETH_TYPE_IPV4})),
+    **{
+        name: ("ip_proto", frozenset({IP_PROTO_TCP}))
+        for name in ("tcp_src", "tcp_dst", "tcp_flags")
+    },
+    **{name: ("ip_proto", frozenset({IP_PROTO_UDP})) for name in ("udp_src", "udp_dst")},
+    **{name: ("ip_proto", frozenset({IP_PROTO_ICMP})) for name in ("icmpv4_type", "icmpv4_code")},
+}
+
+
+def _is_table_miss(flow: Flow) -> bool:
+    return flow.priority == 0 and not flow.match.fields
+
+
+def check_flow(flow: Flow) -> None:
+    """Raise PipelineError if `flow` breaks its table's declaration or OpenFlow's prerequisites."""
+    table = TABLES.get(flow.table)
+    if table is None:
+        raise PipelineError(f"flow for undeclared table {flow.table}: {flow!r}")
+    names = {f.name for f in flow.match.fields}
+    disallowed = names - table.match_fields
+    if disallowed:
+        raise PipelineError(
+            f"table {table.name} does not allow matching {sorted(disallowed)}: {flow!r}"
+        )
+    missing = table.required_fields - names
+    if missing and not _is_table_miss(flow):
+        raise PipelineError(f"table {table.name} requires matching {sorted(missing)}: {flow!r}")
+    for name in names:
+        _check_prerequisite(flow, name)
+    if flow.goto_table is not None:
+        if flow.goto_table not in table.next_tables:
+            raise PipelineError(
+                f"table {table.name} may not continue to table {flow.goto_table}: {flow!r}"
+            )
+        if flow.goto_table <= flow.table:
+            raise PipelineError(f"goto_table must point to a later table: {flow!r}")
+    for action in flow.actions:
+        target = action.table if isinstance(action, Ct | Resubmit) else None
+        if target is not None and target not in table.next_tables | {table.id}:
+            raise PipelineError(
+                f"table {table.name} may not recirculate to table {target}: {flow!r}"
+            )
+
+
+def _check_prerequisite(flow: Flow, name: str) -> None:
+    prerequisite = _PREREQUISITES.get(name)
+    if prerequisite is None:
+        return
+    parent, values = prerequisite
+    parent_field = flow.match.get(parent)
+    if parent_field is None or parent_field.mask is not None or parent_field.value not in values:
+        raise PipelineError(
+            f"matching {name} requires an exact {parent} in {sorted(values)}: {flow!r}"
+        )
+
+
+def check_group(group: Group) -> None:
+    """Raise PipelineError for a group a switch would refuse or misbehave with."""
+    if not 0 < group.group_id <= 0x7FFFFFFF:
+        raise PipelineError(f"group id out of the 31-bit range: {group!r}")
+    if group.type == "select":
+        if any(bucket.weight <= 0 for bucket in group.buckets):
+            raise PipelineError(f"every bucket of a select group needs a weight > 0: {group!r}")
+    elif group.type in ("all", "indirect"):
+        if any(bucket.weight != 0 for bucket in group.buckets):
+            raise PipelineError(f"only select groups have bucket weights: {group!r}")
+        if group.type == "indirect" and len(group.buckets) != 1:
+            raise PipelineError(f"an indirect group has exactly one bucket: {group!r}")
+    else:
+        raise PipelineError(f"unknown group type {group.type!r}")
