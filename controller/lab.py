@@ -80,6 +80,7 @@ REQUIRED_TOOLS = (
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,11}$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BRIDGE_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _PING_SUMMARY_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 CaptureDirection = Literal["in", "out", "inout"]
@@ -692,20 +693,33 @@ class SimHost:
         return run([*cmd, *args], timeout=timeout + 5).stdout.strip()
 
     def ofctl(
-        self, *args: str, bridge: str = "br-int", input: str | None = None,
+        self, *args: str, bridge: str | None = None, input: str | None = None,
         timeout: float = 30.0,
     ) -> str:
         """`ovs-ofctl -O OpenFlow13 [options] COMMAND <bridge mgmt socket> [ARGS]`.
 
-        Leading arguments starting with '-' are options (e.g. "--bundle",
-        "--strict"); the first other argument is the command.
+        Leading arguments starting with '-' are options ("--bundle",
+        "--strict"); the first other argument is the command. The bridge is
+        `bridge`, else a bridge name written right after the command as with
+        plain ovs-ofctl (`ofctl("add-flow", "br-int", "actions=drop")`), else br-int.
         """
         split = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
         if split is None:
             raise ValueError(f"ofctl needs a command: {args!r}")
-        options, command, rest = args[:split], args[split], args[split + 1 :]
+        options, command, rest = args[:split], args[split], list(args[split + 1 :])
+        if bridge is None:
+            bridge = "br-int"
+            if rest and self._names_a_bridge(rest[0]):
+                bridge = rest.pop(0)
         cmd = ["ovs-ofctl", "-O", "OpenFlow13", *options, command, self.mgmt_target(bridge), *rest]
         return run(cmd, input=input, timeout=timeout).stdout
+
+    def _names_a_bridge(self, word: str) -> bool:
+        # A flow or match argument ("table=0,...", "arp") could look like a name:
+        # only an existing bridge counts, and only plain words need the lookup.
+        if not _BRIDGE_WORD_RE.match(word):
+            return False
+        return word in self.vsctl("list-br").split()
 
     def appctl(self, *args: str, target: Literal["vswitchd", "ovsdb"] = "vswitchd") -> str:
         return run(["ovs-appctl", "-t", str(self.rundir / f"{target}.ctl"), *args]).stdout
@@ -942,35 +956,49 @@ class SimVM:
         """Run a command inside the VM's namespace."""
         return run(in_netns(self.netns, cmd), check=check, timeout=timeout, input=input)
 
-    def _ping_counts(self, ip: str, count: int, timeout: float | None) -> tuple[int, int]:
+    def _ping_counts(
+        self, ip: str, count: int, timeout: float | None, source: str | None
+    ) -> tuple[int, int]:
         deadline = timeout if timeout is not None else 0.2 * count + 2.0
-        result = self.run(
-            "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
-            "-w", str(max(1, round(deadline))), ip,
-            check=False, timeout=deadline + 10,
-        )
+        cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
+               "-w", str(max(1, round(deadline)))]
+        if source is not None:
+            cmd += ["-I", source]
+        result = self.run(*cmd, ip, check=False, timeout=deadline + 10)
         summary = _PING_SUMMARY_RE.search(result.stdout)
         if summary is None:  # e.g. "Network is unreachable": nothing was even sent
             return count, 0
         return int(summary.group(1)), int(summary.group(2))
 
-    def ping(self, ip: str, *, count: int = 3, timeout: float | None = None) -> bool:
-        """True if at least one of `count` echo requests was answered."""
-        _sent, received = self._ping_counts(ip, count, timeout)
+    def ping(
+        self, ip: str, *, count: int = 3, timeout: float | None = None,
+        source: str | None = None,
+    ) -> bool:
+        """True if at least one of `count` echo requests was answered.
+
+        `timeout` bounds the whole run (default: enough for `count` replies);
+        `source` picks the source address (it must be configured on eth0).
+        """
+        _sent, received = self._ping_counts(ip, count, timeout, source)
         return received > 0
 
-    def ping_loss(self, ip: str, *, count: int = 5, timeout: float | None = None) -> float:
+    def ping_loss(
+        self, ip: str, *, count: int = 5, timeout: float | None = None,
+        source: str | None = None,
+    ) -> float:
         """Percentage of `count` echo requests that went unanswered."""
-        sent, received = self._ping_counts(ip, count, timeout)
+        sent, received = self._ping_counts(ip, count, timeout, source)
         return 100.0 * (sent - received) / sent if sent else 100.0
 
-    def wait_for_ping(self, ip: str, *, timeout: float = 15.0) -> bool:
+    def wait_for_ping(
+        self, ip: str, *, timeout: float = 15.0, source: str | None = None
+    ) -> bool:
         """Ping once per second until answered (e.g. while a controller installs
         flows); False if `timeout` passes without an answer."""
         deadline = time.monotonic() + timeout
         while True:
             attempt_started = time.monotonic()
-            if self.ping(ip, count=1, timeout=1):
+            if self.ping(ip, count=1, timeout=1, source=source):
                 return True
             if time.monotonic() >= deadline:
                 return False
