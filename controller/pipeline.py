@@ -248,7 +248,9 @@ def build_context(snapshot: Snapshot, view: DatapathView) -> DatapathContext:
         )
     local_networks: list[LocalNetwork] = []
     for network_id, bound in bound_by_network.items():
-        local_ports = sorted((p for p in bound if p.ofport is not None), key=_ofport_of)
+        local_ports = sorted(
+            (p for p in bound if p.ofport is not None), key=lambda p: (_ofport_of(p), p.mac, p.id)
+        )
         if not local_ports:
             continue
         local_networks.append(
@@ -528,8 +530,9 @@ def load_balancer_groups(snapshot: Snapshot, ctx: DatapathContext) -> tuple[Grou
 def load_balancer_flows(
     snapshot: Snapshot, ctx: DatapathContext, group_ids: Mapping[GroupContent, int]
 ) -> Iterator[Flow]:
-    """Flows of the lb table; they reach their groups through `group_ids`. Now: pass through."""
-    yield _table_miss(TABLE_LB, goto=TABLE_L2_FORWARD)
+    """Flows of the lb table (above its pass-through table miss); they reach their groups
+    through `group_ids`. Not built yet."""
+    return iter(())
 
 
 # ---- assembly --------------------------------------------------------------------------------
@@ -571,6 +574,7 @@ def compute_datapath(snapshot: Snapshot, view: DatapathView) -> DatapathConfig:
             *classify_flows(ctx),
             *port_security_flows(ctx),
             *arp_responder_flows(ctx),
+            _table_miss(TABLE_LB, goto=TABLE_L2_FORWARD),
             *load_balancer_flows(snapshot, ctx, group_ids),
             *l2_forward_flows(ctx, floods, group_ids),
         ]

@@ -127,7 +127,7 @@ def fabric() -> Snapshot:
 
 
 def view_a(**extra: int) -> DatapathView:
-    ofports = {port.interface: number for port, number in OFPORT.items()}
+    ofports = {f"tap-{port.id[5:]}": number for port, number in OFPORT.items()}
     ofports.update(
         {
             "uplink0": UPLINK,
@@ -138,7 +138,7 @@ def view_a(**extra: int) -> DatapathView:
             **extra,
         }
     )
-    return DatapathView(HOST_A, {k: v for k, v in ofports.items() if k is not None})
+    return DatapathView(HOST_A, ofports)
 
 
 @pytest.fixture(scope="module")
