@@ -1,0 +1,82 @@
+"""Service settings: one typed object, read from ``OVS_FABRIC_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.segments import (
+    VLAN_MAX,
+    VLAN_MIN,
+    VNI_MAX,
+    VNI_MIN,
+    SegmentPool,
+    SegmentPools,
+    parse_ranges,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OVS_FABRIC_", populate_by_name=True, extra="ignore"
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./var/ovs-fabric.db",
+        validation_alias=AliasChoices("OVS_FABRIC_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    # Admin bearer token. When unset and none exists in the database, one is
+    # generated on first start and printed once; only its hash is stored.
+    admin_token: str | None = None
+
+    vlan_ranges: str = f"{VLAN_MIN}-{VLAN_MAX}"
+    vlan_reserved: str = ""
+    vni_ranges: str = f"{VNI_MIN}-{VNI_MAX}"
+    vni_reserved: str = ""
+
+    integration_bridge: str = "br-int"
+    datapath_type: str = "system"
+    openflow_port: int = Field(default=6653, ge=1, le=65535)
+    openflow_listen_host: str = "127.0.0.1"
+    # Controller target given to hosts reached over tcp:/ssl: OVSDB, e.g. "tcp:192.0.2.1:6653".
+    openflow_advertise: str | None = None
+    controller_enabled: bool = True
+    libvirt_enabled: bool = True
+    reconcile_interval: float = Field(default=10.0, gt=0)
+
+    @field_validator("vlan_ranges", "vlan_reserved")
+    @classmethod
+    def _vlan_ranges_parse(cls, value: str) -> str:
+        parse_ranges(value, lowest=VLAN_MIN, highest=VLAN_MAX)
+        return value
+
+    @field_validator("vni_ranges", "vni_reserved")
+    @classmethod
+    def _vni_ranges_parse(cls, value: str) -> str:
+        parse_ranges(value, lowest=VNI_MIN, highest=VNI_MAX)
+        return value
+
+    @model_validator(mode="after")
+    def _pools_not_empty(self) -> Self:
+        if self.vlan_pool().size == 0:
+            raise ValueError("vlan_ranges minus vlan_reserved leaves no VLAN id")
+        if self.vni_pool().size == 0:
+            raise ValueError("vni_ranges minus vni_reserved leaves no VNI")
+        return self
+
+    def vlan_pool(self) -> SegmentPool:
+        return SegmentPool.from_config(
+            self.vlan_ranges, self.vlan_reserved, lowest=VLAN_MIN, highest=VLAN_MAX
+        )
+
+    def vni_pool(self) -> SegmentPool:
+        return SegmentPool.from_config(
+            self.vni_ranges, self.vni_reserved, lowest=VNI_MIN, highest=VNI_MAX
+        )
+
+    def segment_pools(self) -> SegmentPools:
+        return SegmentPools(vlan=self.vlan_pool(), vxlan=self.vni_pool())

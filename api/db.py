@@ -1,0 +1,231 @@
+"""Engine, sessions, the global revision, and schema upgrades.
+
+Write transactions are serialised on purpose: on SQLite they start with
+``BEGIN IMMEDIATE`` (the write lock is taken up front, so concurrent writers
+wait on busy_timeout instead of failing to upgrade a read lock), and on every
+backend their first statement bumps the single revision row, which PostgreSQL
+locks until commit. Allocation of segmentation ids, MACs and IPs therefore
+reads a settled state; the UNIQUE constraints remain the last word.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+from api.models import DESIRED_STATE_CHILDREN, GlobalRevision, Revisioned, utcnow
+
+_WRITE_OPTION = "ovs_fabric_write"
+_SESSION_REVISION = "revision"
+_SESSION_CHANGED = "changed"
+
+
+class DatabaseUrlError(ValueError):
+    """The configured database URL cannot be used."""
+
+
+def parse_database_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError, ValueError...
+        raise DatabaseUrlError(f"invalid database URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise DatabaseUrlError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql+psycopg://"
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite files get WAL, foreign keys and a busy timeout."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _make_sqlite_engine(parsed)
+    if parsed.drivername == "postgresql":
+        # psycopg 3 is the driver the project ships with; plain postgresql:// would mean psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _make_sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see "begin" below): the sqlite3
+        # module's implicit transactions would start reads outside them.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _stamp_changes(session: Session, _context: Any, _instances: Any) -> None:
+    """Stamp every changed desired-state row with the transaction's revision."""
+    changed = [
+        obj
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, (Revisioned, *DESIRED_STATE_CHILDREN))
+        and (obj not in session.dirty or session.is_modified(obj))
+    ]
+    if not changed:
+        return
+    revision = session.info.get(_SESSION_REVISION)
+    if revision is None:
+        raise RuntimeError("desired state changed outside Database.write()")
+    session.info[_SESSION_CHANGED] = True
+    now = utcnow()
+    for obj in changed:
+        if isinstance(obj, Revisioned) and obj not in session.deleted:
+            obj.revision = revision
+            obj.updated_at = now
+            if obj in session.new:
+                obj.created_at = now
+
+
+class Database:
+    """Owns the engine; hands out read sessions and revision-bumping write sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        # A consistent snapshot across several SELECTs: SQLite gives it per
+        # transaction anyway; PostgreSQL needs REPEATABLE READ for it.
+        read_engine = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="REPEATABLE READ")
+        )
+        self._reader = sessionmaker(read_engine, expire_on_commit=False)
+        self._writer = sessionmaker(write_engine, expire_on_commit=False)
+        event.listen(self._reader, "before_flush", _stamp_changes)
+        event.listen(self._writer, "before_flush", _stamp_changes)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction; it is rolled back at the end."""
+        with self._reader() as session:
+            session.begin()
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction that bumps the global revision when it changes desired state.
+
+        The bump comes first: it takes the write lock (PostgreSQL row lock; SQLite
+        is already locked by BEGIN IMMEDIATE). A transaction that changed no
+        desired-state row is rolled back so the revision stays put.
+        """
+        with self._writer() as session:
+            session.begin()
+            try:
+                session.info[_SESSION_REVISION] = bump_revision(session)
+                yield session
+                session.flush()
+                if session.info.get(_SESSION_CHANGED):
+                    session.commit()
+                else:
+                    session.rollback()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.info.clear()
+
+    @contextmanager
+    def unversioned_write(self) -> Iterator[Session]:
+        """A transaction for rows that are not desired state (status, tokens): no revision bump."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    def current_revision(self) -> int:
+        with self.engine.connect() as connection:
+            value = connection.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
+        return int(value or 0)
+
+
+def bump_revision(session: Session) -> int:
+    session.execute(
+        update(GlobalRevision).where(GlobalRevision.id == 1).values(value=GlobalRevision.value + 1)
+    )
+    value = session.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
+    if value is None:
+        raise RuntimeError("revision row missing: run `ovs-fabric db upgrade`")
+    return int(value)
+
+
+# ---- schema ------------------------------------------------------------------------
+
+_UPGRADE_LOCK = threading.Lock()
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configuration pointing at the installed `migrations` package; no ini needed."""
+    script_location = str(Path(migrations.__file__).resolve().parent)
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Bring the schema at `url` to `revision` (default: the newest)."""
+    with _UPGRADE_LOCK:
+        command.upgrade(alembic_config(url), revision)
+
+
+def downgrade_database(url: str, revision: str) -> None:
+    with _UPGRADE_LOCK:
+        command.downgrade(alembic_config(url), revision)
+
+
+def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database at `url` is at (None: never migrated)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def ping(database: Database) -> None:
+    with database.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
