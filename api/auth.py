@@ -1,0 +1,113 @@
+"""Bearer tokens and who the caller is.
+
+Tokens are random strings shown once; the database keeps only their SHA-256.
+A token either belongs to a tenant (it sees and changes that tenant's objects
+only) or to nobody (an admin token, sees everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db import Database
+from api.errors import Forbidden, NotFound, Unauthorized
+from api.models import ApiToken, GlobalRevision, Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: tenant_id None means admin."""
+
+    name: str
+    tenant_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant_id is None
+
+
+# In-process callers (the libvirt watcher, the CLI) act with full rights.
+SYSTEM = Principal(name="system")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def generate_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def create_token(session: Session, *, name: str, tenant_id: str | None) -> tuple[ApiToken, str]:
+    """Store a new token; return its row and the plain token (never stored)."""
+    if tenant_id is not None and session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"tenant {tenant_id} not found")
+    token = generate_token()
+    row = ApiToken(token_hash=hash_token(token), name=name, tenant_id=tenant_id)
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def ensure_admin_token(database: Database, *, configured: str | None) -> str | None:
+    """Make sure an admin can log in; return a newly generated token to show once, or None.
+
+    A configured token is registered (by hash) if it is not yet known. Without
+    one, a token is generated only when no admin token exists at all.
+    """
+    with database.unversioned_write() as session:
+        # Serialise first starts of several replicas (row lock on PostgreSQL;
+        # SQLite already holds its write lock).
+        session.execute(select(GlobalRevision.id).with_for_update())
+        if configured:
+            digest = hash_token(configured)
+            if session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is None:
+                session.add(ApiToken(token_hash=digest, name="configured-admin", tenant_id=None))
+            return None
+        if session.scalar(select(ApiToken.id).where(ApiToken.tenant_id.is_(None)).limit(1)):
+            return None
+        _row, token = create_token(session, name="bootstrap-admin", tenant_id=None)
+        return token
+
+
+def authenticate(database: Database, token: str) -> Principal:
+    with database.read() as session:
+        row = session.execute(
+            select(ApiToken.name, ApiToken.tenant_id).where(
+                ApiToken.token_hash == hash_token(token)
+            )
+        ).first()
+    if row is None:
+        raise Unauthorized("unknown or revoked token")
+    return Principal(name=row.name, tenant_id=row.tenant_id)
+
+
+_bearer = HTTPBearer(auto_error=False, description="An admin or tenant token.")
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    database: Database = request.app.state.database
+    return authenticate(database, credentials.credentials)
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this operation needs an admin token")
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,73 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api import runtime
+from api.auth import ensure_admin_token
+from api.config import Settings
+from api.db import Database, upgrade_database
+from api.errors import install_problem_handlers
+from api.routes import hosts, load_balancers, networks, ports, system, tenants
+from api.state import SqlStateStore
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    database = Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(upgrade_database, settings.database_url)
+        token = await run_in_threadpool(
+            ensure_admin_token, database, configured=settings.admin_token
+        )
+        if token is not None:
+            # Shown once: only its hash is stored.
+            print(f"ovs-fabric: generated admin token (shown only now): {token}", flush=True)
+        store = SqlStateStore(database)
+        app.state.store = store
+        stoppers = (
+            runtime.start_background_services(settings, store)
+            if settings.controller_enabled
+            else []
+        )
+        try:
+            yield
+        finally:
+            for stop in reversed(stoppers):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("stopping a background service failed")
+            database.dispose()
+
+    app = FastAPI(
+        title="ovs-fabric",
+        version="0.1.0",
+        summary="Tenant networks, ports and L4 load balancers on Open vSwitch.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    install_problem_handlers(app)
+    for router in (
+        hosts.router,
+        tenants.router,
+        networks.router,
+        ports.router,
+        load_balancers.router,
+        system.router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(system.health_router)
+    return app

@@ -1,0 +1,51 @@
+"""/api/v1/hosts: the machines running OVS (admin only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api import crud
+from api.auth import require_admin
+from api.deps import DatabaseDep, PageDep
+from api.schemas import HostCreate, HostOut, HostUpdate, Page
+
+router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[Depends(require_admin)])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_host(body: HostCreate, db: DatabaseDep, response: Response) -> HostOut:
+    with db.write() as session:
+        out = HostOut.model_validate(crud.create_host(session, **body.model_dump()))
+    response.headers["Location"] = f"/api/v1/hosts/{out.id}"
+    return out
+
+
+@router.get("")
+def list_hosts(db: DatabaseDep, page: PageDep) -> Page[HostOut]:
+    with db.read() as session:
+        found = crud.list_hosts(session, limit=page.limit, offset=page.offset)
+        return Page(
+            items=[HostOut.model_validate(h) for h in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+        )
+
+
+@router.get("/{host_id}")
+def get_host(host_id: str, db: DatabaseDep) -> HostOut:
+    with db.read() as session:
+        return HostOut.model_validate(crud.get_host(session, host_id=host_id))
+
+
+@router.patch("/{host_id}")
+def update_host(host_id: str, body: HostUpdate, db: DatabaseDep) -> HostOut:
+    with db.write() as session:
+        host = crud.update_host(session, host_id=host_id, changes=body.changes())
+        return HostOut.model_validate(host)
+
+
+@router.delete("/{host_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_host(host_id: str, db: DatabaseDep) -> None:
+    with db.write() as session:
+        crud.delete_host(session, host_id=host_id)

@@ -1,0 +1,68 @@
+"""/api/v1/load-balancers: L4 listeners (VIP, protocol, port) over weighted backends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from api import crud
+from api.auth import CallerDep
+from api.deps import DatabaseDep, PageDep
+from api.schemas import LoadBalancerCreate, LoadBalancerOut, LoadBalancerUpdate, Page
+
+router = APIRouter(prefix="/load-balancers", tags=["load-balancers"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_load_balancer(
+    body: LoadBalancerCreate, caller: CallerDep, db: DatabaseDep, response: Response
+) -> LoadBalancerOut:
+    with db.write() as session:
+        lb = crud.create_load_balancer(session, actor=caller, **body.model_dump())
+        out = LoadBalancerOut.of(lb)
+    response.headers["Location"] = f"/api/v1/load-balancers/{out.id}"
+    return out
+
+
+@router.get("")
+def list_load_balancers(
+    caller: CallerDep,
+    db: DatabaseDep,
+    page: PageDep,
+    network_id: Annotated[str | None, Query()] = None,
+) -> Page[LoadBalancerOut]:
+    with db.read() as session:
+        found = crud.list_load_balancers(
+            session, actor=caller, network_id=network_id, limit=page.limit, offset=page.offset
+        )
+        return Page(
+            items=[LoadBalancerOut.of(lb) for lb in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+        )
+
+
+@router.get("/{load_balancer_id}")
+def get_load_balancer(load_balancer_id: str, caller: CallerDep, db: DatabaseDep) -> LoadBalancerOut:
+    with db.read() as session:
+        lb = crud.get_load_balancer(session, actor=caller, load_balancer_id=load_balancer_id)
+        return LoadBalancerOut.of(lb)
+
+
+@router.patch("/{load_balancer_id}")
+def update_load_balancer(
+    load_balancer_id: str, body: LoadBalancerUpdate, caller: CallerDep, db: DatabaseDep
+) -> LoadBalancerOut:
+    with db.write() as session:
+        lb = crud.update_load_balancer(
+            session, actor=caller, load_balancer_id=load_balancer_id, changes=body.changes()
+        )
+        return LoadBalancerOut.of(lb)
+
+
+@router.delete("/{load_balancer_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_load_balancer(load_balancer_id: str, caller: CallerDep, db: DatabaseDep) -> None:
+    with db.write() as session:
+        crud.delete_load_balancer(session, actor=caller, load_balancer_id=load_balancer_id)

@@ -1,0 +1,60 @@
+"""Whole-fabric endpoints: topology, revision, health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.exc import SQLAlchemyError
+
+from api import crud
+from api.auth import CallerDep
+from api.deps import DatabaseDep
+from api.errors import ProblemError
+from api.schemas import (
+    HealthOut,
+    HostOut,
+    LoadBalancerOut,
+    NetworkOut,
+    PortOut,
+    RevisionOut,
+    TenantOut,
+    TopologyOut,
+)
+
+router = APIRouter(tags=["fabric"])
+health_router = APIRouter(tags=["health"])
+
+
+class Unavailable(ProblemError):
+    status = 503
+
+
+@router.get("/topology")
+def get_topology(caller: CallerDep, db: DatabaseDep) -> TopologyOut:
+    """Everything the caller may see, in one consistent read."""
+    with db.read() as session:
+        revision = int(session.scalar(crud.revision_query()) or 0)
+        found = crud.topology(session, actor=caller)
+        return TopologyOut(
+            revision=revision,
+            hosts=[HostOut.model_validate(h) for h in found.hosts],
+            tenants=[TenantOut.model_validate(t) for t in found.tenants],
+            networks=[NetworkOut.model_validate(n) for n in found.networks],
+            ports=[PortOut.of(p) for p in found.ports],
+            load_balancers=[LoadBalancerOut.of(lb) for lb in found.load_balancers],
+        )
+
+
+@router.get("/revision")
+def get_revision(_caller: CallerDep, db: DatabaseDep) -> RevisionOut:
+    """The global revision: it grows with every change of desired state."""
+    return RevisionOut(revision=db.current_revision())
+
+
+@health_router.get("/healthz")
+def healthz(db: DatabaseDep) -> HealthOut:
+    """Liveness and database reachability; needs no token."""
+    try:
+        db.current_revision()
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
+    return HealthOut(status="ok")

@@ -1,0 +1,545 @@
+"""Request and response bodies of the REST API (pydantic v2).
+
+Requests forbid unknown fields and use strict types ("5" is not a number).
+PATCH models list their immutable fields explicitly so that trying to change
+one is a 422 that names the field, rather than a generic "extra field" error.
+PATCH fields that may not be null are declared with their non-null type and a
+default the validator never sees: an explicit ``null`` is then rejected, an
+absent field means "unchanged". Read PATCH bodies with
+``model_dump(exclude_unset=True)`` only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from api import models
+from api.validation import (
+    check_host_address,
+    check_interface_name,
+    check_libvirt_uri,
+    check_ovsdb_remote,
+    check_unicast_ipv4,
+    normalize_mac,
+    parse_ipv4_network,
+)
+
+T = TypeVar("T")
+
+
+def _check_uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a UUID") from None
+
+
+def _check_ipv4(text: str) -> str:
+    try:
+        return check_unicast_ipv4(text)
+    except ipaddress.AddressValueError:
+        raise ValueError(f"{text!r} is not an IPv4 address") from None
+
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+]
+Description = Annotated[str, StringConstraints(max_length=1024)]
+Uuid = Annotated[str, AfterValidator(_check_uuid)]
+IPv4 = Annotated[str, AfterValidator(_check_ipv4)]
+Cidr = Annotated[str, AfterValidator(lambda text: str(parse_ipv4_network(text)))]
+Mac = Annotated[str, AfterValidator(normalize_mac)]
+InterfaceName = Annotated[str, AfterValidator(check_interface_name)]
+OvsdbRemote = Annotated[str, AfterValidator(check_ovsdb_remote)]
+LibvirtUri = Annotated[str, AfterValidator(check_libvirt_uri)]
+VmId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+L4Port = Annotated[int, Field(ge=1, le=65535)]
+SegmentationId = Annotated[int, Field(ge=1, le=16_777_215)]
+NetworkType = Literal["vlan", "vxlan"]
+Protocol = Literal["tcp", "udp"]
+Immutable = SkipJsonSchema[Any]
+# Default of a PATCH field that may not be null: absent means "unchanged", and
+# since pydantic never validates defaults, an explicit null is still rejected.
+UNCHANGED: Any = None
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PatchModel(RequestModel):
+    """Base of PATCH bodies; `immutable_fields` (declared as `Immutable`) fail when present."""
+
+    immutable_fields: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_immutable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in cls.immutable_fields:
+            raise ValueError(
+                "cannot be changed after creation (delete and re-create the resource instead)"
+            )
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude=set(self.immutable_fields))
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ResourceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    revision: int
+
+
+# ---- hosts -----------------------------------------------------------------------
+
+
+class HostCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "compute-1",
+                    "ovsdb_remote": "tcp:192.0.2.11:6640",
+                    "libvirt_uri": "qemu+ssh://root@192.0.2.11/system",
+                    "tunnel_ip": "192.0.2.11",
+                    "uplink": "eth1",
+                }
+            ]
+        }
+    )
+
+    name: Name
+    ovsdb_remote: OvsdbRemote
+    libvirt_uri: LibvirtUri | None = None
+    tunnel_ip: IPv4 | None = None
+    uplink: InterfaceName | None = None
+
+
+class HostUpdate(PatchModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tunnel_ip": "192.0.2.12"}]})
+    immutable_fields = ("datapath_id", "ovsdb_connected", "openflow_connected", "last_error")
+    datapath_id: Immutable = None
+    ovsdb_connected: Immutable = None
+    openflow_connected: Immutable = None
+    last_error: Immutable = None
+
+    name: Name = UNCHANGED
+    ovsdb_remote: OvsdbRemote = UNCHANGED
+    libvirt_uri: LibvirtUri | None = None
+    tunnel_ip: IPv4 | None = None
+    uplink: InterfaceName | None = None
+
+
+class HostOut(ResourceOut):
+    name: str
+    ovsdb_remote: str
+    libvirt_uri: str | None
+    tunnel_ip: str | None
+    uplink: str | None
+    datapath_id: str | None
+    ovsdb_connected: bool
+    openflow_connected: bool
+    last_error: str | None
+    status_at: datetime | None
+
+
+# ---- tenants ---------------------------------------------------------------------
+
+
+class TenantCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "acme", "description": "ACME Corp."}]}
+    )
+
+    name: Name
+    description: Description = ""
+
+
+class TenantUpdate(PatchModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"description": "ACME Corp. (EU)"}]})
+
+    name: Name = UNCHANGED
+    description: Description = UNCHANGED
+
+
+class TenantOut(ResourceOut):
+    name: str
+    description: str
+
+
+class TokenCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "ci-pipeline"}]})
+
+    name: Name
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    tenant_id: str | None
+    created_at: datetime
+    token: str = Field(description="The bearer token. Shown only in this response.")
+
+
+# ---- networks --------------------------------------------------------------------
+
+
+def _check_gateway(cidr: str | None, gateway: str | None) -> None:
+    if gateway is None:
+        return
+    if cidr is None:
+        raise ValueError("gateway needs a cidr")
+    check_host_address(ipaddress.IPv4Address(gateway), ipaddress.IPv4Network(cidr))
+
+
+class NetworkCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "web", "type": "vxlan", "cidr": "10.0.0.0/24", "gateway": "10.0.0.1"},
+                {
+                    "tenant_id": "4f1c2a4e-8d9b-4f57-9d7e-0d3c1f6f2b10",
+                    "name": "storage",
+                    "type": "vlan",
+                    "segmentation_id": 120,
+                },
+            ]
+        }
+    )
+
+    tenant_id: Uuid | None = Field(
+        default=None, description="Required with an admin token; implied by a tenant token."
+    )
+    name: Name
+    type: NetworkType
+    segmentation_id: SegmentationId | None = Field(
+        default=None, description="Admin only; allocated from the configured ranges when absent."
+    )
+    cidr: Cidr | None = None
+    gateway: IPv4 | None = None
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_inside_cidr(cls, gateway: str | None, info: ValidationInfo) -> str | None:
+        if "cidr" in info.data:  # else cidr itself is invalid and already reported
+            _check_gateway(info.data["cidr"], gateway)
+        return gateway
+
+
+class NetworkUpdate(PatchModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "web-frontend"}]})
+    immutable_fields = ("tenant_id", "type", "segmentation_id", "cidr")
+    tenant_id: Immutable = None
+    type: Immutable = None
+    segmentation_id: Immutable = None
+    cidr: Immutable = None
+
+    name: Name = UNCHANGED
+    gateway: IPv4 | None = None
+
+
+class NetworkOut(ResourceOut):
+    tenant_id: str
+    name: str
+    type: NetworkType
+    segmentation_id: int
+    cidr: str | None
+    gateway: str | None
+
+
+# ---- ports -----------------------------------------------------------------------
+
+
+class PortCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"network_id": "9a0e6c52-3f0b-4a8e-9b7a-5f1e2d3c4b5a", "name": "web-1"},
+                {
+                    "network_id": "9a0e6c52-3f0b-4a8e-9b7a-5f1e2d3c4b5a",
+                    "mac": "02:00:00:00:00:10",
+                    "ips": ["10.0.0.10"],
+                    "host_id": "0b7d3c1e-2a4f-4e6b-8c9d-1e2f3a4b5c6d",
+                    "interface": "tap-web1",
+                    "vm_id": "web-1",
+                },
+            ]
+        }
+    )
+
+    network_id: Uuid
+    name: Name | None = None
+    mac: Mac | None = Field(default=None, description="Allocated (02:xx:...) when absent.")
+    ips: list[IPv4] | None = Field(
+        default=None,
+        max_length=64,
+        description="Absent: the lowest free address of the network's cidr. [] for none.",
+    )
+    host_id: Uuid | None = None
+    interface: InterfaceName | None = None
+    vm_id: VmId | None = None
+
+
+class PortUpdate(PatchModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"host_id": "0b7d3c1e-2a4f-4e6b-8c9d-1e2f3a4b5c6d", "interface": "tap-web1"},
+                {"host_id": None, "interface": None},
+            ]
+        }
+    )
+    immutable_fields = ("network_id", "tenant_id", "origin", "status")
+    network_id: Immutable = None
+    tenant_id: Immutable = None
+    origin: Immutable = None
+    status: Immutable = None
+
+    name: Name | None = None
+    mac: Mac = UNCHANGED
+    ips: list[IPv4] = Field(default=UNCHANGED, max_length=64)
+    host_id: Uuid | None = None
+    interface: InterfaceName | None = None
+    vm_id: VmId | None = None
+
+
+class BindingOut(BaseModel):
+    host_id: str | None
+    interface: str | None
+    vm_id: str | None
+    bound_at: datetime | None
+
+
+class PortOut(ResourceOut):
+    network_id: str
+    tenant_id: str
+    name: str | None
+    mac: str
+    ips: list[str]
+    origin: Literal["api", "libvirt"]
+    binding: BindingOut
+    status: Literal["DOWN", "ACTIVE", "ERROR"]
+    status_at: datetime | None
+    activation_seconds: float | None
+
+    @classmethod
+    def of(cls, port: models.Port) -> PortOut:
+        return cls.model_validate(
+            {
+                **{name: getattr(port, name) for name in _RESOURCE_FIELDS},
+                "network_id": port.network_id,
+                "tenant_id": port.tenant_id,
+                "name": port.name,
+                "mac": port.mac,
+                "ips": port.ips,
+                "origin": port.origin,
+                "binding": {
+                    "host_id": port.host_id,
+                    "interface": port.interface,
+                    "vm_id": port.vm_id,
+                    "bound_at": port.bound_at,
+                },
+                "status": port.status,
+                "status_at": port.status_at,
+                "activation_seconds": port.activation_seconds,
+            }
+        )
+
+
+_RESOURCE_FIELDS = ("id", "created_at", "updated_at", "revision")
+
+
+# ---- load balancers --------------------------------------------------------------
+
+
+class HealthCheckIn(RequestModel):
+    enabled: bool = True
+    interval: float = Field(default=2.0, ge=0.1, le=3600)
+    timeout: float = Field(default=1.0, ge=0.05, le=3600)
+    rise: int = Field(default=2, ge=1, le=10)
+    fall: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, timeout: float, info: ValidationInfo) -> float:
+        if "interval" in info.data and timeout > info.data["interval"]:
+            raise ValueError(f"must not exceed interval ({info.data['interval']} s)")
+        return timeout
+
+
+class HealthCheckPatch(RequestModel):
+    enabled: bool = UNCHANGED
+    interval: float = Field(default=UNCHANGED, ge=0.1, le=3600)
+    timeout: float = Field(default=UNCHANGED, ge=0.05, le=3600)
+    rise: int = Field(default=UNCHANGED, ge=1, le=10)
+    fall: int = Field(default=UNCHANGED, ge=1, le=10)
+
+
+class BackendIn(RequestModel):
+    ip: IPv4 | None = Field(default=None, description="Defaults to the first IP of port_id.")
+    port: L4Port
+    weight: int = Field(default=1, ge=1, le=100)
+    port_id: Uuid | None = Field(default=None, description="A port of the same network.")
+
+    @model_validator(mode="after")
+    def _ip_or_port(self) -> Self:
+        if self.ip is None and self.port_id is None:
+            raise ValueError("a backend needs an ip or a port_id")
+        return self
+
+
+class LoadBalancerCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "network_id": "9a0e6c52-3f0b-4a8e-9b7a-5f1e2d3c4b5a",
+                    "name": "web-http",
+                    "vip": "10.0.0.100",
+                    "protocol": "tcp",
+                    "port": 80,
+                    "health_check": {"interval": 2.0, "timeout": 1.0, "rise": 2, "fall": 2},
+                    "backends": [
+                        {"ip": "10.0.0.10", "port": 8080, "weight": 3},
+                        {"port_id": "5c4b3a2f-1e0d-4c9b-8a7f-6e5d4c3b2a19", "port": 8080},
+                    ],
+                }
+            ]
+        }
+    )
+
+    network_id: Uuid
+    name: Name
+    vip: IPv4
+    protocol: Protocol
+    port: L4Port
+    health_check: HealthCheckIn = Field(default_factory=HealthCheckIn)
+    backends: list[BackendIn] = Field(default_factory=list, max_length=256)
+
+
+class LoadBalancerUpdate(PatchModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"backends": [{"ip": "10.0.0.11", "port": 8080, "weight": 1}]},
+                {"health_check": {"enabled": False}},
+            ]
+        }
+    )
+    immutable_fields = ("network_id", "tenant_id", "vip", "protocol", "port")
+    network_id: Immutable = None
+    tenant_id: Immutable = None
+    vip: Immutable = None
+    protocol: Immutable = None
+    port: Immutable = None
+
+    name: Name = UNCHANGED
+    health_check: HealthCheckPatch = UNCHANGED
+    backends: list[BackendIn] = Field(default=UNCHANGED, max_length=256)
+
+
+class HealthCheckOut(BaseModel):
+    enabled: bool
+    interval: float
+    timeout: float
+    rise: int
+    fall: int
+
+
+class BackendOut(BaseModel):
+    ip: str
+    port: int
+    weight: int
+    port_id: str | None
+    healthy: bool
+    health_at: datetime | None
+
+
+class LoadBalancerOut(ResourceOut):
+    tenant_id: str
+    network_id: str
+    name: str
+    vip: str
+    protocol: Protocol
+    port: int
+    health_check: HealthCheckOut
+    backends: list[BackendOut]
+
+    @classmethod
+    def of(cls, lb: models.LoadBalancer) -> LoadBalancerOut:
+        return cls.model_validate(
+            {
+                **{name: getattr(lb, name) for name in _RESOURCE_FIELDS},
+                "tenant_id": lb.tenant_id,
+                "network_id": lb.network_id,
+                "name": lb.name,
+                "vip": lb.vip,
+                "protocol": lb.protocol,
+                "port": lb.port,
+                "health_check": {
+                    "enabled": lb.hc_enabled,
+                    "interval": lb.hc_interval,
+                    "timeout": lb.hc_timeout,
+                    "rise": lb.hc_rise,
+                    "fall": lb.hc_fall,
+                },
+                "backends": [
+                    {
+                        "ip": b.ip,
+                        "port": b.port,
+                        "weight": b.weight,
+                        "port_id": b.port_id,
+                        "healthy": b.healthy,
+                        "health_at": b.health_at,
+                    }
+                    for b in lb.backends
+                ],
+            }
+        )
+
+
+# ---- whole-fabric views ----------------------------------------------------------
+
+
+class TopologyOut(BaseModel):
+    revision: int
+    hosts: list[HostOut]
+    tenants: list[TenantOut]
+    networks: list[NetworkOut]
+    ports: list[PortOut]
+    load_balancers: list[LoadBalancerOut]
+
+
+class RevisionOut(BaseModel):
+    revision: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
