@@ -212,6 +212,11 @@ def _dismantle(record: _LabRecord) -> list[str]:
             delete_netns(netns)
         except (CommandError, OSError, TimeoutError) as exc:
             errors.append(f"namespace {netns}: {exc}")
+    # Checked, not assumed: the record is the only trace left once it is gone.
+    existing = set(list_netns())
+    leftovers = [netns for netns in record.namespaces if netns in existing]
+    if leftovers:
+        errors.append(f"namespaces still present: {leftovers}")
     try:
         if workdir.is_absolute() and workdir != Path("/"):
             shutil.rmtree(workdir)
@@ -608,10 +613,6 @@ class Lab:
             except (OSError, TimeoutError) as exc:
                 errors.append(f"OVS of host {host.name}: {exc}")
         errors.extend(_dismantle(self._record))
-        existing = set(list_netns())
-        leftovers = [ns for ns in self._record.namespaces if ns in existing]
-        if leftovers:
-            errors.append(f"namespaces still present: {leftovers}")
         if errors:
             raise LabError(f"lab {self.prefix} not fully removed: " + "; ".join(errors))
         self._closed = True
