@@ -9,6 +9,10 @@ the same intent runs once more inside one OVSDB transaction, against the
 replica as the IDL thread sees it at commit time, so the comparison and the
 writes are atomic and a retried transaction (TRY_AGAIN) re-plans correctly.
 
+A change someone else makes reaches the replica a moment after their commit,
+so a call made in that moment may still answer "nothing to do"; the next pass
+of the loop repairs it. That is the price of checking without a round trip.
+
 Everything this service owns in OVSDB is marked in `external_ids`, so foreign
 ports (another tool's VXLAN port, a port libvirt plugged itself) are never
 taken for ours.
@@ -249,14 +253,14 @@ class OvsdbClient:
 
     def _ensure(self, plan: _Plan) -> bool:
         session = self._live_session()
-        with session.connection.lock:
-            if not _would_change(session.api.tables, plan):
-                return False
         try:
+            with session.connection.lock:
+                if not _would_change(session.api.tables, plan):
+                    return False
             with session.api.transaction(check_error=True, log_errors=False) as txn:
                 applied = txn.add(_ApplyPlan(session.api, plan))
-        except OvsdbConflict:
-            raise
+        except OvsdbConflict as e:
+            raise OvsdbConflict(f"OVSDB at {self.remote}: {e}") from None
         except ovsdbapp_exceptions.TimeoutException as e:
             self._forget(session)
             raise OvsdbUnavailable(
