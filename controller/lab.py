@@ -55,6 +55,7 @@ from controller.netns import (
     read_pidfile,
     run,
     stop_processes,
+    wait_link_up,
 )
 
 log = logging.getLogger(__name__)
@@ -842,6 +843,7 @@ class SimHost:
              "peer", "name", fabric_end, "netns", fabric])
         run(["ip", "-n", fabric, "link", "set", fabric_end, "master", fabric_bridge, "up"])
         run(["ip", "-n", self.netns, "link", "set", host_end, "up"])
+        wait_link_up(self.netns, host_end)
 
     def _connect_underlay(self) -> None:
         self._veth_to_fabric(HOST_UNDERLAY_IF, f"{self.name}-ul", UNDERLAY_BRIDGE)
@@ -897,6 +899,8 @@ class SimHost:
         # invalid; computing them in the VM keeps ct_state sane (sandbox.md).
         vm.run("ethtool", "-K", VM_IF, "tx", "off")
         run(["ip", "-n", self.netns, "link", "set", host_interface, "mtu", str(mtu), "up"])
+        wait_link_up(self.netns, host_interface)
+        wait_link_up(vm.netns, VM_IF)
         return vm
 
     def remove_vm(self, name: str) -> None:

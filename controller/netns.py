@@ -8,6 +8,7 @@ pids are reused and a stale pidfile must never make us kill a stranger.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -125,6 +126,21 @@ def delete_netns(name: str, *, grace: float = STOP_GRACE) -> None:
         return
     stop_processes(netns_pids(name), grace=grace)
     run(["ip", "netns", "delete", name])
+
+
+def link_operstate(netns: str, ifname: str) -> str:
+    output = run(["ip", "-n", netns, "-j", "link", "show", ifname]).stdout
+    return str(json.loads(output)[0].get("operstate", "UNKNOWN"))
+
+
+def wait_link_up(netns: str, ifname: str, *, timeout: float = 10.0) -> None:
+    """Wait until the kernel reports the link operationally up.
+
+    A veth gets its carrier as soon as both ends are up, but the operstate
+    (what OVS and `ip link` report) follows a little later from a workqueue.
+    """
+    poll_until(lambda: link_operstate(netns, ifname) == "UP", timeout=timeout,
+               what=f"{ifname} in {netns} to be up")
 
 
 # ---- processes ---------------------------------------------------------------------

@@ -95,14 +95,14 @@ def test_vm_is_wired_to_its_host_but_left_unplugged(lab: Lab) -> None:
     assert (vm.ip, vm.mac, vm.host_interface) == ("10.0.0.1", "02:00:00:0a:00:01", "h1-vm1")
     (eth0,) = json.loads(vm.run("ip", "-j", "addr", "show", "eth0").stdout)
     assert eth0["address"] == "02:00:00:0a:00:01"
-    assert eth0["mtu"] == 1400 and "UP" in eth0["flags"]
+    assert eth0["mtu"] == 1400 and eth0["operstate"] == "UP"
     assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"] if a["family"] == "inet"] == [
         ("10.0.0.1", 24)
     ]
     assert "tx-checksumming: off" in vm.run("ethtool", "-k", "eth0").stdout
 
     (host_end,) = json.loads(host.run("ip", "-j", "link", "show", vm.host_interface).stdout)
-    assert "UP" in host_end["flags"] and host_end["mtu"] == 1400
+    assert host_end["operstate"] == "UP" and host_end["mtu"] == 1400
     assert "master" not in host_end, "the host end must not be attached to anything"
     assert host.vsctl("find", "Interface", f"name={vm.host_interface}") == ""
     assert vm.host_interface not in _root_interfaces()
