@@ -1,0 +1,168 @@
+"""The `ovs-fabric` command: serve, database schema, tokens (and `lab`, when installed).
+
+Errors a user can cause (bad database URL, unknown revision, unreachable
+database, invalid settings) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from alembic.util import CommandError
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.config import Settings
+from api.db import (
+    Database,
+    DatabaseUrlError,
+    downgrade_database,
+    head_revision,
+    parse_database_url,
+    schema_revision,
+    upgrade_database,
+)
+
+app = typer.Typer(
+    name="ovs-fabric",
+    help="SDN controller service for Open vSwitch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise CliError(f"invalid settings: {problems}") from None
+    parse_database_url(settings.database_url)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default: api_host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: api_port).")] = None,
+) -> None:
+    """Run the API (and, when enabled, the controller) in this process."""
+    import uvicorn
+
+    settings = _settings()
+    # Migrate before uvicorn starts, so a bad database fails here with one line.
+    upgrade_database(settings.database_url)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the schema (default: to the newest revision)."""
+    settings = _settings()
+    upgrade_database(settings.database_url, revision)
+    typer.echo(f"database at revision {schema_revision(settings.database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. 'base' or '-1'.")],
+) -> None:
+    """Downgrade the schema to REVISION."""
+    settings = _settings()
+    downgrade_database(settings.database_url, revision)
+    typer.echo(f"database at revision {schema_revision(settings.database_url) or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database and the newest one available."""
+    settings = _settings()
+    current = schema_revision(settings.database_url) or "base"
+    typer.echo(f"current: {current}  head: {head_revision(settings.database_url)}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A label for the token.")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant id; without it the token is an admin token.")
+    ] = None,
+) -> None:
+    """Create a token and print it (it is shown only once)."""
+    from api.auth import create_token
+    from api.errors import ProblemError
+
+    settings = _settings()
+    upgrade_database(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        with database.unversioned_write() as session:
+            _row, token = create_token(session, name=name, tenant_id=tenant)
+    except ProblemError as exc:
+        raise CliError(exc.detail) from None
+    finally:
+        database.dispose()
+    typer.echo(token)
+
+
+def register_optional_commands() -> None:
+    """Attach sub-commands that live in other packages (`ovs-fabric lab ...`), if present."""
+    try:
+        from controller import lab_cli
+    except ImportError:
+        return
+    except Exception as exc:  # a broken optional module must not take `serve` down with it
+        typer.echo(f"ovs-fabric: warning: lab commands unavailable: {exc}", err=True)
+        return
+    lab_app = getattr(lab_cli, "lab_app", None) or getattr(lab_cli, "app", None)
+    if isinstance(lab_app, typer.Typer) and not any(
+        group.name == "lab" for group in app.registered_groups
+    ):
+        app.add_typer(lab_app, name="lab")
+
+
+def main(argv: list[str] | None = None) -> None:
+    register_optional_commands()
+    try:
+        app(args=argv)
+    except (CliError, DatabaseUrlError, CommandError) as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"database error: {_first_line(str(exc.orig) if hasattr(exc, 'orig') else str(exc))}")
+    except OSError as exc:
+        _fail(str(exc))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"ovs-fabric: error: {_first_line(message)}", err=True)
+    sys.exit(USAGE_ERROR)
+
+
+if __name__ == "__main__":
+    main()
