@@ -365,6 +365,8 @@ def encode_actions(actions: tuple[Action, ...]) -> bytes:
     except KeyError:
         bad = next(a for a in actions if type(a) not in _ACTION_ENCODERS)
         raise TypeError(f"not an action: {bad!r}") from None
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"cannot encode {actions!r}: {exc}") from exc
 
 
 @lru_cache(maxsize=4096)
@@ -398,9 +400,17 @@ class EncodedFlow:
 def encode_flow(flow: Flow) -> EncodedFlow:
     """The OFPT_FLOW_MOD (ADD) that installs `flow`, and the cookie that names it.
 
-    The cookie is a keyed-by-nothing blake2b hash, so every process computes the same
-    cookie for an equal flow.
+    The cookie is an unkeyed, unsalted blake2b hash, so every process computes the
+    same cookie for an equal flow. A flow that cannot be put on the wire (a value out
+    of its field's range, an unknown field or action) raises ValueError or TypeError.
     """
+    try:
+        return _encode_flow(flow)
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"cannot encode {flow!r}: {exc}") from exc
+
+
+def _encode_flow(flow: Flow) -> EncodedFlow:
     body = _encode_match(flow.match.fields) + _encode_instructions(flow)
     digest = hashlib.blake2b(
         _COOKIE_HASH_HEAD.pack(flow.table, flow.priority) + body, digest_size=6
@@ -467,17 +477,27 @@ def group_add(group: Group) -> bytes:
         group_type = GROUP_TYPES[group.type]
     except KeyError:
         raise ValueError(f"unknown group type {group.type!r}") from None
-    buckets = []
-    for bucket in group.buckets:
-        actions = encode_actions(bucket.actions)
-        buckets.append(
-            _BUCKET.pack(16 + len(actions), bucket.weight, bucket.watch_port, OFPG_ANY) + actions
+    try:
+        buckets = []
+        for bucket in group.buckets:
+            actions = encode_actions(bucket.actions)
+            head = _BUCKET.pack(16 + len(actions), bucket.weight, bucket.watch_port, OFPG_ANY)
+            buckets.append(head + actions)
+        body = b"".join(buckets)
+        return (
+            _GROUP_MOD.pack(
+                OFP_VERSION,
+                OFPT_GROUP_MOD,
+                16 + len(body),
+                0,
+                OFPGC_ADD,
+                group_type,
+                group.group_id,
+            )
+            + body
         )
-    body = b"".join(buckets)
-    head = _GROUP_MOD.pack(
-        OFP_VERSION, OFPT_GROUP_MOD, 16 + len(body), 0, OFPGC_ADD, group_type, group.group_id
-    )
-    return head + body
+    except struct.error as exc:
+        raise ValueError(f"cannot encode {group!r}: {exc}") from exc
 
 
 def group_delete(group_id: int) -> bytes:

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from controller import ofmsg
 
 _HEADER = struct.Struct("!BBHI")
 _MULTIPART_REPLY_HEAD = struct.Struct("!HH4x")
+_SEND_SLICE = 256 * 1024
 # OFPHET_VERSIONBITMAP with only OpenFlow 1.3 (wire version 4) set.
 _HELLO = struct.pack("!BBHIHHI", ofmsg.OFP_VERSION, ofmsg.OFPT_HELLO, 16, 0, 1, 8, 1 << 4)
 
@@ -170,19 +171,25 @@ class OpenFlowConnection:
                 return bytes(body)
 
     def bundle(
-        self, messages: list[bytes], bundle_id: int = 1, timeout: float = 60.0
+        self, messages: Iterable[bytes], bundle_id: int = 1, timeout: float = 60.0
     ) -> tuple[BundleOutcome, list[int]]:
         """Open, add every message, commit; wait for the commit's answer.
 
-        Returns the outcome and the xid of each add (in order), so a test can tell
-        which message an error names.
+        Adds go out in slices as `messages` yields them, so the switch works on the
+        first ones while later ones are still being encoded. Returns the outcome and
+        the xid of each add (in order), so a test can tell which message an error names.
         """
         open_xid = self.xid()
-        add_xids = [self.xid() for _ in messages]
-        commit_xid = self.xid()
+        add_xids: list[int] = []
         payload = bytearray(ofmsg.bundle_open(bundle_id, open_xid))
-        for xid, message in zip(add_xids, messages, strict=True):
+        for message in messages:
+            xid = self.xid()
+            add_xids.append(xid)
             payload += ofmsg.bundle_add(bundle_id, xid, message)
+            if len(payload) >= _SEND_SLICE:
+                self.send(bytes(payload))
+                payload.clear()
+        commit_xid = self.xid()
         payload += ofmsg.bundle_commit(bundle_id, commit_xid)
         self.send(bytes(payload))
         return self.await_commit(commit_xid, timeout), add_xids

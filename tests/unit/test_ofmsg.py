@@ -566,6 +566,30 @@ def test_packet_out_without_actions_is_header_then_data() -> None:
     assert ours[24:] == data
 
 
+@pytest.mark.parametrize(
+    "flow",
+    [
+        Flow(table=256, priority=1),
+        Flow(table=0, priority=70000),
+        Flow(table=0, priority=1, actions=(Output(-1),)),
+        Flow(table=0, priority=1, actions=(SetField("vlan_vid", 1 << 16),)),
+        Flow(table=0, priority=1, match=Match((MatchField("reg0", 1 << 32),))),
+        Flow(table=0, priority=1, goto_table=300),
+    ],
+    ids=["table", "priority", "port", "set_field", "match", "goto"],
+)
+def test_values_out_of_range_are_refused_as_value_errors(flow: Flow) -> None:
+    with pytest.raises(ValueError, match="cannot encode"):
+        ofmsg.encode_flow(flow)
+
+
+def test_a_group_with_values_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot encode"):
+        ofmsg.group_add(Group(1, "select", (Bucket((Output(1),), weight=1 << 16),)))
+    with pytest.raises(ValueError, match="cannot encode"):
+        ofmsg.group_add(Group(1 << 32, "all", ()))
+
+
 def test_invalid_actions_are_refused_before_reaching_the_switch() -> None:
     with pytest.raises(TypeError, match="not an action"):
         ofmsg.encode_actions(("output:1",))  # type: ignore[arg-type]
