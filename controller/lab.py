@@ -27,10 +27,8 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,6 +40,8 @@ from typing import Literal
 
 from controller.model import HostSpec
 from controller.netns import (
+    Capture,
+    CaptureDirection,
     CommandError,
     create_netns,
     delete_netns,
@@ -54,6 +54,7 @@ from controller.netns import (
     process_start_ticks,
     read_pidfile,
     run,
+    send_raw_frame,
     stop_processes,
     wait_link_up,
 )
@@ -84,8 +85,6 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _PING_SUMMARY_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
-CaptureDirection = Literal["in", "out", "inout"]
-
 
 class LabError(RuntimeError):
     """The lab could not be built, used or torn down as asked."""
@@ -99,6 +98,8 @@ def require_lab_tools() -> None:
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         problems.append(f"missing executables: {', '.join(missing)}")
+    elif run(["ip", "netns", "list"], check=False).returncode != 0:
+        problems.append("`ip netns` does not work (iproute2 without netns support?)")
     if not OVS_SCHEMA.is_file():
         problems.append(f"missing OVS schema {OVS_SCHEMA} (package openvswitch-switch)")
     if problems:
@@ -333,99 +334,6 @@ def build_arp_frame(
     return build_ethernet_frame(
         dst=dst, src=src or sender_mac, ethertype=0x0806, payload=payload, vlan=vlan
     )
-
-
-_SEND_RAW_SNIPPET = """\
-import socket, sys
-sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-sock.bind((sys.argv[1], 0))
-frame = bytes.fromhex(sys.argv[2])
-for _ in range(int(sys.argv[3])):
-    sock.send(frame)
-"""
-
-
-def _send_raw(netns: str, interface: str, frame: bytes, count: int) -> None:
-    run(in_netns(netns, [sys.executable, "-c", _SEND_RAW_SNIPPET, interface, frame.hex(),
-                         str(count)]))
-
-
-# ---- packet capture ----------------------------------------------------------------------
-
-
-class Capture:
-    """A tcpdump running on one interface inside a namespace.
-
-    Packet lines are tcpdump's `-n -e` one-line summaries (link-level header
-    included, so VLAN tags show as "vlan 100"). The capture is open when the
-    constructor returns, so a packet sent afterwards cannot be missed.
-    """
-
-    def __init__(
-        self, *, netns: str, interface: str, bpf_filter: str,
-        direction: CaptureDirection, output_dir: Path,
-    ) -> None:
-        self.netns = netns
-        self.interface = interface
-        output_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{netns}-{interface}-{time.monotonic_ns()}"
-        self.output = output_dir / f"{stem}.txt"
-        self._stderr_path = output_dir / f"{stem}.err"
-        self._result: list[str] | None = None
-        cmd = ["tcpdump", "-l", "-n", "-e", "--immediate-mode", "-Q", direction, "-i", interface]
-        if bpf_filter:
-            cmd.append(bpf_filter)
-        with self.output.open("w") as out, self._stderr_path.open("w") as err:
-            self._process = subprocess.Popen(in_netns(netns, cmd), stdout=out, stderr=err)
-        try:
-            poll_until(self._listening, timeout=READY_TIMEOUT,
-                       what=f"tcpdump on {netns}/{interface} to start listening")
-        except TimeoutError as exc:
-            self.stop()
-            raise LabError(f"{exc}: {self._stderr_path.read_text().strip()}") from exc
-
-    def _listening(self) -> bool:
-        if self._process.poll() is not None:
-            raise LabError(
-                f"tcpdump on {self.netns}/{self.interface} exited: "
-                f"{self._stderr_path.read_text().strip()}"
-            )
-        return "listening on" in self._stderr_path.read_text()
-
-    @property
-    def running(self) -> bool:
-        return self._process.poll() is None
-
-    def lines(self) -> list[str]:
-        """The packets captured so far (the capture keeps running)."""
-        if self._result is not None:
-            return list(self._result)
-        return [line for line in self.output.read_text().splitlines() if line.strip()]
-
-    def wait_for_packets(self, count: int = 1, *, timeout: float = 10.0) -> bool:
-        """True as soon as `count` packets were captured, False at the timeout."""
-        try:
-            poll_until(lambda: len(self.lines()) >= count, timeout=timeout,
-                       what=f"{count} packet(s) on {self.netns}/{self.interface}")
-        except TimeoutError:
-            return False
-        return True
-
-    def stop(self) -> list[str]:
-        """Stop capturing (idempotent) and return every captured packet line."""
-        if self._result is None:
-            if self._process.poll() is None:
-                # SIGINT makes tcpdump flush what it holds before exiting.
-                self._process.send_signal(signal.SIGINT)
-                try:
-                    self._process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait(timeout=5)
-            self._result = [
-                line for line in self.output.read_text().splitlines() if line.strip()
-            ]
-        return list(self._result)
 
 
 # ---- the lab -----------------------------------------------------------------------------
@@ -739,7 +647,7 @@ class SimHost:
                 if line.strip() and not line.lstrip().startswith(("OFPST_", "NXST_"))]
 
     def send_raw(self, interface: str, frame: bytes, *, count: int = 1) -> None:
-        _send_raw(self.netns, interface, frame, count)
+        send_raw_frame(self.netns, interface, frame, count=count)
 
     def start_tcpdump(
         self, interface: str, bpf_filter: str = "", *, direction: CaptureDirection = "in"
@@ -1012,7 +920,7 @@ class SimVM:
 
     def send_raw(self, frame: bytes, *, count: int = 1) -> None:
         """Put a hand-made frame on the wire from eth0 (spoofed MACs, ARP, 802.1Q...)."""
-        _send_raw(self.netns, VM_IF, frame, count)
+        send_raw_frame(self.netns, VM_IF, frame, count=count)
 
     def start_tcpdump(
         self, bpf_filter: str = "", *, direction: CaptureDirection = "in"

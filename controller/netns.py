@@ -1,8 +1,10 @@
-"""Network namespaces, commands and daemon processes: the I/O under the lab.
+"""Network namespaces, commands, daemon processes, raw frames and captures: the I/O
+under the lab.
 
-Everything here shells out to iproute2 or reads /proc; nothing knows about OVS
-or about labs. A daemon is identified by its pid *and* its start time, because
-pids are reused and a stale pidfile must never make us kill a stranger.
+Everything here shells out (iproute2, tcpdump, a python snippet) or reads /proc;
+nothing knows about OVS or about labs. A daemon is identified by its pid *and*
+its start time, because pids are reused and a stale pidfile must never make us
+kill a stranger.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_TIMEOUT = 30.0
 STOP_GRACE = 5.0
+CAPTURE_START_TIMEOUT = 15.0
+
+CaptureDirection = Literal["in", "out", "inout"]
 
 
 class CommandError(RuntimeError):
@@ -212,3 +219,104 @@ def stop_processes(
         timeout=grace,
         what=f"processes {alive} to die after SIGKILL",
     )
+
+
+# ---- raw frames ---------------------------------------------------------------------
+
+
+_SEND_RAW_SNIPPET = """\
+import socket, sys
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((sys.argv[1], 0))
+frame = bytes.fromhex(sys.argv[2])
+for _ in range(int(sys.argv[3])):
+    sock.send(frame)
+"""
+
+
+def send_raw_frame(netns: str, interface: str, frame: bytes, *, count: int = 1) -> None:
+    """Transmit a hand-made Ethernet frame on an interface inside a namespace."""
+    run(in_netns(netns, [sys.executable, "-c", _SEND_RAW_SNIPPET, interface, frame.hex(),
+                         str(count)]))
+
+
+# ---- packet capture ----------------------------------------------------------------
+
+
+class CaptureError(RuntimeError):
+    """tcpdump did not start (bad filter, missing interface...)."""
+
+
+class Capture:
+    """A tcpdump running on one interface inside a namespace.
+
+    Packet lines are tcpdump's `-n -e` one-line summaries (link-level header
+    included, so VLAN tags show as "vlan 100"). The capture is open when the
+    constructor returns, so a packet sent afterwards cannot be missed.
+    """
+
+    def __init__(
+        self, *, netns: str, interface: str, bpf_filter: str,
+        direction: CaptureDirection, output_dir: Path,
+    ) -> None:
+        self.netns = netns
+        self.interface = interface
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{netns}-{interface}-{time.monotonic_ns()}"
+        self.output = output_dir / f"{stem}.txt"
+        self._stderr_path = output_dir / f"{stem}.err"
+        self._result: list[str] | None = None
+        cmd = ["tcpdump", "-l", "-n", "-e", "--immediate-mode", "-Q", direction, "-i", interface]
+        if bpf_filter:
+            cmd.append(bpf_filter)
+        with self.output.open("w") as out, self._stderr_path.open("w") as err:
+            self._process = subprocess.Popen(in_netns(netns, cmd), stdout=out, stderr=err)
+        try:
+            poll_until(self._listening, timeout=CAPTURE_START_TIMEOUT,
+                       what=f"tcpdump on {netns}/{interface} to start listening")
+        except TimeoutError as exc:
+            self.stop()
+            raise CaptureError(f"{exc}: {self._stderr_path.read_text().strip()}") from exc
+
+    def _listening(self) -> bool:
+        if self._process.poll() is not None:
+            raise CaptureError(
+                f"tcpdump on {self.netns}/{self.interface} exited: "
+                f"{self._stderr_path.read_text().strip()}"
+            )
+        return "listening on" in self._stderr_path.read_text()
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def lines(self) -> list[str]:
+        """The packets captured so far (the capture keeps running)."""
+        if self._result is not None:
+            return list(self._result)
+        return [line for line in self.output.read_text().splitlines() if line.strip()]
+
+    def wait_for_packets(self, count: int = 1, *, timeout: float = 10.0) -> bool:
+        """True as soon as `count` packets were captured, False at the timeout."""
+        try:
+            poll_until(lambda: len(self.lines()) >= count, timeout=timeout,
+                       what=f"{count} packet(s) on {self.netns}/{self.interface}")
+        except TimeoutError:
+            return False
+        return True
+
+    def stop(self) -> list[str]:
+        """Stop capturing (idempotent) and return every captured packet line."""
+        if self._result is None:
+            if self._process.poll() is None:
+                # SIGINT makes tcpdump flush what it holds before exiting.
+                self._process.send_signal(signal.SIGINT)
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait(timeout=5)
+            self._result = [
+                line for line in self.output.read_text().splitlines() if line.strip()
+            ]
+        return list(self._result)

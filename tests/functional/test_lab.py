@@ -16,7 +16,14 @@ from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from controller.lab import LAB_REGISTRY, Lab, LabError, SimHost, cleanup_stale
-from controller.netns import CommandError, netns_exists, netns_pids, process_alive, read_pidfile
+from controller.netns import (
+    CaptureError,
+    CommandError,
+    netns_exists,
+    netns_pids,
+    process_alive,
+    read_pidfile,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -106,6 +113,9 @@ def test_vm_is_wired_to_its_host_but_left_unplugged(lab: Lab) -> None:
     assert "master" not in host_end, "the host end must not be attached to anything"
     assert host.vsctl("find", "Interface", f"name={vm.host_interface}") == ""
     assert vm.host_interface not in _root_interfaces()
+
+    with pytest.raises(CaptureError, match="syntax error"):
+        vm.start_tcpdump("no such ( filter")
 
     host.remove_vm("vm1")
     assert not netns_exists(vm.netns)
