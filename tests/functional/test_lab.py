@@ -55,13 +55,16 @@ def _daemon_pids(host: SimHost) -> dict[str, int | None]:
     return {name: read_pidfile(host.rundir / f"{name}.pid") for name in ("ovsdb", "vswitchd")}
 
 
-def _assert_gone(prefix: str, namespaces: list[str], workdir: Path, pids: list[int]) -> None:
+def _assert_gone(
+    prefix: str, namespaces: list[str], workdir: Path, pids: list[int], root_before: set[str]
+) -> None:
     assert [ns for ns in namespaces if netns_exists(ns)] == []
     assert [pid for pid in pids if process_alive(pid)] == []
     assert _processes_mentioning(str(workdir)) == []
     assert not workdir.exists()
     assert not (LAB_REGISTRY / f"{prefix}.json").exists()
-    assert _root_interfaces() & LAB_INTERFACE_NAMES == set()
+    # Compared with before the lab: other test runs may use such names in the root namespace.
+    assert (_root_interfaces() - root_before) & LAB_INTERFACE_NAMES == set()
 
 
 def test_two_hosts_come_up_with_answering_ovs(lab: Lab) -> None:
@@ -136,6 +139,7 @@ def test_names_are_checked_before_anything_is_built(lab: Lab) -> None:
 
 
 def test_close_removes_every_namespace_process_veth_and_file(lab_tools: None) -> None:
+    root_before = _root_interfaces()
     lab = Lab()
     try:
         host = lab.add_host("h1", tunnel_ip=lab.next_tunnel_ip())
@@ -152,20 +156,21 @@ def test_close_removes_every_namespace_process_veth_and_file(lab_tools: None) ->
         lab.close()
 
     assert not capture.running
-    _assert_gone(prefix, namespaces, workdir, pids)
+    _assert_gone(prefix, namespaces, workdir, pids, root_before)
     lab.close()  # idempotent
     with pytest.raises(LabError, match="closed"):
         lab.add_host("h2", tunnel_ip=None)
 
 
 def test_context_manager_cleans_up_when_the_body_fails(lab_tools: None) -> None:
+    root_before = _root_interfaces()
     with pytest.raises(RuntimeError, match="test body failed"), Lab() as lab:
         host = lab.add_host("h1", tunnel_ip=lab.next_tunnel_ip())
         prefix, namespaces, workdir = lab.prefix, lab.namespaces, lab.workdir
         pids = [pid for pid in _daemon_pids(host).values() if pid is not None]
         raise RuntimeError("test body failed")
     assert lab.closed
-    _assert_gone(prefix, namespaces, workdir, pids)
+    _assert_gone(prefix, namespaces, workdir, pids, root_before)
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
@@ -229,6 +234,7 @@ time.sleep(300)
 def test_cleanup_stale_removes_crashed_labs_and_spares_live_ones(
     lab_factory: Callable[..., Lab],
 ) -> None:
+    root_before = _root_interfaces()
     stem = "ofs" + secrets.token_hex(2)
     live = lab_factory(prefix=stem + "live")
     live_host = live.add_host("h1", tunnel_ip=None)
@@ -248,7 +254,7 @@ def test_cleanup_stale_removes_crashed_labs_and_spares_live_ones(
 
         assert cleanup_stale(stem + "*") == [crashed_prefix]
 
-        _assert_gone(crashed_prefix, namespaces, workdir, [p for p in daemons if p])
+        _assert_gone(crashed_prefix, namespaces, workdir, [p for p in daemons if p], root_before)
         assert live_host.ovs_running and all(netns_exists(ns) for ns in live.namespaces)
         assert cleanup_stale(stem + "*") == []
     finally:
