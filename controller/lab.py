@@ -390,6 +390,8 @@ class Lab:
                 problems = _dismantle(previous)
                 if problems:
                     raise LabError(f"stale lab {candidate} is in the way: {'; '.join(problems)}")
+                # The dead lab may have used this very (still empty) workdir.
+                self.workdir.mkdir(parents=True, exist_ok=True)
                 if record.claim():
                     return record
             if fixed:
