@@ -92,7 +92,9 @@ class ServiceProcess:
                     return
             time.sleep(0.1)
         self.stop()
-        raise ServiceStartError(f"the service did not answer within {timeout}s; log:\n{self.log_tail()}")
+        raise ServiceStartError(
+            f"the service did not answer within {timeout}s; log:\n{self.log_tail()}"
+        )
 
     def stop(self, *, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

@@ -30,8 +30,13 @@ from controller.model import (
     Snapshot,
     StateStore,
 )
-from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbUnavailable
-from controller.pipeline import DatapathConfig, compute_datapath, tunnel_interface_name
+from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbConflict, OvsdbUnavailable
+from controller.pipeline import (
+    DatapathConfig,
+    PipelineError,
+    compute_datapath,
+    tunnel_interface_name,
+)
 from controller.reconcile import DatapathSync
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,9 @@ class HostAgent:
         self.datapath_id = datapath_id_for(host.id)
         self._config = config
         self._store = store
-        factory = ovsdb_factory or (lambda remote: OvsdbClient(remote, timeout=config.ovsdb_timeout))
+        factory = ovsdb_factory or (
+            lambda remote: OvsdbClient(remote, timeout=config.ovsdb_timeout)
+        )
         self._ovsdb = factory(host.ovsdb_remote)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -169,7 +176,14 @@ class HostAgent:
             self._report_ports(snapshot, None)
             self._report_host(openflow=False)
             return
-        config = compute_datapath(snapshot, DatapathView(self.host.id, ofports))
+        try:
+            config = compute_datapath(snapshot, DatapathView(self.host.id, ofports))
+        except PipelineError as exc:
+            # A contradictory snapshot leaves the switch as it is (no half-computed
+            # state is pushed) until the desired state is fixed.
+            self._set_error(f"cannot compute flows: {exc}")
+            self._report_host(openflow=True)
+            return
         try:
             now = time.monotonic()
             if needs_read or now - self._last_audit >= self._config.reconcile_interval:
@@ -191,7 +205,8 @@ class HostAgent:
         if result.rejected:
             first = next(iter(result.rejected.items()))
             self._set_error(
-                f"switch rejected {len(result.rejected)} flow(s)/group(s), e.g. {first[0]!r}: {first[1]}"
+                f"switch rejected {len(result.rejected)} flow(s)/group(s), "
+                f"e.g. {first[0]!r}: {first[1]}"
             )
         else:
             self._set_error(None)
@@ -227,6 +242,11 @@ class HostAgent:
                 self._ovsdb.ensure_uplink(bridge, host.uplink)
             self._ovsdb.ensure_tunnels(bridge, self._desired_tunnels(snapshot))
             self._ensure_vm_ports(snapshot, bridge)
+        except OvsdbConflict as exc:
+            # OVSDB answers but refuses an intent (e.g. the uplink sits on another bridge).
+            self._set_ovsdb(True, None)
+            self._set_error(f"OVSDB: {exc}")
+            return
         except OvsdbUnavailable as exc:
             self._set_ovsdb(False, str(exc))
             return
@@ -245,9 +265,7 @@ class HostAgent:
 
     def _ensure_vm_ports(self, snapshot: Snapshot, bridge: str) -> None:
         wanted = {
-            p.interface: p
-            for p in snapshot.ports
-            if p.host_id == self.host.id and p.interface
+            p.interface: p for p in snapshot.ports if p.host_id == self.host.id and p.interface
         }
         existing = self._ovsdb.interfaces(bridge)
         for name, port in wanted.items():

@@ -86,7 +86,9 @@ def apply_topology(client: FabricClient, lab: Lab, topo: Topology) -> dict[str, 
     return vms
 
 
-def reachability(vms: dict[str, SimVM], pairs: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+def reachability(
+    vms: dict[str, SimVM], pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], bool]:
     """Ping every pair at once (a blocked pair costs its full timeout)."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = pool.map(
@@ -95,7 +97,9 @@ def reachability(vms: dict[str, SimVM], pairs: list[tuple[str, str]]) -> dict[tu
         return dict(zip(pairs, results, strict=True))
 
 
-def render_matrix(names: list[str], seen: dict[tuple[str, str], bool], expected: dict[tuple[str, str], bool]) -> Table:
+def render_matrix(
+    names: list[str], seen: dict[tuple[str, str], bool], expected: dict[tuple[str, str], bool]
+) -> Table:
     table = Table(title="Who reaches whom (ping), rows = source")
     table.add_column("")
     for name in names:
@@ -148,8 +152,9 @@ def lab_up(
                 console.print(f"[bold red]isolation/reachability broken for {wrong}[/bold red]")
             else:
                 console.print(
-                    "[bold green]OK:[/bold green] every VM reaches exactly the VMs of its own network "
-                    "(VLAN over the trunk, VXLAN over the underlay); other tenants and networks are unreachable."
+                    "[bold green]OK:[/bold green] every VM reaches exactly the VMs of its own "
+                    "network (VLAN over the trunk, VXLAN over the underlay); other tenants "
+                    "and networks are unreachable."
                 )
             if once:
                 raise typer.Exit(1 if wrong else 0)

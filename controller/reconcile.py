@@ -133,8 +133,8 @@ class DatapathSync:
             return result
 
         if plan.add_groups:
-            owners = {}
-            msgs = []
+            owners: dict[int, Flow | Group] = {}
+            msgs: list[bytes] = []
             for gid in plan.add_groups:
                 owners[len(msgs)] = wanted_groups[gid]
                 msgs.append(ofmsg.group_add(wanted_groups[gid]))
@@ -156,10 +156,10 @@ class DatapathSync:
                 msgs.append(encoded[cookie][1].flow_mod)
             msgs.extend(ofmsg.flow_delete_by_cookie(c) for c in to_delete)
             committed, failed = self._send_bundle(msgs, owners)
-            for flow, error in failed.items():
-                assert isinstance(flow, Flow)
-                result.rejected[flow] = error
-                self._rejected[ofmsg.encode_flow(flow).cookie] = error
+            for item, error in failed.items():
+                assert isinstance(item, Flow)
+                result.rejected[item] = error
+                self._rejected[ofmsg.encode_flow(item).cookie] = error
             add_cookies = [c for c in add_cookies if encoded[c][0] not in failed]
             if committed:
                 break
@@ -176,9 +176,7 @@ class DatapathSync:
             result.groups_deleted = len(plan.delete_groups)
 
         for item, error in result.rejected.items():
-            log.error(
-                "datapath %016x rejected %r: %s", self.channel.datapath_id, item, error
-            )
+            log.error("datapath %016x rejected %r: %s", self.channel.datapath_id, item, error)
         return result
 
     # ---- wire ------------------------------------------------------------------------
@@ -223,9 +221,7 @@ class DatapathSync:
         # The switch answers in order, so every error for an add precedes the commit's reply.
         errors = channel.take_errors(xids)
         failed = {
-            owners[xid - first_xid]: err
-            for xid, err in errors.items()
-            if xid - first_xid in owners
+            owners[xid - first_xid]: err for xid, err in errors.items() if xid - first_xid in owners
         }
         unexplained = [e for x, e in errors.items() if x - first_xid not in owners]
         if commit_error is not None and not failed:

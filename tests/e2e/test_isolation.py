@@ -114,14 +114,30 @@ def test_spoofed_and_tagged_frames_are_dropped(fabric: Fabric) -> None:
 
     def arp(sender_mac: bytes, sender_ip: bytes) -> bytes:
         return (
-            b"\x00\x01\x08\x00\x06\x04\x00\x01" + sender_mac + sender_ip + b"\x00" * 6 + bytes([10, 7, 0, 2])
+            b"\x00\x01\x08\x00\x06\x04\x00\x01"
+            + sender_mac
+            + sender_ip
+            + b"\x00" * 6
+            + bytes([10, 7, 0, 2])
         )
 
     frames = {
-        "spoofed source MAC": broadcast + spoof_mac + b"\x08\x06" + arp(spoof_mac, bytes([10, 7, 0, 1])),
-        "spoofed ARP sender IP": broadcast + own_mac + b"\x08\x06" + arp(own_mac, bytes([10, 7, 0, 99])),
-        "spoofed ARP sender MAC": broadcast + own_mac + b"\x08\x06" + arp(spoof_mac, bytes([10, 7, 0, 1])),
-        "802.1Q tagged": victim_mac + own_mac + b"\x81\x00\x00\x0a\x08\x06" + arp(own_mac, bytes([10, 7, 0, 1])),
+        "spoofed source MAC": broadcast
+        + spoof_mac
+        + b"\x08\x06"
+        + arp(spoof_mac, bytes([10, 7, 0, 1])),
+        "spoofed ARP sender IP": broadcast
+        + own_mac
+        + b"\x08\x06"
+        + arp(own_mac, bytes([10, 7, 0, 99])),
+        "spoofed ARP sender MAC": broadcast
+        + own_mac
+        + b"\x08\x06"
+        + arp(spoof_mac, bytes([10, 7, 0, 1])),
+        "802.1Q tagged": victim_mac
+        + own_mac
+        + b"\x81\x00\x00\x0a\x08\x06"
+        + arp(own_mac, bytes([10, 7, 0, 1])),
     }
     for what, frame in frames.items():
         capture = victim.start_tcpdump("arp or vlan")

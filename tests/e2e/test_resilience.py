@@ -38,8 +38,10 @@ def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
     h1 = fabric.hosts["h1"]
 
     h1.vsctl("set", "bridge", "br-int", "fail_mode=standalone")
-    _eventually(lambda: h1.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure",
-                what="fail_mode")
+    _eventually(
+        lambda: h1.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure",
+        what="fail_mode",
+    )
 
     tunnels = [p for p in h1.vsctl("list-ports", "br-int").split() if p.startswith("vx")]
     assert tunnels, "no tunnel port on h1"
@@ -47,8 +49,11 @@ def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
     _eventually(lambda: tunnels[0] in h1.vsctl("list-ports", "br-int").split(), what="tunnel port")
 
     h1.vsctl("del-br", "br-int")
-    _eventually(lambda: a.ping("10.30.0.2", count=1, timeout=1),
-                timeout=30, what="bridge with its ports and flows")
+    _eventually(
+        lambda: a.ping("10.30.0.2", count=1, timeout=1),
+        timeout=30,
+        what="bridge with its ports and flows",
+    )
     assert h1.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure"
 
 
@@ -66,8 +71,10 @@ def test_foreign_flow_added_by_hand_is_removed(fabric: Fabric) -> None:
     _pair(fabric)
     h1 = fabric.hosts["h1"]
     h1.ofctl("add-flow", "br-int", "table=0,priority=60000,actions=NORMAL")
-    _eventually(lambda: not [f for f in h1.dump_flows("br-int") if "priority=60000" in f],
-                what="foreign flow")
+    _eventually(
+        lambda: not [f for f in h1.dump_flows("br-int") if "priority=60000" in f],
+        what="foreign flow",
+    )
 
 
 def test_ovs_restart_is_rewired(fabric: Fabric) -> None:
@@ -76,8 +83,11 @@ def test_ovs_restart_is_rewired(fabric: Fabric) -> None:
     h2.stop_ovs()
     assert not a.ping("10.30.0.2", count=1, timeout=1)
     h2.start_ovs()
-    _eventually(lambda: bool(a.ping("10.30.0.2", count=1, timeout=1)),
-                timeout=30, what="forwarding after OVS restart")
+    _eventually(
+        lambda: bool(a.ping("10.30.0.2", count=1, timeout=1)),
+        timeout=30,
+        what="forwarding after OVS restart",
+    )
 
 
 def test_controller_restart_drops_no_packets(fabric: Fabric) -> None:

@@ -24,9 +24,21 @@ def test_shipped_lab_topology_is_valid_and_isolates_tenants() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: vlan, cidr: 10.0.0.0/24, vms: [{name: a, host: h9, ip: 10.0.0.2}]}]}]", "unknown host 'h9'"),
-        ("hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: vlan, cidr: 10.0.0.0/24, vms: [{name: a, host: h1, ip: 10.9.0.2}]}]}]", "outside 10.0.0.0/24"),
-        ("hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: gre, cidr: 10.0.0.0/24}]}]", "tenants.0.networks.0.type"),
+        (
+            "hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: vlan, "
+            "cidr: 10.0.0.0/24, vms: [{name: a, host: h9, ip: 10.0.0.2}]}]}]",
+            "unknown host 'h9'",
+        ),
+        (
+            "hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: vlan, "
+            "cidr: 10.0.0.0/24, vms: [{name: a, host: h1, ip: 10.9.0.2}]}]}]",
+            "outside 10.0.0.0/24",
+        ),
+        (
+            "hosts: [{name: h1}]\ntenants: [{name: t, networks: [{name: n, type: gre, "
+            "cidr: 10.0.0.0/24}]}]",
+            "tenants.0.networks.0.type",
+        ),
         ("hosts: [{name: h1, colour: red}]\ntenants: []", "hosts.0.colour"),
         ("hosts: [{name: h1}, {name: h1}]\ntenants: []", "unique"),
         ("hosts: [\n", "not valid YAML"),
