@@ -61,8 +61,16 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (default: api_port).")] = None,
 ) -> None:
     """Run the API (and, when enabled, the controller) in this process."""
+    import logging
+
     import uvicorn
 
+    # The controller logs state changes (switch connected, flows changed, host
+    # unreachable) on the root logger; uvicorn only configures its own.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("os_ken").setLevel(logging.WARNING)
     settings = _settings()
     # Migrate before uvicorn starts, so a bad database fails here with one line.
     upgrade_database(settings.database_url)

@@ -10,9 +10,25 @@ from collections.abc import Callable
 
 from api.config import Settings
 from api.state import SqlStateStore
+from controller.hosts import ControllerConfig
+from controller.service import FabricController
+
+
+def controller_config(settings: Settings) -> ControllerConfig:
+    return ControllerConfig(
+        integration_bridge=settings.integration_bridge,
+        datapath_type=settings.datapath_type,
+        openflow_listen_host=settings.openflow_listen_host,
+        openflow_port=settings.openflow_port,
+        openflow_advertise=settings.openflow_advertise,
+        reconcile_interval=settings.reconcile_interval,
+    )
 
 
 def start_background_services(settings: Settings, store: SqlStateStore) -> list[Callable[[], None]]:
     """Start what runs next to the API; return callables that stop each of them."""
-    del settings, store  # nothing runs in the background yet
-    return []
+    stoppers: list[Callable[[], None]] = []
+    controller = FabricController(store, controller_config(settings))
+    controller.start()
+    stoppers.append(controller.stop)
+    return stoppers

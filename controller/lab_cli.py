@@ -90,10 +90,13 @@ def reachability(
     vms: dict[str, SimVM], pairs: list[tuple[str, str]]
 ) -> dict[tuple[str, str], bool]:
     """Ping every pair at once (a blocked pair costs its full timeout)."""
+    def reaches(pair: tuple[str, str]) -> bool:
+        target = vms[pair[1]].ip
+        assert target is not None, "every lab VM has an address"
+        return vms[pair[0]].ping(target, count=2, timeout=2)
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        results = pool.map(
-            lambda pair: vms[pair[0]].ping(vms[pair[1]].ip, count=2, timeout=2), pairs
-        )
+        results = pool.map(reaches, pairs)
         return dict(zip(pairs, results, strict=True))
 
 
@@ -167,7 +170,9 @@ def lab_up(
             with contextlib.suppress(KeyboardInterrupt):
                 while not stop.wait(1) and service.running:
                     pass
-        except (ApiError, RuntimeError) as exc:
+        except typer.Exit:
+            raise
+        except (ApiError, RuntimeError) as exc:  # click's Exit is a RuntimeError too: above
             console.print(f"[red]error:[/red] {exc}\nservice log tail:\n{service.log_tail()}")
             raise typer.Exit(1) from None
         finally:
