@@ -427,7 +427,7 @@ class LoadBalancerCreate(RequestModel):
                     "port": 80,
                     "health_check": {"interval": 2.0, "timeout": 1.0, "rise": 2, "fall": 2},
                     "backends": [
-                        {"ip": "10.0.0.10", "port": 8080, "weight": 3},
+                        {"ip": "10.0.0.11", "port": 8080, "weight": 3},
                         {"port_id": "5c4b3a2f-1e0d-4c9b-8a7f-6e5d4c3b2a19", "port": 8080},
                     ],
                 }

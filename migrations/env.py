@@ -47,6 +47,9 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 render_as_batch=connection.dialect.name == "sqlite",
                 compare_type=True,
+                # Our engine emits BEGIN itself, so SQLite DDL is transactional
+                # too: a failed upgrade leaves no half-built schema behind.
+                transactional_ddl=True,
             )
             with context.begin_transaction():
                 if connection.dialect.name == "postgresql":

@@ -95,7 +95,8 @@ class Caller:
         return {"Authorization": f"Bearer {self.token}"} if self.token is not None else {}
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.client.request(method, f"/api/v1{path}", headers=self._headers(), **kwargs)
+        headers = {**self._headers(), **kwargs.pop("headers", {})}
+        return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

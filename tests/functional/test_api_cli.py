@@ -133,3 +133,21 @@ def test_serve_answers_and_prints_a_generated_admin_token_once(tmp_path: Path) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_simultaneous_upgrades_from_several_processes_all_succeed(tmp_path: Path) -> None:
+    """Replicas starting together on a fresh database: one migrates, the others find it done."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "db", "upgrade"],
+            env=cli_env(url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], results
+    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: 0001  head: 0001"

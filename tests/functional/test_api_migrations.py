@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -91,12 +92,12 @@ def test_the_comparison_notices_a_drift(api_database_url: str) -> None:
 
 
 def test_the_service_migrates_an_empty_database_on_start(
-    api_settings: Settings, api_factory: Callable[[Settings], object]
+    api_settings: Settings, api_factory: Callable[[Settings], Any]
 ) -> None:
     assert schema_revision(api_settings.database_url) is None
     api = api_factory(api_settings)
     assert schema_revision(api_settings.database_url) == "0001"
-    assert api.client.get("/healthz").json() == {"status": "ok"}  # type: ignore[attr-defined]
+    assert api.client.get("/healthz").json() == {"status": "ok"}
 
 
 def test_sqlite_database_gets_wal_foreign_keys_and_its_directory(tmp_path: Path) -> None:
@@ -113,3 +114,14 @@ def test_sqlite_database_gets_wal_foreign_keys_and_its_directory(tmp_path: Path)
         engine.dispose()
     assert (tmp_path / "deep" / "dir" / "fabric.db").exists()
 
+
+def test_health_reports_an_unusable_database(
+    api_settings: Settings, api_factory: Callable[[Settings], Any]
+) -> None:
+    api = api_factory(api_settings)
+    assert api.client.get("/healthz").status_code == 200
+    downgrade_database(api_settings.database_url, "base")
+    response = api.client.get("/healthz")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "database unreachable" in response.json()["detail"]
