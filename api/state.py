@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 
 from api.db import Database
 from api.models import (
@@ -192,29 +192,29 @@ class SqlStateStore:
         with self.database.unversioned_write() as session:
             for item in updates:
                 at = _aware(item.at)
-                binding_matches = (
-                    Port.host_id.is_(None) if item.host_id is None else Port.host_id == item.host_id
+                row = session.execute(select(Port.bound_at).where(Port.id == item.port_id)).first()
+                if row is None:
+                    continue
+                bound_at: datetime | None = row.bound_at
+                if bound_at is not None and at < bound_at:
+                    continue
+                activation = (
+                    (at - bound_at).total_seconds()
+                    if item.status == "ACTIVE" and bound_at is not None
+                    else None
                 )
-                values: dict[str, object] = {"status": item.status, "status_at": at}
-                if item.status == "ACTIVE":
-                    row = session.execute(
-                        select(Port.bound_at).where(Port.id == item.port_id)
-                    ).first()
-                    bound_at = row.bound_at if row is not None else None
-                    values["activation_seconds"] = (
-                        (at - bound_at).total_seconds() if bound_at is not None else None
-                    )
-                else:
-                    values["activation_seconds"] = None
                 session.execute(
                     update(Port)
                     .where(
                         Port.id == item.port_id,
                         Port.status != item.status,
-                        binding_matches,
-                        or_(Port.bound_at.is_(None), Port.bound_at <= at),
+                        Port.host_id.is_(None)
+                        if item.host_id is None
+                        else Port.host_id == item.host_id,
+                        # the binding we measured against is still the current one
+                        Port.bound_at.is_(None) if bound_at is None else Port.bound_at == bound_at,
                     )
-                    .values(**values)
+                    .values(status=item.status, status_at=at, activation_seconds=activation)
                 )
 
     def record_backend_health(self, updates: Sequence[BackendHealthUpdate]) -> None:
