@@ -146,7 +146,9 @@ class Database:
 
         The bump comes first: it takes the write lock (PostgreSQL row lock; SQLite
         is already locked by BEGIN IMMEDIATE). A transaction that changed no
-        desired-state row is rolled back so the revision stays put.
+        desired-state row is rolled back so the revision stays put; ORM changes
+        are detected by themselves, Core UPDATE/DELETE statements need
+        `mark_changed(session)`.
         """
         with self._writer() as session:
             session.begin()
@@ -174,6 +176,14 @@ class Database:
         with self.engine.connect() as connection:
             value = connection.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
         return int(value or 0)
+
+
+def mark_changed(session: Session) -> None:
+    """Declare a change made with Core statements (which the ORM stamping cannot see),
+    so that `Database.write()` commits it instead of rolling back."""
+    if session.info.get(_SESSION_REVISION) is None:
+        raise RuntimeError("desired state changed outside Database.write()")
+    session.info[_SESSION_CHANGED] = True
 
 
 def bump_revision(session: Session) -> int:

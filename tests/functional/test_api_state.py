@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from api import crud
-from api.db import Database
+from api.db import Database, mark_changed
 from api.errors import Conflict, Invalid
+from api.models import Tenant
 from api.state import SqlStateStore
 from controller.model import (
     BackendSpec,
@@ -292,3 +294,17 @@ def test_desired_state_cannot_change_outside_a_write_transaction(
     ):
         crud.create_tenant(session, name="sneaky")
     assert api.admin.get("/tenants").json()["total"] == 1
+
+
+def test_core_statements_count_only_when_marked(api: Any, database: Database) -> None:
+    tenant, _ = api.tenant("acme")
+    start = api.admin.revision()
+    with database.write() as session:
+        session.execute(update(Tenant).values(description="unmarked"))
+    assert api.admin.get(f"/tenants/{tenant['id']}").json()["description"] == ""
+    assert api.admin.revision() == start
+    with database.write() as session:
+        session.execute(update(Tenant).values(description="marked"))
+        mark_changed(session)
+    assert api.admin.get(f"/tenants/{tenant['id']}").json()["description"] == "marked"
+    assert api.admin.revision() == start + 1
