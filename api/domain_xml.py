@@ -479,7 +479,8 @@ class _Planner:
                 return port, "interfaceid"
         port = self.by_mac.get(interface.mac)
         if port is not None:
-            return port, "mac"
+            # A port the watcher created exists only because of the metadata rule.
+            return port, "metadata" if port.origin == "libvirt" else "mac"
         return None
 
     def _plan_creation(self, domain: ObservedDomain, interface: DomainInterface, tap: str) -> None:

@@ -51,7 +51,7 @@ from api.vm_ports import VmPortStore, WatchedHost
 log = logging.getLogger(__name__)
 
 RESYNC_INTERVAL = 30.0
-HOSTS_POLL_INTERVAL = 3.0
+HOSTS_POLL_INTERVAL = 1.0  # one small SELECT; a new host is watched within a second
 MIGRATION_GRACE = 60.0
 KEEPALIVE_INTERVAL = 5  # seconds between keepalive probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the connection is declared dead

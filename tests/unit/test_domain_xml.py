@@ -278,6 +278,15 @@ def test_rule_3_metadata_network_creates_a_port_with_the_interface_mac() -> None
     assert result.reports[0].match == "metadata"
 
 
+def test_the_port_created_from_metadata_is_found_again_by_its_mac() -> None:
+    created = PortRecord(id=PORT_B, network_id=NET, mac="52:54:00:aa:00:02", origin="libvirt")
+
+    result = plan(running(tap_nic("52:54:00:aa:00:02")), created)
+
+    assert result.actions == (BindPort(port_id=PORT_B, interface="tap0", vm_id=VM),)
+    assert result.reports[0].match == "metadata", "the rule that made the port, not 'mac'"
+
+
 def test_an_existing_port_wins_over_the_metadata_network() -> None:
     request = NetworkRequest(network_id=NET)
     port = PortRecord(id=PORT_B, network_id=NET, mac="52:54:00:aa:00:02")
