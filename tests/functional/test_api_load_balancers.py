@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -136,6 +137,7 @@ def test_bad_load_balancers_change_nothing(
     )  # same cidr, other segment
     stranger = api.admin.create("/ports", {"network_id": other_net["id"], "ips": ["10.0.0.8"]})
     api.admin.create("/load-balancers", listener(net, name="existing", vip="10.0.0.50", port=443))
+    fields = copy.deepcopy(fields)  # parameters are shared between the database kinds
     for backend in fields.get("backends", []):
         if "port_id" in backend:
             backend["port_id"] = backend["port_id"].format(
