@@ -39,6 +39,3 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PageDep = Annotated[PageParams, Depends(page_params)]
 
-
-def location(path: str) -> dict[str, str]:
-    return {"Location": f"/api/v1{path}"}
