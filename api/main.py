@@ -14,7 +14,7 @@ from api.auth import ensure_admin_token
 from api.config import Settings
 from api.db import Database, upgrade_database
 from api.errors import install_problem_handlers
-from api.routes import hosts, load_balancers, networks, ports, system, tenants
+from api.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
 from api.state import SqlStateStore
 
 API_PREFIX = "/api/v1"
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         networks.router,
         ports.router,
         load_balancers.router,
+        vm_interfaces.router,
         system.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
