@@ -104,6 +104,23 @@ def domain_activity(state: int, reason: int) -> DomainActivity:
     return "paused"  # NOSTATE, PMSUSPENDED: its NICs exist, but take nothing from elsewhere
 
 
+def hosts_to_watch(
+    hosts: Iterable[WatchedHost],
+) -> tuple[list[WatchedHost], list[tuple[WatchedHost, WatchedHost]]]:
+    """The hosts to watch: the first (oldest) host of each libvirt URI.
+
+    Two hosts on one libvirtd would each see its VMs running and take their
+    ports from the other forever. Returns (watched, [(left out, the one watched)]).
+    """
+    first_by_uri: dict[str, WatchedHost] = {}
+    shadowed: list[tuple[WatchedHost, WatchedHost]] = []
+    for host in hosts:
+        first = first_by_uri.setdefault(host.libvirt_uri, host)
+        if first is not host:
+            shadowed.append((host, first))
+    return list(first_by_uri.values()), shadowed
+
+
 # ---- libvirt's event loop (one per process) ------------------------------------------
 
 _event_loop_lock = threading.Lock()
@@ -200,6 +217,10 @@ _CLOSE_REASONS = {
 
 class _Disconnected(Exception):
     """The connection is gone; reconnect."""
+
+
+class _Unreadable(Exception):
+    """A domain's state or XML could not be read."""
 
 
 class LibvirtWatcher:
@@ -393,8 +414,13 @@ class LibvirtWatcher:
         listed = self._call(
             connection, connection.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
         )
-        domains = [o for o in (self._observe(connection, d) for d in listed) if o is not None]
-        return self._reconcile(domains, scope=None)
+        try:
+            observed = [self._observe(connection, d) for d in listed]
+        except _Unreadable as exc:
+            # Judging without it would unbind a VM that may well be running.
+            log.warning("libvirt %s: %s; comparing again soon", self.host.name, exc)
+            return False
+        return self._reconcile([o for o in observed if o is not None], scope=None)
 
     def _refresh_domain(self, connection: Any, uuid: str) -> bool:
         try:
@@ -403,7 +429,11 @@ class LibvirtWatcher:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 self._raise_if_dead(connection, exc)
             domain = None
-        observed = self._observe(connection, domain) if domain is not None else None
+        try:
+            observed = self._observe(connection, domain) if domain is not None else None
+        except _Unreadable as exc:
+            log.warning("libvirt %s: %s; comparing again soon", self.host.name, exc)
+            return False
         if observed is not None:
             self._migrated_away.pop(uuid, None)
         return self._reconcile([observed] if observed else [], scope=frozenset({uuid}))
@@ -426,27 +456,28 @@ class LibvirtWatcher:
         return True
 
     def _observe(self, connection: Any, domain: Any) -> ObservedDomain | None:
-        """The domain as the bindings need it; None when it is not active here."""
+        """The domain as the bindings need it; None when it is not active here.
+
+        Raises `_Unreadable` when its state or XML cannot be had (the connection
+        being alive): not knowing is not the same as "not running".
+        """
         try:
-            state, reason = domain.state()
-            activity = domain_activity(state, reason)
-            if activity == "inactive":
+            if domain_activity(*domain.state()) == "inactive":
                 return None
             xml = domain.XMLDesc(0)
             # It may have stopped between the two calls: its XML then has no taps.
-            if domain_activity(*domain.state()) == "inactive":
-                return None
+            activity = domain_activity(*domain.state())
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             self._raise_if_dead(connection, exc)
-            log.warning("libvirt %s: cannot read a domain: %s", self.host.name, exc)
+            raise _Unreadable(f"cannot read a domain: {exc}") from exc
+        if activity == "inactive":
             return None
         try:
             return ObservedDomain(parse_domain(xml), activity)
         except DomainXmlError as exc:
-            log.warning("libvirt %s: %s", self.host.name, exc)
-            return None
+            raise _Unreadable(str(exc)) from exc
 
     def _call(self, connection: Any, method: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -538,6 +569,7 @@ class WatcherSupervisor:
         self._poll_interval = hosts_poll_interval
         self._factory = watcher_factory or (lambda host: LibvirtWatcher(host, store))
         self._watchers: dict[str, LibvirtWatcher] = {}
+        self._shadowed_logged: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="libvirt-hosts", daemon=True)
@@ -573,7 +605,19 @@ class WatcherSupervisor:
             self._stopping.wait(self._poll_interval)
 
     def _follow(self, hosts: list[WatchedHost]) -> None:
-        wanted = {h.id: h for h in hosts}
+        watched, shadowed = hosts_to_watch(hosts)
+        for host, first in shadowed:
+            if host.id not in self._shadowed_logged:
+                log.error(
+                    "hosts %s and %s share libvirt URI %s: only %s is watched "
+                    "(both would claim the same VMs' ports)",
+                    first.name,
+                    host.name,
+                    host.libvirt_uri,
+                    first.name,
+                )
+        self._shadowed_logged = {host.id for host, _ in shadowed}
+        wanted = {h.id: h for h in watched}
         with self._lock:
             gone = [w for hid, w in self._watchers.items() if wanted.get(hid) != w.host]
             for watcher in gone:

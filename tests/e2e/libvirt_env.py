@@ -422,7 +422,9 @@ def _answers(path: Path) -> bool:
 
 
 def _process_running(name: str) -> bool:
-    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
+    found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+    # A daemon that just exited may linger as a zombie until init reaps it.
+    return any(_alive(int(pid)) for pid in found.split())
 
 
 def _pid_from(pidfile: Path) -> int | None:

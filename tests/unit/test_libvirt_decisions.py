@@ -19,7 +19,8 @@ from api.domain_xml import (
     ReleasePort,
     plan_bindings,
 )
-from api.libvirt_watch import EventEffect, domain_activity, lifecycle_effect
+from api.libvirt_watch import EventEffect, domain_activity, hosts_to_watch, lifecycle_effect
+from api.vm_ports import WatchedHost
 
 pytestmark = pytest.mark.unit
 
@@ -435,3 +436,14 @@ def test_migration_sequence_unbinds_the_source_only_after_the_destination_bound(
     assert history == [f"bind {DEST[:4]}"]
     assert ports[P1].host_id == DEST
     assert ports[P1].interface == "vnet3"
+
+
+def test_hosts_sharing_a_libvirt_uri_are_watched_once() -> None:
+    first = WatchedHost(id=SOURCE, name="a", libvirt_uri="qemu:///system")
+    twin = WatchedHost(id=DEST, name="b", libvirt_uri="qemu:///system")
+    remote = WatchedHost(id=VM1, name="c", libvirt_uri="qemu+ssh://c/system")
+
+    watched, shadowed = hosts_to_watch([first, twin, remote])
+
+    assert watched == [first, remote]
+    assert shadowed == [(twin, first)]
