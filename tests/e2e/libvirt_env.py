@@ -305,8 +305,13 @@ def tap_nic(tap: str, mac: str) -> str:
     )
 
 
-def network_metadata(network_id: str) -> str:
-    return f"<fabric:network xmlns:fabric={quoteattr(FABRIC_XMLNS)} id={quoteattr(network_id)}/>"
+def network_metadata(
+    network_id: str | None = None, *, name: str | None = None, tenant: str | None = None
+) -> str:
+    """Domain metadata naming the network a port is created on (by id, or name [+ tenant])."""
+    attributes = {"id": network_id, "name": name, "tenant": tenant}
+    given = "".join(f" {key}={quoteattr(value)}" for key, value in attributes.items() if value)
+    return f"<fabric:network xmlns:fabric={quoteattr(FABRIC_XMLNS)}{given}/>"
 
 
 def random_mac() -> str:

@@ -248,6 +248,33 @@ def test_metadata_network_creates_a_port_that_goes_with_the_vm(fabric: LibvirtFa
     assert missing.value.status == 404
 
 
+def test_metadata_may_name_the_network_and_its_tenant(fabric: LibvirtFabric) -> None:
+    # A second tenant with a network of the same name makes the bare name ambiguous.
+    other = fabric.client.create("tenants", name="other")
+    fabric.client.create(
+        "networks", tenant_id=other["id"], name="n", type="vlan", cidr="10.41.0.0/24"
+    )
+    ambiguous_mac, named_mac = random_mac(), random_mac()
+
+    ambiguous = fabric.domains.define(
+        [tap_nic(f"tvf{run_token()}", ambiguous_mac)], metadata=network_metadata(name="n")
+    )
+    named = fabric.domains.define(
+        [tap_nic(f"tvf{run_token()}", named_mac)],
+        metadata=network_metadata(name="n", tenant="t"),
+    )
+
+    eventually(lambda: len(fabric.client.list("ports", vm_id=named.uuid)) == 1, "a port")
+    (port,) = fabric.client.list("ports", vm_id=named.uuid)
+    assert port["network_id"] == fabric.network_id
+    fabric.wait_wired(port["id"], named, named_mac, owned=True)
+    eventually(lambda: bool(fabric.vm_interfaces("unmatched")), "the ambiguous one reported")
+    (seen,) = fabric.vm_interfaces("unmatched")
+    assert seen["vm_id"] == ambiguous.uuid
+    assert "tenant" in seen["reason"]
+    assert fabric.client.list("ports", vm_id=ambiguous.uuid) == []
+
+
 def test_an_interface_matching_nothing_is_left_alone_and_reported(fabric: LibvirtFabric) -> None:
     mac = random_mac()
     tap_name = f"tvf{run_token()}"
