@@ -39,6 +39,7 @@ LIBVIRT_URI = "qemu:///system"
 FABRIC_XMLNS = "https://ovs-fabric.dev/xmlns/1"
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")  # libvirt keeps one log per domain name
 # Bounds how long we wait for a daemon or VM to appear or vanish; never a speed assertion.
 DAEMON_WAIT_S = 30.0
 
@@ -335,6 +336,12 @@ class Domain:
     def is_running(self) -> bool:
         return self.virsh("domstate", self.name).strip() == "running"
 
+    def qemu_pid(self) -> int:
+        pid = _pid_from(Path("/run/libvirt/qemu") / f"{self.name}.pid")
+        if pid is None:
+            raise RuntimeError(f"{self.name} has no QEMU process")
+        return pid
+
     def taps(self) -> dict[str, str]:
         """{mac: tap device} of the running domain."""
         lines = self.virsh("domiflist", self.name).splitlines()[2:]
@@ -392,6 +399,7 @@ class Domains:
             subprocess.run(
                 ["virsh", "-c", LIBVIRT_URI, "undefine", domain.name], capture_output=True
             )
+            (QEMU_LOG_DIR / f"{domain.name}.log").unlink(missing_ok=True)
         self.defined.clear()
 
 

@@ -9,6 +9,8 @@ the API; or, after a stop, all of it gone.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -328,6 +330,28 @@ def test_restarting_libvirtd_while_a_domain_starts_still_wires_it(fabric: Libvir
     fabric.wait_wired(port["id"], vm, mac, owned=True)
     assert "; reconnecting" in fabric.service.log_tail(400), "the watcher saw no restart"
     eventually(fabric.watching, "the watcher connected again")
+
+
+def test_a_vm_that_died_while_libvirtd_was_down_is_unwired_after_reconnect(
+    fabric: LibvirtFabric,
+) -> None:
+    mac = random_mac()
+    port = fabric.new_port(mac)
+    vm = fabric.domains.define([tap_nic(f"tvf{run_token()}", mac)])
+    tap = fabric.wait_wired(port["id"], vm, mac, owned=True)
+    ofport = fabric.ovs.ofport(tap)
+
+    fabric.daemons.stop_libvirtd()
+    try:
+        os.kill(vm.qemu_pid(), signal.SIGKILL)  # the VM's QEMU, started by this test
+    finally:
+        fabric.daemons.start_libvirtd()
+
+    fabric.wait_gone(tap, ofport)
+    eventually(
+        lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
+        "the dead VM's port unbound",
+    )
 
 
 def test_events_missed_while_the_service_is_down_are_caught_up(fabric: LibvirtFabric) -> None:
