@@ -61,9 +61,15 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (default: api_port).")] = None,
 ) -> None:
     """Run the API (and, when enabled, the controller) in this process."""
+    import faulthandler
     import logging
+    import signal
 
     import uvicorn
+
+    # `kill -USR1 <pid>` prints every thread's stack: the first thing to look at
+    # when a controller seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     # The controller logs state changes (switch connected, flows changed, host
     # unreachable) on the root logger; uvicorn only configures its own.

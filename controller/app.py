@@ -63,6 +63,11 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         if ev.state == MAIN_DISPATCHER:
             channel = SwitchChannel(dp.id, dp.send)
+            previous = self._channels.get(dp.id)
+            if previous is not None:
+                # The switch reconnected before os-ken noticed the old connection
+                # died: nothing will ever answer on it, so fail its waiters now.
+                previous[1].on_disconnect()
             self._channels[dp.id] = (dp, channel)
             self._ports[dp.id] = {no: _port_name(p) for no, p in (dp.ports or {}).items()}
             log.info("switch %016x connected from %s", dp.id, dp.address)
@@ -167,6 +172,13 @@ def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) ->
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
+    # Echo keepalive: a silent switch is declared dead after ~4 s. It also matters
+    # for a switch that closes its connection: with native threads os-ken cannot
+    # stop the connection's blocked sender, so the dead connection is only torn
+    # down (DEAD event) once something is queued for sending, as the periodic
+    # echo request is.
+    cfg.CONF.set_override("echo_request_interval", 1.0)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
     FabricOpenFlowApp.sink = sink
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])

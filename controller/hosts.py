@@ -54,6 +54,9 @@ class ControllerConfig:
     reconcile_interval: float = 10.0
     revision_poll_interval: float = 0.1
     ovsdb_timeout: float = 5.0
+    # After a (re)start, a switch keeps forwarding with the flows it has; give it
+    # this long to reconnect before its ports are reported DOWN.
+    connect_grace: float = 10.0
 
 
 def datapath_id_for(host_id: str) -> int:
@@ -102,6 +105,8 @@ class HostAgent:
         self._sync: DatapathSync | None = None
         self._needs_read = False
         self._last_audit = 0.0
+        self._started_at = time.monotonic()
+        self._ever_connected = False
         self._reported_ports: dict[PortSpec, PortStatus] = {}
         self._reported_status: HostStatus | None = None
         self._ovsdb_ok: bool | None = None
@@ -133,6 +138,7 @@ class HostAgent:
             self._ofports = dict(ports)
             self._sync = DatapathSync(channel)
             self._needs_read = True
+            self._ever_connected = True
         self._wake.set()
 
     def switch_disconnected(self, channel: SwitchChannel) -> None:
@@ -149,6 +155,11 @@ class HostAgent:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _wake_later(self, delay: float) -> None:
+        timer = threading.Timer(delay, self._wake.set)
+        timer.daemon = True
+        timer.start()
 
     # ---- the worker ----------------------------------------------------------------------
 
@@ -173,7 +184,11 @@ class HostAgent:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
         if channel is None or sync is None:
-            self._report_ports(snapshot, None)
+            waiting = time.monotonic() - self._started_at < self._config.connect_grace
+            if self._ever_connected or not waiting:
+                self._report_ports(snapshot, None)
+            else:
+                self._wake_later(self._config.connect_grace)
             self._report_host(openflow=False)
             return
         try:

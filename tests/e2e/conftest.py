@@ -28,3 +28,14 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 def fabric(lab: Lab, service: ServiceProcess) -> Iterator[Fabric]:
     with FabricClient(service.base_url, service.admin_token) as client:
         yield Fabric(lab=lab, service=service, client=client)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    # A failing test shows what the service logged (switch events, flow changes, errors).
+    funcargs = getattr(item, "funcargs", {})
+    svc = funcargs.get("service")
+    if report.failed and report.when == "call" and isinstance(svc, ServiceProcess):
+        report.sections.append(("service log", svc.log_tail(200)))
+    return report  # type: ignore[return-value]

@@ -56,18 +56,45 @@ def test_vxlan_over_the_underlay_carries_vm_traffic_by_tunnel_id(lab: Lab) -> No
     b = h2.add_vm("b", mac="02:00:00:00:02:02", ip="10.0.0.2")
     for host, vm, peer in ((h1, a, h2), (h2, b, h1)):
         host.vsctl(
-            "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "bridge",
+            "br-int",
+            "datapath_type=netdev",
             "fail_mode=secure",
-            "--", "add-port", "br-int", vm.host_interface,
-            "--", "set", "interface", vm.host_interface, "ofport_request=1",
-            "--", "add-port", "br-int", "vx0",
-            "--", "set", "interface", "vx0", "type=vxlan", f"options:remote_ip={peer.tunnel_ip}",
-            "options:key=flow", "ofport_request=2",
+            "--",
+            "add-port",
+            "br-int",
+            vm.host_interface,
+            "--",
+            "set",
+            "interface",
+            vm.host_interface,
+            "ofport_request=1",
+            "--",
+            "add-port",
+            "br-int",
+            "vx0",
+            "--",
+            "set",
+            "interface",
+            "vx0",
+            "type=vxlan",
+            f"options:remote_ip={peer.tunnel_ip}",
+            "options:key=flow",
+            "ofport_request=2",
         )
-        host.ofctl("--bundle", "add-flows", "-", input=(
-            "table=0,in_port=1,actions=set_field:5005->tun_id,output:2\n"
-            "table=0,in_port=2,tun_id=5005,actions=output:1\n"
-        ))
+        host.ofctl(
+            "--bundle",
+            "add-flows",
+            "-",
+            input=(
+                "table=0,in_port=1,actions=set_field:5005->tun_id,output:2\n"
+                "table=0,in_port=2,tun_id=5005,actions=output:1\n"
+            ),
+        )
     on_underlay = h2.start_tcpdump("ul0", "udp port 4789")
 
     # The first packets may only teach OVS the peer's underlay MAC.
@@ -77,10 +104,15 @@ def test_vxlan_over_the_underlay_carries_vm_traffic_by_tunnel_id(lab: Lab) -> No
 
     # Traffic really rides on the tunnel id: h2 now expects another one.
     h2.ofctl("del-flows", "br-int")
-    h2.ofctl("add-flows", "br-int", "-", input=(
-        "table=0,in_port=1,actions=set_field:6006->tun_id,output:2\n"
-        "table=0,in_port=2,tun_id=6006,actions=output:1\n"
-    ))
+    h2.ofctl(
+        "add-flows",
+        "br-int",
+        "-",
+        input=(
+            "table=0,in_port=1,actions=set_field:6006->tun_id,output:2\n"
+            "table=0,in_port=2,tun_id=6006,actions=output:1\n"
+        ),
+    )
     at_b = b.start_tcpdump("icmp")
     assert not a.ping("10.0.0.2", count=2, timeout=2)
     assert at_b.stop() == []
@@ -99,8 +131,13 @@ def test_raw_tagged_frames_reach_their_vlan_only_and_captures_show_it(lab: Lab) 
     _plug(in_200, "tag=200")
 
     def who_has(target_ip: str, vlan: int) -> bytes:
-        return build_arp_frame(op="request", sender_mac=sender.mac, sender_ip="10.0.0.1",
-                               target_ip=target_ip, vlan=vlan)
+        return build_arp_frame(
+            op="request",
+            sender_mac=sender.mac,
+            sender_ip="10.0.0.1",
+            target_ip=target_ip,
+            vlan=vlan,
+        )
 
     on_trunk = h2.start_tcpdump("trunk0", "arp or vlan")
     at_100 = in_100.start_tcpdump("arp")
