@@ -36,11 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             print(f"ovs-fabric: generated admin token (shown only now): {token}", flush=True)
         store = SqlStateStore(database)
         app.state.store = store
-        stoppers = (
-            runtime.start_background_services(settings, store)
-            if settings.controller_enabled
-            else []
-        )
+        stoppers = runtime.start_background_services(settings, store)
         try:
             yield
         finally:

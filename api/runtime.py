@@ -1,7 +1,8 @@
 """Background services started with the API: the OpenFlow controller, libvirt watchers.
 
 `create_app`'s lifespan calls `start_background_services` once the database is
-ready and calls every returned stopper on shutdown, in reverse order.
+ready and calls every returned stopper on shutdown, in reverse order. Each
+service runs when its own setting enables it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from api.config import Settings
+from api.libvirt_watch import start_libvirt_watchers
 from api.state import SqlStateStore
 from controller.hosts import ControllerConfig
 from controller.service import FabricController
@@ -28,7 +30,10 @@ def controller_config(settings: Settings) -> ControllerConfig:
 def start_background_services(settings: Settings, store: SqlStateStore) -> list[Callable[[], None]]:
     """Start what runs next to the API; return callables that stop each of them."""
     stoppers: list[Callable[[], None]] = []
-    controller = FabricController(store, controller_config(settings))
-    controller.start()
-    stoppers.append(controller.stop)
+    if settings.controller_enabled:
+        controller = FabricController(store, controller_config(settings))
+        controller.start()
+        stoppers.append(controller.stop)
+    if settings.libvirt_enabled:
+        stoppers.append(start_libvirt_watchers(settings, store.database))
     return stoppers
