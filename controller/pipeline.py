@@ -10,7 +10,9 @@ nothing is learned. A frame walks these tables (declared in `pipeline_tables`):
     classify       which port/network it comes from; anything unknown is dropped
     port_security  a local VM may only use its own MAC and IPs
     arp_responder  ARP requests for known IPs are answered by the switch itself
-    lb             reserved for the L4 load balancer (now: straight through)
+    lb             L4 load balancer (`controller.lb`): VIP connections and backend
+                   replies through conntrack (lb_ct, lb_rewrite, lb_reply), health
+                   probe replies to the controller; everything else straight through
     l2_forward     unicast to the owner of eth_dst, flood groups otherwise
 
 Pipeline state carried between tables:
@@ -18,8 +20,8 @@ Pipeline state carried between tables:
   every forwarding flow matches it, so frames never cross networks.
 - reg5: where the frame came from (ORIGIN_LOCAL: a VM port on this host,
   ORIGIN_REMOTE: the VLAN uplink or a VXLAN tunnel). Remote frames skip port
-  security and the ARP responder and are never sent back to the uplink or a
-  tunnel (split horizon).
+  security and the ARP responder (they pass lb, where a load balancer's replies
+  are un-NATed) and are never sent back to the uplink or a tunnel (split horizon).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ from controller.pipeline_tables import (
     TABLE_CLASSIFY,
     TABLE_L2_FORWARD,
     TABLE_LB,
+    TABLE_LB_CT,
+    TABLE_LB_REPLY,
+    TABLE_LB_REWRITE,
     TABLE_PORT_SECURITY,
     TABLES,
     PipelineError,
@@ -80,6 +85,9 @@ __all__ = [
     "TABLE_CLASSIFY",
     "TABLE_L2_FORWARD",
     "TABLE_LB",
+    "TABLE_LB_CT",
+    "TABLE_LB_REPLY",
+    "TABLE_LB_REWRITE",
     "TABLE_PORT_SECURITY",
     "BoundPort",
     "DatapathConfig",
@@ -87,6 +95,7 @@ __all__ = [
     "LocalNetwork",
     "PipelineError",
     "TableDecl",
+    "arp_reply_actions",
     "build_context",
     "compute_datapath",
     "network_metadata",
@@ -383,7 +392,7 @@ def classify_flows(ctx: DatapathContext) -> Iterator[Flow]:
                 PRIORITY_PORT,
                 segment,
                 actions=entry,
-                goto_table=TABLE_L2_FORWARD,
+                goto_table=TABLE_LB,
                 write_metadata=(net.metadata, METADATA_MASK),
             )
 
@@ -432,7 +441,7 @@ def port_security_flows(ctx: DatapathContext) -> Iterator[Flow]:
             )
 
 
-def _arp_reply_actions(owner_mac: int, owner_ip: int) -> tuple[Action, ...]:
+def arp_reply_actions(owner_mac: int, owner_ip: int) -> tuple[Action, ...]:
     """Turn the ARP request in place into the owner's reply and send it back."""
     return (
         RegMove("eth_src", "eth_dst", 48),
@@ -457,7 +466,7 @@ def arp_responder_flows(ctx: DatapathContext) -> Iterator[Flow]:
                     match(
                         metadata=net.metadata, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=ip
                     ),
-                    actions=_arp_reply_actions(owner.mac, ip),
+                    actions=arp_reply_actions(owner.mac, ip),
                 )
         # A port asking for its own address probes for a duplicate or announces
         # itself (gratuitous ARP): the network must see it, not the switch answer it.
@@ -522,17 +531,25 @@ def l2_forward_flows(
 # ---- load balancer extension point -----------------------------------------------------------
 
 
+# `controller.lb` builds on this module's context types, so it is imported where
+# it is used rather than at the top (which would be a circular import).
+
+
 def load_balancer_groups(snapshot: Snapshot, ctx: DatapathContext) -> tuple[GroupContent, ...]:
-    """Groups (select, weighted backends) for `snapshot.load_balancers`. Not built yet."""
-    return ()
+    """Groups (select, weighted backends) for `snapshot.load_balancers`."""
+    from controller import lb
+
+    return lb.load_balancer_groups(snapshot, ctx)
 
 
 def load_balancer_flows(
     snapshot: Snapshot, ctx: DatapathContext, group_ids: Mapping[GroupContent, int]
 ) -> Iterator[Flow]:
-    """Flows of the lb table (above its pass-through table miss); they reach their groups
-    through `group_ids`. Not built yet."""
-    return iter(())
+    """Flows of the load-balancer tables (above their table misses) and the VIPs' ARP
+    answers; they reach their groups through `group_ids`."""
+    from controller import lb
+
+    return lb.load_balancer_flows(snapshot, ctx, group_ids)
 
 
 # ---- assembly --------------------------------------------------------------------------------
@@ -575,6 +592,10 @@ def compute_datapath(snapshot: Snapshot, view: DatapathView) -> DatapathConfig:
             *port_security_flows(ctx),
             *arp_responder_flows(ctx),
             _table_miss(TABLE_LB, goto=TABLE_L2_FORWARD),
+            _table_miss(TABLE_LB_CT),  # untracked or invalid on the way to a VIP: dropped
+            _table_miss(TABLE_LB_REWRITE),  # toward a backend this host cannot address
+            # A reply nobody NATed (e.g. on the backend's own host): forwarded as it is.
+            _table_miss(TABLE_LB_REPLY, goto=TABLE_L2_FORWARD),
             *load_balancer_flows(snapshot, ctx, group_ids),
             *l2_forward_flows(ctx, floods, group_ids),
         ]

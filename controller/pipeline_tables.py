@@ -29,8 +29,10 @@ TABLE_CLASSIFY: Final = 0
 TABLE_PORT_SECURITY: Final = 1
 TABLE_ARP_RESPONDER: Final = 2
 TABLE_LB: Final = 3
-# Ids 4-7 stay free so load-balancer stages can be added without renumbering
-# l2_forward (which would rewrite every forwarding flow on every switch).
+# Load-balancer stages (ids 4-7 were kept free for them, so l2_forward keeps its id):
+TABLE_LB_CT: Final = 4  # after conntrack on the way to a VIP: pick a backend or continue
+TABLE_LB_REWRITE: Final = 5  # a NATed packet toward a backend gets the backend's MAC
+TABLE_LB_REPLY: Final = 6  # after conntrack on a backend's reply: the VIP's MAC as source
 TABLE_L2_FORWARD: Final = 8
 
 
@@ -66,6 +68,7 @@ _LB_FIELDS: Final = frozenset(
         "tcp_dst",
         "udp_src",
         "udp_dst",
+        "icmpv4_type",
         "ct_state",
         "ct_zone",
         "ct_mark",
@@ -77,7 +80,8 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         name="classify",
         id=TABLE_CLASSIFY,
         match_fields=frozenset({"in_port", "eth_src", "vlan_vid", "tunnel_id"}),
-        # lb is allowed so the load balancer may later see remote frames (replies).
+        # Remote frames pass the lb table too: replies from backends are un-NATed
+        # on the client's host.
         next_tables=frozenset({TABLE_PORT_SECURITY, TABLE_LB, TABLE_L2_FORWARD}),
         required_fields=frozenset({"in_port"}),
     ),
@@ -110,8 +114,30 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         name="lb",
         id=TABLE_LB,
         match_fields=_LB_FIELDS,
-        next_tables=frozenset({TABLE_LB, TABLE_L2_FORWARD}),
+        next_tables=frozenset({TABLE_LB, TABLE_LB_CT, TABLE_LB_REPLY, TABLE_L2_FORWARD}),
         required_fields=frozenset({"metadata"}),
+    ),
+    TableDecl(
+        name="lb_ct",
+        id=TABLE_LB_CT,
+        match_fields=_LB_FIELDS,
+        # ct(commit, nat, table=lb_rewrite) runs in the select group's buckets.
+        next_tables=frozenset({TABLE_LB_REWRITE}),
+        required_fields=frozenset({"metadata", "ct_state"}),
+    ),
+    TableDecl(
+        name="lb_rewrite",
+        id=TABLE_LB_REWRITE,
+        match_fields=_LB_FIELDS,
+        next_tables=frozenset({TABLE_L2_FORWARD}),
+        required_fields=frozenset({"metadata", "ipv4_dst"}),
+    ),
+    TableDecl(
+        name="lb_reply",
+        id=TABLE_LB_REPLY,
+        match_fields=_LB_FIELDS,
+        next_tables=frozenset({TABLE_L2_FORWARD}),
+        required_fields=frozenset({"metadata", "ipv4_src"}),
     ),
     TableDecl(
         name="l2_forward",

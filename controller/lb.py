@@ -1,0 +1,379 @@
+"""L4 load balancers in the data plane: pure flow and group builders.
+
+Called from the pipeline's extension point. Every host with a local port in a
+load balancer's network balances that network's VIP connections itself (like
+OVN's logical-switch load balancer); backends on other hosts are reached over
+the normal VLAN/VXLAN paths. The walk of a packet:
+
+    lb          local IPv4 to VIP:port -> ct(zone=Z, nat, table=lb_ct)
+                from a backend's ip:port -> ct(zone=Z, nat, table=lb_reply)
+                a backend's answer to a health probe (to the VIP, probe ports) -> controller
+    lb_ct       +new to VIP:port -> select group; each weighted bucket does
+                ct(commit, zone=Z, nat(dst=BACKEND:PORT), table=lb_rewrite);
+                with no usable backend -> controller (which answers TCP RST / ICMP)
+                any other tracked, valid packet (already NATed by the first ct) -> lb_rewrite
+    lb_rewrite  dst = a backend's IP -> eth_dst = its MAC -> l2_forward
+    lb_reply    src = a VIP (un-NATed by ct) -> eth_src = the VIP's MAC -> l2_forward;
+                anything else (no conntrack entry here, e.g. on the backend's host)
+                is forwarded as it is
+
+Conntrack pins a connection to its backend: only `+new` packets reach the
+group, so a group change never moves an established connection. The VIP
+answers ARP from flows with a virtual MAC derived from (network, VIP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from controller.flows import (
+    ARP_REQUEST,
+    CT_INVALID,
+    CT_NEW,
+    CT_TRACKED,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    IP_PROTO_ICMP,
+    IP_PROTO_TCP,
+    IP_PROTO_UDP,
+    OFPP_CONTROLLER,
+    Action,
+    Bucket,
+    Ct,
+    Flow,
+    GroupAction,
+    Match,
+    Nat,
+    Output,
+    SetField,
+    ip_to_int,
+    match,
+)
+from controller.model import LoadBalancerSpec, Snapshot
+from controller.pipeline import (
+    ORIGIN_LOCAL,
+    REG_ORIGIN,
+    TABLE_ARP_RESPONDER,
+    TABLE_L2_FORWARD,
+    TABLE_LB,
+    TABLE_LB_CT,
+    TABLE_LB_REPLY,
+    TABLE_LB_REWRITE,
+    BoundPort,
+    DatapathContext,
+    LocalNetwork,
+    arp_reply_actions,
+)
+from controller.pipeline_groups import GroupContent
+
+# Health probes leave the switch from VIP:port with a source port in this range,
+# so their answers (to the VIP, destination port in the range) can be told
+# apart from client traffic by one masked match. Linux clients pick ephemeral
+# ports from 32768-60999, below it.
+PROBE_PORT_BASE: Final = 0xF000  # 61440
+PROBE_PORT_MASK: Final = 0xFF00  # 256 ports: 61440-61695
+PROBE_PORT_COUNT: Final = 0x100
+
+PRIORITY_PROBE_REPLY: Final = 200
+PRIORITY_VIP: Final = 150
+PRIORITY_BACKEND_REPLY: Final = 100
+PRIORITY_NEW_CONNECTION: Final = 100
+PRIORITY_TRACKED: Final = 50
+PRIORITY_REWRITE: Final = 100
+PRIORITY_VIP_ARP: Final = 100
+
+_ICMP_DEST_UNREACHABLE: Final = 3
+_ZONE_BITS: Final = 16
+_VIP_MAC_PREFIX: Final = 0x0E  # locally administered, unicast
+
+
+def vip_mac(network_id: str, vip: str) -> int:
+    """The VIP's virtual MAC: the same on every host and every controller replica."""
+    digest = hashlib.blake2b(f"{network_id}|{vip}".encode(), digest_size=5).digest()
+    return (_VIP_MAC_PREFIX << 40) | int.from_bytes(digest, "big")
+
+
+def conntrack_zones(metadatas: set[int] | frozenset[int]) -> dict[int, int]:
+    """A conntrack zone per network (by metadata) that has load balancers here.
+
+    A zone is a hash of the network's identity, so adding or removing another
+    network's load balancer never renumbers this one's zone (which would lose its
+    connections). A collision re-hashes the later network (in metadata order) with
+    the next salt, so the result depends only on the set. Zone 0 (the default zone
+    of untracked traffic elsewhere) is never used.
+    """
+    zones: dict[int, int] = {}
+    taken: set[int] = set()
+    for metadata in sorted(metadatas):
+        salt = 0
+        while True:
+            data = f"{salt}|{metadata}".encode()
+            digest = hashlib.blake2b(data, digest_size=4, person=b"ovs-fabric-ctz").digest()
+            zone = int.from_bytes(digest, "big") & ((1 << _ZONE_BITS) - 1)
+            if zone != 0 and zone not in taken:
+                break
+            salt += 1
+        taken.add(zone)
+        zones[metadata] = zone
+    return zones
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedBackend:
+    ip: int
+    port: int
+    weight: int
+    healthy: bool
+    owner: BoundPort | None  # the bound port holding the backend's IP; None: unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class LocalLoadBalancer:
+    """A load balancer whose network has ports on this datapath."""
+
+    spec: LoadBalancerSpec
+    net: LocalNetwork
+    zone: int
+    vip: int
+    vip_mac: int
+    ip_proto: int
+    backends: tuple[ResolvedBackend, ...]
+
+    @property
+    def usable(self) -> tuple[ResolvedBackend, ...]:
+        """Backends new connections may go to: healthy and addressable."""
+        return tuple(b for b in self.backends if b.healthy and b.owner is not None)
+
+
+def _owner(net: LocalNetwork, ip: int, port_id: str | None) -> BoundPort | None:
+    # A backend named by port must be that port; an IP-only backend is reachable
+    # only if some bound port of the network holds the IP (its MAC is needed).
+    for port in net.bound_ports:
+        if port_id is not None and port.id != port_id:
+            continue
+        if ip in port.ipv4s:
+            return port
+    return None
+
+
+def local_load_balancers(snapshot: Snapshot, ctx: DatapathContext) -> tuple[LocalLoadBalancer, ...]:
+    """The load balancers this datapath serves, in a canonical order."""
+    nets = {net.spec.id: net for net in ctx.networks}
+    specs = [lb for lb in snapshot.load_balancers if lb.network_id in nets]
+    zones = conntrack_zones({nets[lb.network_id].metadata for lb in specs})
+    found: list[LocalLoadBalancer] = []
+    for spec in specs:
+        net = nets[spec.network_id]
+        backends = tuple(
+            sorted(
+                (
+                    ResolvedBackend(
+                        ip=ip_to_int(b.ip),
+                        port=b.port,
+                        weight=b.weight,
+                        healthy=b.healthy,
+                        owner=_owner(net, ip_to_int(b.ip), b.port_id),
+                    )
+                    for b in spec.backends
+                ),
+                key=lambda b: (b.ip, b.port),
+            )
+        )
+        found.append(
+            LocalLoadBalancer(
+                spec=spec,
+                net=net,
+                zone=zones[net.metadata],
+                vip=ip_to_int(spec.vip),
+                vip_mac=vip_mac(net.spec.id, spec.vip),
+                ip_proto=IP_PROTO_TCP if spec.protocol == "tcp" else IP_PROTO_UDP,
+                backends=backends,
+            )
+        )
+    return tuple(sorted(found, key=lambda lb: (lb.net.metadata, lb.vip, lb.ip_proto, lb.spec.port)))
+
+
+def backend_group(lb: LocalLoadBalancer) -> GroupContent | None:
+    """The select group spreading new connections over the usable backends; None if none."""
+    usable = lb.usable
+    if not usable:
+        return None
+    buckets = tuple(
+        Bucket(
+            (
+                Ct(
+                    zone=lb.zone,
+                    commit=True,
+                    table=TABLE_LB_REWRITE,
+                    nat=Nat(dst_ip=b.ip, dst_port=b.port),
+                ),
+            ),
+            weight=b.weight,
+        )
+        for b in usable
+    )
+    return GroupContent("select", buckets)
+
+
+def load_balancer_groups(snapshot: Snapshot, ctx: DatapathContext) -> tuple[GroupContent, ...]:
+    groups = (backend_group(lb) for lb in local_load_balancers(snapshot, ctx))
+    return tuple(g for g in groups if g is not None)
+
+
+def _l4(
+    ip_proto: int,
+    *,
+    src: int | tuple[int, int] | None = None,
+    dst: int | tuple[int, int] | None = None,
+) -> dict[str, int | tuple[int, int]]:
+    prefix = "tcp" if ip_proto == IP_PROTO_TCP else "udp"
+    fields: dict[str, int | tuple[int, int]] = {"ip_proto": ip_proto}
+    if src is not None:
+        fields[f"{prefix}_src"] = src
+    if dst is not None:
+        fields[f"{prefix}_dst"] = dst
+    return fields
+
+
+def _ipv4(metadata: int, **fields: int | tuple[int, int]) -> Match:
+    return match(metadata=metadata, eth_type=ETH_TYPE_IPV4, **fields)
+
+
+def _to_controller() -> tuple[Action, ...]:
+    return (Output(OFPP_CONTROLLER),)
+
+
+def _vip_flows(lb: LocalLoadBalancer, group_ids: Mapping[GroupContent, int]) -> Iterator[Flow]:
+    metadata = lb.net.metadata
+    listener = _l4(lb.ip_proto, dst=lb.spec.port)
+    # Only local clients: every host balances its own clients' connections.
+    yield Flow(
+        TABLE_LB,
+        PRIORITY_VIP,
+        _ipv4(metadata, ipv4_dst=lb.vip, **{REG_ORIGIN: ORIGIN_LOCAL}, **listener),
+        actions=(Ct(zone=lb.zone, table=TABLE_LB_CT, nat=Nat()),),
+    )
+    group = backend_group(lb)
+    # No usable backend: the controller answers with a TCP RST / ICMP unreachable.
+    pick = _to_controller() if group is None else (GroupAction(group_ids[group]),)
+    yield Flow(
+        TABLE_LB_CT,
+        PRIORITY_NEW_CONNECTION,
+        _ipv4(
+            metadata,
+            ct_state=(CT_TRACKED | CT_NEW, CT_TRACKED | CT_NEW | CT_INVALID),
+            ipv4_dst=lb.vip,
+            **listener,
+        ),
+        actions=pick,
+    )
+    yield Flow(
+        TABLE_ARP_RESPONDER,
+        PRIORITY_VIP_ARP,
+        match(metadata=metadata, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=lb.vip),
+        actions=arp_reply_actions(lb.vip_mac, lb.vip),
+    )
+    yield Flow(
+        TABLE_LB_REPLY,
+        PRIORITY_REWRITE,
+        _ipv4(metadata, ipv4_src=lb.vip),
+        actions=(SetField("eth_src", lb.vip_mac),),
+        goto_table=TABLE_L2_FORWARD,
+    )
+
+
+def _backend_flows(lb: LocalLoadBalancer, host_id: str) -> Iterator[Flow]:
+    metadata = lb.net.metadata
+    for backend in lb.backends:
+        # Replies pass conntrack on every host (remote or local origin): on the
+        # client's host the connection's NAT is undone there.
+        yield Flow(
+            TABLE_LB,
+            PRIORITY_BACKEND_REPLY,
+            _ipv4(metadata, ipv4_src=backend.ip, **_l4(lb.ip_proto, src=backend.port)),
+            actions=(Ct(zone=lb.zone, table=TABLE_LB_REPLY, nat=Nat()),),
+        )
+        if backend.owner is None:
+            continue
+        yield Flow(
+            TABLE_LB_REWRITE,
+            PRIORITY_REWRITE,
+            _ipv4(metadata, ipv4_dst=backend.ip),
+            actions=(SetField("eth_dst", backend.owner.mac),),
+            goto_table=TABLE_L2_FORWARD,
+        )
+        if lb.spec.health_check is not None and backend.owner.host_id == host_id:
+            yield from _probe_reply_flows(lb, backend)
+
+
+def _probe_reply_flows(lb: LocalLoadBalancer, backend: ResolvedBackend) -> Iterator[Flow]:
+    """Answers of a local backend to the probes the controller sends from the VIP."""
+    metadata = lb.net.metadata
+    probe_ports = (PROBE_PORT_BASE, PROBE_PORT_MASK)
+    yield Flow(
+        TABLE_LB,
+        PRIORITY_PROBE_REPLY,
+        _ipv4(
+            metadata,
+            ipv4_src=backend.ip,
+            ipv4_dst=lb.vip,
+            **_l4(lb.ip_proto, src=backend.port, dst=probe_ports),
+        ),
+        actions=_to_controller(),
+    )
+    if lb.ip_proto == IP_PROTO_UDP:
+        # A closed UDP port answers with ICMP port unreachable (its ports are
+        # inside the ICMP payload, which the controller reads).
+        yield Flow(
+            TABLE_LB,
+            PRIORITY_PROBE_REPLY,
+            _ipv4(
+                metadata,
+                ipv4_src=backend.ip,
+                ipv4_dst=lb.vip,
+                ip_proto=IP_PROTO_ICMP,
+                icmpv4_type=_ICMP_DEST_UNREACHABLE,
+            ),
+            actions=_to_controller(),
+        )
+
+
+def _network_flows(metadata: int) -> Iterator[Flow]:
+    # A tracked, valid packet that is not a new connection to a VIP was NATed
+    # by the first ct (established, related, a retransmitted SYN): only its MAC
+    # is left to fix.
+    yield Flow(
+        TABLE_LB_CT,
+        PRIORITY_TRACKED,
+        match(metadata=metadata, ct_state=(CT_TRACKED, CT_TRACKED | CT_INVALID)),
+        goto_table=TABLE_LB_REWRITE,
+    )
+
+
+def load_balancer_flows(
+    snapshot: Snapshot, ctx: DatapathContext, group_ids: Mapping[GroupContent, int]
+) -> Iterator[Flow]:
+    lbs = local_load_balancers(snapshot, ctx)
+    for metadata in sorted({lb.net.metadata for lb in lbs}):
+        yield from _network_flows(metadata)
+    for lb in lbs:
+        yield from _vip_flows(lb, group_ids)
+        yield from _backend_flows(lb, ctx.host_id)
+
+
+__all__ = [
+    "PROBE_PORT_BASE",
+    "PROBE_PORT_COUNT",
+    "PROBE_PORT_MASK",
+    "LocalLoadBalancer",
+    "ResolvedBackend",
+    "backend_group",
+    "conntrack_zones",
+    "load_balancer_flows",
+    "load_balancer_groups",
+    "local_load_balancers",
+    "vip_mac",
+]
