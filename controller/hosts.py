@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller import ofmsg
 from controller.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
+from controller.flows import OFPP_CONTROLLER, Output
 from controller.model import (
     DatapathView,
     HostSpec,
@@ -155,6 +157,29 @@ class HostAgent:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def send_frame(self, interface: str, frame: bytes) -> bool:
+        """Packet-out `frame` straight to `interface` (load-balancer health probes and
+        rejections); False when the switch is not connected or lacks the interface."""
+        with self._lock:
+            channel, ofport = self._channel, self._ofports.get(interface)
+        return ofport is not None and self.send_to_port(ofport, frame, channel=channel)
+
+    def send_to_port(
+        self, ofport: int, frame: bytes, *, channel: SwitchChannel | None = None
+    ) -> bool:
+        if channel is None:
+            with self._lock:
+                channel = self._channel
+        if channel is None:
+            return False
+        # in_port CONTROLLER: the frame is the controller's own, it enters no table.
+        message = ofmsg.packet_out(in_port=OFPP_CONTROLLER, actions=(Output(ofport),), data=frame)
+        try:
+            channel.send(message)
+        except SwitchDisconnected:
+            return False
+        return True
 
     def _wake_later(self, delay: float) -> None:
         timer = threading.Timer(delay, self._wake.set)

@@ -6,13 +6,13 @@ OVN's logical-switch load balancer); backends on other hosts are reached over
 the normal VLAN/VXLAN paths. The walk of a packet:
 
     lb          local IPv4 to VIP:port -> ct(zone=Z, nat, table=lb_ct)
-                from a backend's ip:port -> ct(zone=Z, nat, table=lb_reply)
+                other TCP/UDP/ICMP of the network -> ct(zone=Z, nat, table=lb_reply)
                 a backend's answer to a health probe (to the VIP, probe ports) -> controller
     lb_ct       +new to VIP:port -> select group; each weighted bucket does
                 ct(commit, zone=Z, nat(dst=BACKEND:PORT), table=lb_rewrite);
                 with no usable backend -> controller (which answers TCP RST / ICMP)
                 any other tracked, valid packet (already NATed by the first ct) -> lb_rewrite
-    lb_rewrite  dst = a backend's IP -> eth_dst = its MAC -> l2_forward
+    lb_rewrite  dst = an address of the network -> eth_dst = its MAC -> l2_forward
     lb_reply    src = a VIP (un-NATed by ct) -> eth_src = the VIP's MAC -> l2_forward;
                 anything else (no conntrack entry here, e.g. on the backend's host)
                 is forwarded as it is
@@ -285,27 +285,11 @@ def _vip_flows(lb: LocalLoadBalancer, group_ids: Mapping[GroupContent, int]) -> 
     )
 
 
-def _backend_flows(lb: LocalLoadBalancer, host_id: str) -> Iterator[Flow]:
-    metadata = lb.net.metadata
+def _probe_flows(lb: LocalLoadBalancer, host_id: str) -> Iterator[Flow]:
+    if lb.spec.health_check is None:
+        return
     for backend in lb.backends:
-        # Replies pass conntrack on every host (remote or local origin): on the
-        # client's host the connection's NAT is undone there.
-        yield Flow(
-            TABLE_LB,
-            PRIORITY_BACKEND_REPLY,
-            _ipv4(metadata, ipv4_src=backend.ip, **_l4(lb.ip_proto, src=backend.port)),
-            actions=(Ct(zone=lb.zone, table=TABLE_LB_REPLY, nat=Nat()),),
-        )
-        if backend.owner is None:
-            continue
-        yield Flow(
-            TABLE_LB_REWRITE,
-            PRIORITY_REWRITE,
-            _ipv4(metadata, ipv4_dst=backend.ip),
-            actions=(SetField("eth_dst", backend.owner.mac),),
-            goto_table=TABLE_L2_FORWARD,
-        )
-        if lb.spec.health_check is not None and backend.owner.host_id == host_id:
+        if backend.owner is not None and backend.owner.host_id == host_id:
             yield from _probe_reply_flows(lb, backend)
 
 
@@ -341,7 +325,20 @@ def _probe_reply_flows(lb: LocalLoadBalancer, backend: ResolvedBackend) -> Itera
         )
 
 
-def _network_flows(metadata: int) -> Iterator[Flow]:
+def _network_flows(net: LocalNetwork, zone: int) -> Iterator[Flow]:
+    metadata = net.metadata
+    # Every other TCP/UDP/ICMP packet of the network passes conntrack (as in OVN):
+    # a backend's reply (or an ICMP error about a connection) is un-NATed on the
+    # client's host, whichever host it comes from. Matching all of them rather
+    # than the current backends keeps the connections of a backend removed from
+    # the load balancer alive until they end.
+    for proto in (IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMP):
+        yield Flow(
+            TABLE_LB,
+            PRIORITY_BACKEND_REPLY,
+            _ipv4(metadata, ip_proto=proto),
+            actions=(Ct(zone=zone, table=TABLE_LB_REPLY, nat=Nat()),),
+        )
     # A tracked, valid packet that is not a new connection to a VIP was NATed
     # by the first ct (established, related, a retransmitted SYN): only its MAC
     # is left to fix.
@@ -351,17 +348,32 @@ def _network_flows(metadata: int) -> Iterator[Flow]:
         match(metadata=metadata, ct_state=(CT_TRACKED, CT_TRACKED | CT_INVALID)),
         goto_table=TABLE_LB_REWRITE,
     )
+    # Any address of the network may be (or have been) a backend.
+    seen: set[int] = set()
+    for port in net.bound_ports:
+        for ip in port.ipv4s:
+            if ip in seen:
+                continue  # an address claimed twice: the first owner (by MAC) wins
+            seen.add(ip)
+            yield Flow(
+                TABLE_LB_REWRITE,
+                PRIORITY_REWRITE,
+                _ipv4(metadata, ipv4_dst=ip),
+                actions=(SetField("eth_dst", port.mac),),
+                goto_table=TABLE_L2_FORWARD,
+            )
 
 
 def load_balancer_flows(
     snapshot: Snapshot, ctx: DatapathContext, group_ids: Mapping[GroupContent, int]
 ) -> Iterator[Flow]:
     lbs = local_load_balancers(snapshot, ctx)
-    for metadata in sorted({lb.net.metadata for lb in lbs}):
-        yield from _network_flows(metadata)
+    zones = {lb.net.metadata: (lb.net, lb.zone) for lb in lbs}
+    for metadata in sorted(zones):
+        yield from _network_flows(*zones[metadata])
     for lb in lbs:
         yield from _vip_flows(lb, group_ids)
-        yield from _backend_flows(lb, ctx.host_id)
+        yield from _probe_flows(lb, ctx.host_id)
 
 
 __all__ = [

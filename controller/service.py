@@ -4,19 +4,27 @@ SQL is the source of truth. A watcher polls the global revision (one cheap
 SELECT); on a change it loads one consistent snapshot and hands it to every
 host agent, creating and stopping agents as hosts come and go. os-ken events
 are routed to the agent whose datapath id they carry.
+
+Load-balancer backend health is observed state, not desired state: the health
+service's verdicts are recorded in SQL (without a revision bump) and overlaid
+on the last snapshot, which is handed to the agents again at once, so a health
+flip recomputes the flows without waiting for a revision.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from controller import probes
 from controller.app import start_openflow_controller
 from controller.channel import SwitchChannel
+from controller.health import HealthService, with_health
 from controller.hosts import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
-from controller.model import Snapshot, StateStore
+from controller.model import BackendHealthUpdate, Snapshot, StateStore
+from controller.pipeline_tables import TABLE_LB, TABLE_LB_CT
 from controller.relay import UnixToTcpRelay
 
 log = logging.getLogger(__name__)
@@ -37,18 +45,25 @@ class FabricController:
         self._watcher = threading.Thread(target=self._watch, name="revision-watch", daemon=True)
         self._stop_openflow: Callable[[], None] | None = None
         self._unknown_dpids: set[int] = set()
-        self.packet_in_handlers: list[PacketInHandler] = []
+        self.packet_in_handlers: list[PacketInHandler] = [self._load_balancer_packet_in]
+        # The last snapshot read from SQL, before the health overlay; dispatches
+        # are serialised so the agents always end with the newest of both.
+        self._stored_snapshot: Snapshot | None = None
+        self._dispatch_lock = threading.Lock()
+        self._health = HealthService(send=self._send_frame, on_change=self._health_changed)
 
     def start(self) -> None:
         self._stop_openflow = start_openflow_controller(
             self, host=self._config.openflow_listen_host, port=self._config.openflow_port
         )
         self._watcher.start()
+        self._health.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._poke.set()
         self._watcher.join(timeout=5)
+        self._health.stop()
         with self._lock:
             agents = list(self._agents.values())
             relays = list(self._relays.values())
@@ -100,7 +115,6 @@ class FabricController:
                     self._agents[host_id] = agent
                     self._by_dpid[agent.datapath_id] = agent
                     new.append(agent)
-            agents = list(self._agents.values())
         self._sync_relays(snapshot)
         for agent in gone:
             log.info("host %s removed", agent.host.name)
@@ -108,8 +122,48 @@ class FabricController:
         for agent in new:
             log.info("host %s added (datapath %016x)", agent.host.name, agent.datapath_id)
             agent.start()
-        for agent in agents:
-            agent.update(snapshot)
+        self._health.update(snapshot)
+        self._dispatch(snapshot)
+
+    def _dispatch(self, stored: Snapshot | None = None) -> None:
+        """Hand every agent the stored snapshot with the observed backend health."""
+        with self._dispatch_lock:
+            if stored is not None:
+                self._stored_snapshot = stored
+            snapshot = self._stored_snapshot
+            if snapshot is None:
+                return
+            effective = with_health(snapshot, self._health.health())
+            with self._lock:
+                agents = list(self._agents.values())
+            for agent in agents:
+                agent.update(effective)
+
+    # ---- load balancers: health and rejections -------------------------------------------
+
+    def _health_changed(self, updates: Sequence[BackendHealthUpdate]) -> None:
+        self._dispatch()
+        try:
+            self._store.record_backend_health(updates)
+        except Exception:  # the flows already follow; SQL catches up on the next change
+            log.exception("recording backend health failed")
+
+    def _send_frame(self, host_id: str, interface: str, frame: bytes) -> bool:
+        with self._lock:
+            agent = self._agents.get(host_id)
+        return agent is not None and agent.send_frame(interface, frame)
+
+    def _load_balancer_packet_in(
+        self, host_id: str, in_port: int, table_id: int, cookie: int, data: bytes
+    ) -> None:
+        if table_id == TABLE_LB:  # a backend answering a health probe sent from its VIP
+            self._health.probe_reply(data)
+        elif table_id == TABLE_LB_CT:  # a new connection to a VIP without usable backend
+            answer = probes.rejection(data)
+            with self._lock:
+                agent = self._agents.get(host_id)
+            if answer is not None and agent is not None:
+                agent.send_to_port(in_port, answer)
 
     def _sync_relays(self, snapshot: Snapshot) -> None:
         wanted = {p for p in (relay_path_for(h) for h in snapshot.hosts) if p is not None}

@@ -269,3 +269,64 @@ def _tenant_client(fabric: Fabric, tenant_id: str) -> FabricClient:
     finally:
         database.dispose()
     return FabricClient(fabric.service.base_url, token)
+
+
+def test_dead_backend_leaves_and_returns(fabric: Fabric, servers: Servers) -> None:
+    lab = build(fabric, servers)
+    eventually(
+        lambda: lab.health() == {"b1": True, "b2": True, "b3": True},
+        timeout=10,
+        what="every backend healthy",
+    )
+    servers.kill("b2")
+    # interval 0.5 s x fall 2: out within about a second (a closed port answers RST).
+    eventually(lambda: not lab.health()["b2"], timeout=10, what="b2 reported unhealthy")
+    h1_groups = "\n".join(fabric.hosts["h1"].dump_groups())
+    assert "10.5.0.12" not in h1_groups and "10.5.0.13" in h1_groups, h1_groups
+    outcome = connect(lab.vms["c"], 100, messages=2)
+    assert outcome.errors == [], outcome.errors
+    assert "b2" not in outcome.counts() and outcome.mixed == 0, outcome.counts()
+
+    servers.start(lab.vms["b2"])
+    eventually(lambda: lab.health()["b2"], timeout=10, what="b2 healthy again")
+    outcome = connect(lab.vms["c"], 100, messages=2)
+    assert outcome.errors == [], outcome.errors
+    assert outcome.counts().get("b2", 0) > 0, outcome.counts()
+
+
+def test_long_connection_survives_backend_changes(fabric: Fabric, servers: Servers) -> None:
+    lab = build(fabric, servers)
+    # One connection, 30 messages 0.1 s apart (3 s), while the backends change
+    # twice: its backend is removed from the load balancer, then the weights move.
+    long_one = start_connect(lab.vms["c"], 1, messages=30, pause=0.1)
+    try:
+        time.sleep(0.5)
+        fabric.client.update("load-balancers", lab.lb["id"], backends=lab.backends({"b3": 5}))
+        time.sleep(0.5)
+        fabric.client.update(
+            "load-balancers", lab.lb["id"], backends=lab.backends({"b1": 3, "b2": 1})
+        )
+        out, err = long_one.communicate(timeout=30)
+    finally:
+        if long_one.poll() is None:
+            long_one.kill()
+            long_one.wait()
+    data = json.loads(out)
+    assert data["errors"] == [] and data["mixed"] == 0 and data["served"][0], (data, err)
+    # New connections follow the new backends.
+    outcome = connect(lab.vms["c"], 40, messages=1)
+    assert set(outcome.counts()) <= {"b1", "b2"} and outcome.errors == [], outcome
+
+
+def test_no_usable_backend_is_refused_at_once(fabric: Fabric, servers: Servers) -> None:
+    lab = build(fabric, servers)
+    for name in ("b1", "b2", "b3"):
+        servers.kill(name)
+    eventually(lambda: not any(lab.health().values()), timeout=10, what="every backend unhealthy")
+    started = time.monotonic()
+    outcome = connect(lab.vms["c"], 5, messages=1)
+    elapsed = time.monotonic() - started
+    assert outcome.served == [""] * 5, outcome
+    # Refused (a RST from the VIP), not timed out (the client's timeout is 5 s).
+    assert all("ConnectionRefusedError" in e for e in outcome.errors), outcome.errors
+    assert elapsed < 5, elapsed

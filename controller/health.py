@@ -1,0 +1,449 @@
+"""Load-balancer health checks sent from the VIP itself, by the switch of each backend.
+
+No controller address is needed in a tenant network: a probe is a packet-out
+on the switch where the backend's port is bound, a TCP SYN (or a UDP datagram)
+from VIP:probe-port to the backend, written straight to the backend's ofport.
+The backend answers the VIP; the flows of `controller.lb` send such answers
+(destination port in the probe range) to the controller. Verdicts:
+
+    TCP  SYN-ACK = up (the controller then resets the half-open connection);
+         RST or no answer within the timeout = down
+    UDP  ICMP port unreachable = down; silence (or an answer) = up, as in OVN
+
+A backend is taken out after `fall` consecutive failures and put back after
+`rise` consecutive successes; one probe per `interval`.
+
+The pure parts: `step` (the rise/fall state machine), `probe_targets` (who is
+probed, from the snapshot), `HealthMonitor` (schedule, pending probes and
+verdicts, with time passed in) and `with_health` (the snapshot the pipeline
+sees). `HealthService` is the thin I/O shell: a timer thread and packet-out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from controller import probes
+from controller.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int, mac_to_int
+from controller.lb import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
+from controller.model import (
+    BackendHealthUpdate,
+    HealthCheckSpec,
+    LoadBalancerSpec,
+    PortSpec,
+    Snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+BackendKey = tuple[str, str, int]  # (load balancer id, backend ip, backend port)
+
+_MAX_WAIT: Final = 1.0  # the service thread re-checks at least this often
+# A new backend is first probed after this long (or its interval, if longer): the
+# switches need a moment to install the flows that answer the backend's ARP for
+# the VIP and bring its answers back; a probe before that would count as a failure.
+FIRST_PROBE_DELAY: Final = 1.0
+
+
+# ---- the state machine ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    healthy: bool
+    successes: int = 0  # consecutive, while unhealthy
+    failures: int = 0  # consecutive, while healthy
+
+
+def step(state: HealthState, success: bool, *, rise: int, fall: int) -> HealthState:
+    """One probe verdict applied to a backend's state."""
+    if state.healthy:
+        if success:
+            return HealthState(True)
+        failures = state.failures + 1
+        return HealthState(False) if failures >= fall else HealthState(True, failures=failures)
+    if not success:
+        return HealthState(False)
+    successes = state.successes + 1
+    return HealthState(True) if successes >= rise else HealthState(False, successes=successes)
+
+
+# ---- who is probed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    key: BackendKey
+    check: HealthCheckSpec
+    ip_proto: int
+    vip: int
+    vip_mac: int
+    backend_ip: int
+    backend_port: int
+    backend_mac: int
+    host_id: str  # the switch the backend's port is bound to
+    interface: str  # the backend's interface on that switch
+
+
+def _backend_owner(
+    lb: LoadBalancerSpec, ip: str, port_id: str | None, ports: Iterable[PortSpec]
+) -> PortSpec | None:
+    for port in ports:
+        if port.network_id != lb.network_id or (port_id is not None and port.id != port_id):
+            continue
+        if ip in port.ips:
+            return port
+    return None
+
+
+def probe_targets(snapshot: Snapshot) -> tuple[ProbeTarget, ...]:
+    """Every backend with a health check whose port is bound to a host's interface."""
+    targets: list[ProbeTarget] = []
+    for lb in snapshot.load_balancers:
+        if lb.health_check is None:
+            continue
+        for backend in lb.backends:
+            owner = _backend_owner(lb, backend.ip, backend.port_id, snapshot.ports)
+            if owner is None or owner.host_id is None or owner.interface is None:
+                continue  # not addressable: the pipeline leaves it out of the group anyway
+            targets.append(
+                ProbeTarget(
+                    key=(lb.id, backend.ip, backend.port),
+                    check=lb.health_check,
+                    ip_proto=IP_PROTO_TCP if lb.protocol == "tcp" else IP_PROTO_UDP,
+                    vip=ip_to_int(lb.vip),
+                    vip_mac=vip_mac(lb.network_id, lb.vip),
+                    backend_ip=ip_to_int(backend.ip),
+                    backend_port=backend.port,
+                    backend_mac=mac_to_int(owner.mac),
+                    host_id=owner.host_id,
+                    interface=owner.interface,
+                )
+            )
+    return tuple(sorted(targets, key=lambda t: t.key))
+
+
+def with_health(snapshot: Snapshot, health: Mapping[BackendKey, bool]) -> Snapshot:
+    """The snapshot the pipeline sees: observed health instead of the stored one.
+
+    A load balancer without a health check treats every backend as healthy."""
+    changed = False
+    lbs: list[LoadBalancerSpec] = []
+    for lb in snapshot.load_balancers:
+        backends = []
+        for backend in lb.backends:
+            if lb.health_check is None:
+                healthy = True
+            else:
+                healthy = health.get((lb.id, backend.ip, backend.port), backend.healthy)
+            if healthy != backend.healthy:
+                backend = dataclasses.replace(backend, healthy=healthy)
+                changed = True
+            backends.append(backend)
+        lbs.append(dataclasses.replace(lb, backends=tuple(backends)))
+    if not changed:
+        return snapshot
+    return dataclasses.replace(snapshot, load_balancers=tuple(lbs))
+
+
+# ---- the monitor (pure: time is passed in) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe to send: `frame` out of `interface` on `host_id`."""
+
+    key: BackendKey
+    host_id: str
+    interface: str
+    frame: bytes
+    source_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    key: BackendKey
+    healthy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    changes: tuple[HealthChange, ...] = ()
+    # Frames to send out of the backend's interface (the RST closing a SYN-ACK).
+    follow_up: tuple[Probe, ...] = ()
+
+
+@dataclass(slots=True)
+class _Pending:
+    target: ProbeTarget
+    deadline: float
+    seq: int
+
+
+@dataclass(slots=True)
+class _Tracked:
+    target: ProbeTarget
+    state: HealthState
+    next_probe: float
+
+
+class HealthMonitor:
+    """Probe schedule, probes in flight and per-backend state. Not thread-safe."""
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        self._tracked: dict[BackendKey, _Tracked] = {}
+        # (vip, probe source port) -> the probe waiting for its answer
+        self._pending: dict[tuple[int, int], _Pending] = {}
+        self._ports = itertools.cycle(range(PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORT_COUNT))
+        self._rng = rng or random.Random()
+
+    def health(self) -> dict[BackendKey, bool]:
+        return {key: t.state.healthy for key, t in self._tracked.items()}
+
+    def sync(
+        self, targets: Iterable[ProbeTarget], stored: Mapping[BackendKey, bool], now: float
+    ) -> None:
+        """Follow the desired backends. A backend seen for the first time starts from
+        its stored health (so a restarted controller keeps what it knew)."""
+        wanted = {t.key: t for t in targets}
+        for key in set(self._tracked) - set(wanted):
+            del self._tracked[key]
+        for key, target in wanted.items():
+            tracked = self._tracked.get(key)
+            if tracked is None:
+                first = now + max(FIRST_PROBE_DELAY, target.check.interval)
+                self._tracked[key] = _Tracked(target, HealthState(stored.get(key, True)), first)
+            else:
+                if tracked.target.check.interval != target.check.interval:
+                    tracked.next_probe = min(tracked.next_probe, now + target.check.interval)
+                tracked.target = target
+        for slot, pending in list(self._pending.items()):
+            current = self._tracked.get(pending.target.key)
+            if current is None or current.target != pending.target:
+                del self._pending[slot]
+
+    def due(self, now: float) -> list[Probe]:
+        """The probes to send now; each is then awaited until its timeout."""
+        sent: list[Probe] = []
+        for key, tracked in sorted(self._tracked.items()):
+            if tracked.next_probe > now:
+                continue
+            target = tracked.target
+            tracked.next_probe = now + target.check.interval
+            port = self._free_port(target.vip)
+            if port is None:
+                continue  # every probe port of this VIP is in flight; next interval
+            seq = self._rng.getrandbits(32)
+            ends = probes.Endpoints(
+                target.vip_mac,
+                target.backend_mac,
+                target.vip,
+                target.backend_ip,
+                port,
+                target.backend_port,
+            )
+            frame = (
+                probes.tcp_probe(ends, seq=seq)
+                if target.ip_proto == IP_PROTO_TCP
+                else probes.udp_probe(ends)
+            )
+            self._pending[(target.vip, port)] = _Pending(target, now + target.check.timeout, seq)
+            sent.append(Probe(key, target.host_id, target.interface, frame, port))
+        return sent
+
+    def _free_port(self, vip: int) -> int | None:
+        for _ in range(PROBE_PORT_COUNT):
+            port = next(self._ports)
+            if (vip, port) not in self._pending:
+                return port
+        return None
+
+    def not_sent(self, probe: Probe, vip: int) -> None:
+        """The probe never left (switch not connected): no verdict either way."""
+        self._pending.pop((vip, probe.source_port), None)
+
+    def on_reply(self, frame: bytes, now: float) -> ReplyOutcome:
+        """A frame the switch sent up from the probe-reply flows."""
+        try:
+            parsed = probes.parse_frame(frame)
+        except probes.FrameError:
+            return ReplyOutcome()
+        if parsed.proto == IP_PROTO_ICMP:
+            inner = parsed.quoted
+            if inner is None or inner.proto != IP_PROTO_UDP:
+                return ReplyOutcome()
+            slot = (inner.ends.src_ip, inner.ends.src_port)
+            pending = self._pending.get(slot)
+            if pending is None or inner.ends.dst_ip != pending.target.backend_ip:
+                return ReplyOutcome()
+            del self._pending[slot]
+            return ReplyOutcome(self._verdict(pending.target, False))
+        ends = parsed.ends
+        slot = (ends.dst_ip, ends.dst_port)
+        pending = self._pending.get(slot)
+        if pending is None or ends.src_ip != pending.target.backend_ip:
+            return ReplyOutcome()
+        target = pending.target
+        if parsed.proto == IP_PROTO_UDP:
+            del self._pending[slot]
+            return ReplyOutcome(self._verdict(target, True))
+        expected_ack = (pending.seq + 1) & 0xFFFFFFFF
+        if parsed.tcp_flags & probes.TCP_ACK and parsed.ack != expected_ack:
+            return ReplyOutcome()  # not an answer to this probe (an old one, or forged)
+        del self._pending[slot]
+        if parsed.tcp_flags & probes.TCP_RST:
+            return ReplyOutcome(self._verdict(target, False))
+        if parsed.tcp_flags & probes.TCP_SYN and parsed.tcp_flags & probes.TCP_ACK:
+            back = probes.Endpoints(
+                target.vip_mac,
+                target.backend_mac,
+                target.vip,
+                target.backend_ip,
+                ends.dst_port,
+                ends.src_port,
+            )
+            close = probes.tcp_frame(back, flags=probes.TCP_RST, seq=expected_ack)
+            follow = Probe(target.key, target.host_id, target.interface, close, ends.dst_port)
+            return ReplyOutcome(self._verdict(target, True), (follow,))
+        return ReplyOutcome()
+
+    def expire(self, now: float) -> list[HealthChange]:
+        """Probes whose timeout passed: TCP silence is a failure, UDP silence a success."""
+        changes: list[HealthChange] = []
+        for slot, pending in sorted(self._pending.items()):
+            if pending.deadline > now:
+                continue
+            del self._pending[slot]
+            changes.extend(self._verdict(pending.target, pending.target.ip_proto == IP_PROTO_UDP))
+        return changes
+
+    def next_wakeup(self) -> float | None:
+        times = [t.next_probe for t in self._tracked.values()]
+        times += [p.deadline for p in self._pending.values()]
+        return min(times) if times else None
+
+    def _verdict(self, target: ProbeTarget, success: bool) -> tuple[HealthChange, ...]:
+        tracked = self._tracked.get(target.key)
+        if tracked is None:
+            return ()
+        before = tracked.state.healthy
+        tracked.state = step(tracked.state, success, rise=target.check.rise, fall=target.check.fall)
+        if tracked.state.healthy == before:
+            return ()
+        return (HealthChange(target.key, tracked.state.healthy),)
+
+
+# ---- the I/O shell -------------------------------------------------------------------------
+
+SendFrame = Callable[[str, str, bytes], bool]  # (host_id, interface, frame) -> sent?
+HealthChanged = Callable[[Sequence[BackendHealthUpdate]], None]
+
+
+class HealthService:
+    """Runs a HealthMonitor on a thread: sends due probes, expires silent ones, and
+    reports every change through `on_change` (which records it and recomputes flows)."""
+
+    def __init__(self, *, send: SendFrame, on_change: HealthChanged) -> None:
+        self._send = send
+        self._on_change = on_change
+        self._monitor = HealthMonitor()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._vips: dict[BackendKey, int] = {}
+        self._thread = threading.Thread(target=self._run, name="lb-health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def update(self, snapshot: Snapshot) -> None:
+        targets = probe_targets(snapshot)
+        stored = {
+            (lb.id, b.ip, b.port): b.healthy for lb in snapshot.load_balancers for b in lb.backends
+        }
+        with self._lock:
+            self._monitor.sync(targets, stored, time.monotonic())
+            self._vips = {t.key: t.vip for t in targets}
+        self._wake.set()
+
+    def health(self) -> dict[BackendKey, bool]:
+        with self._lock:
+            return self._monitor.health()
+
+    def probe_reply(self, frame: bytes) -> None:
+        """A packet-in from the probe-reply flows (os-ken's thread: never blocks long)."""
+        with self._lock:
+            outcome = self._monitor.on_reply(frame, time.monotonic())
+        for follow in outcome.follow_up:
+            self._send(follow.host_id, follow.interface, follow.frame)
+        self._report(outcome.changes)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # a bug in one round must not end health checking
+                log.exception("health check round failed")
+            with self._lock:
+                wakeup = self._monitor.next_wakeup()
+            delay = _MAX_WAIT if wakeup is None else wakeup - time.monotonic()
+            self._wake.wait(timeout=min(_MAX_WAIT, max(0.0, delay)))
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            changes = self._monitor.expire(now)
+            due = self._monitor.due(now)
+        self._report(changes)
+        for probe in due:
+            if not self._send(probe.host_id, probe.interface, probe.frame):
+                with self._lock:
+                    self._monitor.not_sent(probe, self._vips.get(probe.key, 0))
+
+    def _report(self, changes: Sequence[HealthChange]) -> None:
+        if not changes:
+            return
+        at = datetime.now(UTC)
+        for change in changes:
+            lb_id, ip, port = change.key
+            log.info(
+                "load balancer %s: backend %s:%d is %s",
+                lb_id,
+                ip,
+                port,
+                "healthy" if change.healthy else "unhealthy",
+            )
+        self._on_change(
+            [BackendHealthUpdate(c.key[0], c.key[1], c.key[2], c.healthy, at) for c in changes]
+        )
+
+
+__all__ = [
+    "BackendKey",
+    "HealthChange",
+    "HealthMonitor",
+    "HealthService",
+    "HealthState",
+    "Probe",
+    "ProbeTarget",
+    "ReplyOutcome",
+    "probe_targets",
+    "step",
+    "with_health",
+]
