@@ -172,13 +172,14 @@ def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) ->
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
-    # Echo keepalive: a silent switch is declared dead after ~4 s. It also matters
-    # for a switch that closes its connection: with native threads os-ken cannot
-    # stop the connection's blocked sender, so the dead connection is only torn
-    # down (DEAD event) once something is queued for sending, as the periodic
-    # echo request is.
+    # Echo keepalive every second. It matters for a switch that closes its
+    # connection: with native threads os-ken cannot stop the connection's blocked
+    # sender, so the dead connection is only torn down (DEAD event) once something
+    # is queued for sending, as the periodic echo request is. A silent switch is
+    # declared dead after 30 unanswered echoes: reading back 100k flows keeps a
+    # healthy connection busy for several seconds.
     cfg.CONF.set_override("echo_request_interval", 1.0)
-    cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 30)
     FabricOpenFlowApp.sink = sink
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])

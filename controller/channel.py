@@ -13,17 +13,21 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
 class OpenFlowError(Exception):
-    """An OFPT_ERROR from the switch; `data` holds the start of the offending message."""
+    """An OFPT_ERROR from the switch; `data` holds the start of the offending message.
 
-    xid: int
-    type: int
-    code: int
-    data: bytes = b""
+    A plain class, not a frozen dataclass: Python sets `__traceback__` on every
+    raise, and an exception stored in a future is raised again by each waiter.
+    """
+
+    def __init__(self, xid: int, type: int, code: int | None, data: bytes = b"") -> None:
+        super().__init__(xid, type, code, data)
+        self.xid = xid
+        self.type = type
+        self.code = code
+        self.data = data
 
     def __str__(self) -> str:
         return f"OpenFlow error type={self.type} code={self.code} (xid {self.xid})"

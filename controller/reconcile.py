@@ -17,9 +17,10 @@ the diff still lands.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from controller import ofmsg
 from controller.channel import OpenFlowError, SwitchChannel
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # A bundle of 100k flows is tens of MB; sending it in slices keeps os-ken's
 # bounded send queue moving without building one huge buffer.
-_SEND_SLICE = 4 << 20
+_SEND_SLICE = 256 << 10
 _MAX_ATTEMPTS = 3
+_Owner = TypeVar("_Owner", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ class DatapathSync:
         )
         result = SyncResult()
         if self._foreign_cookies:
-            self._send_bundle([ofmsg.flow_delete_by_cookie(c) for c in self._foreign_cookies], {})
+            self._send_bundle([ofmsg.flow_delete_by_cookie(c) for c in self._foreign_cookies], [])
             log.warning(
                 "datapath %016x: removed %d foreign flow cookie(s)",
                 self.channel.datapath_id,
@@ -133,34 +135,30 @@ class DatapathSync:
             return result
 
         if plan.add_groups:
-            owners: dict[int, Flow | Group] = {}
-            msgs: list[bytes] = []
-            for gid in plan.add_groups:
-                owners[len(msgs)] = wanted_groups[gid]
-                msgs.append(ofmsg.group_add(wanted_groups[gid]))
-            _committed, failed = self._send_bundle(msgs, owners)
-            for gid in plan.add_groups:
-                group = wanted_groups[gid]
-                if group in failed:
-                    result.rejected[group] = failed[group]
+            new_groups = [wanted_groups[gid] for gid in plan.add_groups]
+            _committed, failed_groups = self._send_bundle(
+                [ofmsg.group_add(g) for g in new_groups], new_groups
+            )
+            for group in new_groups:
+                if group in failed_groups:
+                    result.rejected[group] = failed_groups[group]
                 else:
-                    self._actual_groups.add(gid)
+                    self._actual_groups.add(group.group_id)
                     result.groups_added += 1
 
-        add_cookies = [c for c in plan.add_flows if encoded[c][0] not in result.rejected]
+        # Rejections are tracked by cookie: hashing 100k frozen Flows costs more
+        # than encoding them.
+        add_cookies = list(plan.add_flows)
         to_delete = list(plan.delete_flows)
         for _attempt in range(_MAX_ATTEMPTS):
-            msgs, owners = [], {}
-            for cookie in add_cookies:
-                owners[len(msgs)] = encoded[cookie][0]
-                msgs.append(encoded[cookie][1].flow_mod)
+            msgs = [encoded[cookie][1].flow_mod for cookie in add_cookies]
             msgs.extend(ofmsg.flow_delete_by_cookie(c) for c in to_delete)
-            committed, failed = self._send_bundle(msgs, owners)
-            for item, error in failed.items():
-                assert isinstance(item, Flow)
-                result.rejected[item] = error
-                self._rejected[ofmsg.encode_flow(item).cookie] = error
-            add_cookies = [c for c in add_cookies if encoded[c][0] not in failed]
+            committed, failed = self._send_bundle(msgs, add_cookies)
+            for cookie, error in failed.items():
+                result.rejected[encoded[cookie][0]] = error
+                self._rejected[cookie] = error
+            if failed:
+                add_cookies = [c for c in add_cookies if c not in failed]
             if committed:
                 break
         else:
@@ -171,7 +169,7 @@ class DatapathSync:
         result.flows_deleted = len(to_delete)
 
         if plan.delete_groups:
-            self._send_bundle([ofmsg.group_delete(g) for g in plan.delete_groups], {})
+            self._send_bundle([ofmsg.group_delete(g) for g in plan.delete_groups], [])
             self._actual_groups.difference_update(plan.delete_groups)
             result.groups_deleted = len(plan.delete_groups)
 
@@ -182,9 +180,9 @@ class DatapathSync:
     # ---- wire ------------------------------------------------------------------------
 
     def _send_bundle(
-        self, messages: list[bytes], owners: Mapping[int, Flow | Group]
-    ) -> tuple[bool, dict[Flow | Group, OpenFlowError]]:
-        """Send `messages` in one atomic bundle.
+        self, messages: list[bytes], owners: Sequence[_Owner]
+    ) -> tuple[bool, dict[_Owner, OpenFlowError]]:
+        """Send `messages` in one atomic bundle; `owners[i]` names what `messages[i]` adds.
 
         Returns whether the commit landed and the owners of rejected messages (a
         message rejected when added is left out of a commit that still lands).
@@ -218,12 +216,19 @@ class DatapathSync:
             self._wait(committed)
         except OpenFlowError as error:
             commit_error = error
-        # The switch answers in order, so every error for an add precedes the commit's reply.
+            # A failed commit may be reported before the error naming the add that
+            # failed it; a barrier's reply comes after every error the commit caused.
+            barrier_xid = channel.next_xid()
+            flushed = channel.expect(barrier_xid)
+            channel.send(ofmsg.barrier_request(barrier_xid))
+            self._wait(flushed)
+        # Errors for adds rejected on arrival precede the commit's reply.
         errors = channel.take_errors(xids)
+        owned = range(len(owners))
         failed = {
-            owners[xid - first_xid]: err for xid, err in errors.items() if xid - first_xid in owners
+            owners[xid - first_xid]: err for xid, err in errors.items() if xid - first_xid in owned
         }
-        unexplained = [e for x, e in errors.items() if x - first_xid not in owners]
+        unexplained = [e for x, e in errors.items() if x - first_xid not in owned]
         if commit_error is not None and not failed:
             raise commit_error
         if unexplained:
