@@ -184,7 +184,23 @@ def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) ->
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])
     contexts = manager.create_contexts()
-    manager.instantiate_apps(**contexts)
+    # os-ken's native hub starts plain (non-daemon) threads, which would keep any
+    # process that ran the controller alive after it is done (a test run, a CLI).
+    # A thread inherits daemon status from the thread that creates it, so start
+    # os-ken from a daemon thread: every thread it spawns, now or later, is one.
+    failure: list[BaseException] = []
+
+    def instantiate() -> None:
+        try:
+            manager.instantiate_apps(**contexts)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failure.append(exc)
+
+    starter = threading.Thread(target=instantiate, name="os-ken-start", daemon=True)
+    starter.start()
+    starter.join()
+    if failure:
+        raise failure[0]
 
     def stop() -> None:
         for app in list(manager.applications.values()):
