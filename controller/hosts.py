@@ -109,6 +109,7 @@ class HostAgent:
         self._last_audit = 0.0
         self._started_at = time.monotonic()
         self._ever_connected = False
+        self._wake_timer: threading.Timer | None = None
         self._reported_ports: dict[PortSpec, PortStatus] = {}
         self._reported_status: HostStatus | None = None
         self._ovsdb_ok: bool | None = None
@@ -182,9 +183,12 @@ class HostAgent:
         return True
 
     def _wake_later(self, delay: float) -> None:
-        timer = threading.Timer(delay, self._wake.set)
-        timer.daemon = True
-        timer.start()
+        """One pending wake-up is enough, however many passes ask for it."""
+        if self._wake_timer is not None and self._wake_timer.is_alive():
+            return
+        self._wake_timer = threading.Timer(delay, self._wake.set)
+        self._wake_timer.daemon = True
+        self._wake_timer.start()
 
     # ---- the worker ----------------------------------------------------------------------
 
