@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
@@ -106,6 +107,16 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, found: Any, convert: Callable[[Any], T]) -> Self:
+        """The response page for `found` (a `crud.Page` of rows), each row converted."""
+        return cls(
+            items=[convert(row) for row in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+        )
 
 
 class ResourceOut(BaseModel):

@@ -24,12 +24,7 @@ def create_host(body: HostCreate, db: DatabaseDep, response: Response) -> HostOu
 def list_hosts(db: DatabaseDep, page: PageDep) -> Page[HostOut]:
     with db.read() as session:
         found = crud.list_hosts(session, limit=page.limit, offset=page.offset)
-        return Page(
-            items=[HostOut.model_validate(h) for h in found.items],
-            total=found.total,
-            limit=found.limit,
-            offset=found.offset,
-        )
+        return Page[HostOut].of(found, HostOut.model_validate)
 
 
 @router.get("/{host_id}")

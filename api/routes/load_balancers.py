@@ -36,12 +36,7 @@ def list_load_balancers(
         found = crud.list_load_balancers(
             session, actor=caller, network_id=network_id, limit=page.limit, offset=page.offset
         )
-        return Page(
-            items=[LoadBalancerOut.of(lb) for lb in found.items],
-            total=found.total,
-            limit=found.limit,
-            offset=found.offset,
-        )
+        return Page[LoadBalancerOut].of(found, LoadBalancerOut.of)
 
 
 @router.get("/{load_balancer_id}")

@@ -48,12 +48,7 @@ def list_networks(
             limit=page.limit,
             offset=page.offset,
         )
-        return Page(
-            items=[NetworkOut.model_validate(n) for n in found.items],
-            total=found.total,
-            limit=found.limit,
-            offset=found.offset,
-        )
+        return Page[NetworkOut].of(found, NetworkOut.model_validate)
 
 
 @router.get("/{network_id}")

@@ -51,12 +51,7 @@ def list_ports(
             limit=page.limit,
             offset=page.offset,
         )
-        return Page(
-            items=[PortOut.of(p) for p in found.items],
-            total=found.total,
-            limit=found.limit,
-            offset=found.offset,
-        )
+        return Page[PortOut].of(found, PortOut.of)
 
 
 @router.get("/{port_id}")

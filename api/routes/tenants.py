@@ -26,12 +26,7 @@ def create_tenant(
 def list_tenants(caller: CallerDep, db: DatabaseDep, page: PageDep) -> Page[TenantOut]:
     with db.read() as session:
         found = crud.list_tenants(session, actor=caller, limit=page.limit, offset=page.offset)
-        return Page(
-            items=[TenantOut.model_validate(t) for t in found.items],
-            total=found.total,
-            limit=found.limit,
-            offset=found.offset,
-        )
+        return Page[TenantOut].of(found, TenantOut.model_validate)
 
 
 @router.get("/{tenant_id}")
