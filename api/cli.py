@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.config import Settings
-from api.db import (
+from api.store.db import (
     Database,
     DatabaseUrlError,
     downgrade_database,
@@ -125,8 +125,8 @@ def token_create(
     ] = None,
 ) -> None:
     """Create a token and print it (it is shown only once)."""
-    from api.auth import create_token
     from api.errors import ProblemError
+    from api.rest.auth import create_token
 
     settings = _settings()
     upgrade_database(settings.database_url)
@@ -144,7 +144,7 @@ def token_create(
 def register_optional_commands() -> None:
     """Attach sub-commands that live in other packages (`ovs-fabric lab ...`), if present."""
     try:
-        from controller import lab_cli
+        from lab import cli as lab_cli
     except ImportError:
         return
     except Exception as exc:  # a broken optional module must not take `serve` down with it

@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.segments import (
+from api.store.segments import (
     VLAN_MAX,
     VLAN_MIN,
     VNI_MAX,

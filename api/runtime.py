@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from api.config import Settings
-from api.libvirt_watch import start_libvirt_watchers
-from api.state import SqlStateStore
-from controller.hosts import ControllerConfig
+from api.libvirt.watch import start_libvirt_watchers
+from api.store.snapshot import SqlStateStore
+from controller.host_agent import ControllerConfig
 from controller.service import FabricController
 
 

@@ -1,4 +1,4 @@
-"""How fast controller.ofmsg encodes flows, next to os-ken, in the same run.
+"""How fast controller.core.ofmsg encodes flows, next to os-ken, in the same run.
 
     .venv/bin/python bench/encode_bench.py [--flows 100000] [--end-to-end]
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "functional")]
 
 from controller import ofmsg  # noqa: E402
-from controller.flows import (  # noqa: E402
+from controller.core.flows import (  # noqa: E402
     VLAN_PRESENT,
     Flow,
     Output,
@@ -109,8 +109,8 @@ def rate(count: int, seconds: float) -> str:
 
 
 def end_to_end(flows: list[Flow]) -> None:
-    from ofclient import OpenFlowConnection, unix_listener
-    from ovs_instance import running_ovs, unique_name
+    from tests.support.ofclient import OpenFlowConnection, unix_listener
+    from tests.support.ovs_instance import running_ovs, unique_name
 
     with running_ovs() as ovs:
         bridge = unique_name("ofb")

@@ -32,11 +32,11 @@ from encode_bench import bench_flows, ofctl_text, rate  # noqa: E402
 
 from api.launcher import free_tcp_port  # noqa: E402
 from controller import ofmsg  # noqa: E402
-from controller.app import start_openflow_controller  # noqa: E402
-from controller.channel import SwitchChannel  # noqa: E402
-from controller.lab import Lab  # noqa: E402
+from controller.openflow.app import start_openflow_controller  # noqa: E402
+from controller.openflow.channel import SwitchChannel  # noqa: E402
+from controller.openflow.relay import UnixToTcpRelay  # noqa: E402
 from controller.reconcile import DatapathSync  # noqa: E402
-from controller.relay import UnixToTcpRelay  # noqa: E402
+from lab.hosts import Lab  # noqa: E402
 
 
 class FirstSwitch:

@@ -33,7 +33,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 
-from fabric_helpers import Fabric  # noqa: E402
 from test_load_balancer import (  # noqa: E402
     BACKEND_PORT,
     FAST_HEALTH,
@@ -45,7 +44,8 @@ from test_load_balancer import (  # noqa: E402
 
 from api.client import FabricClient  # noqa: E402
 from api.launcher import ServiceProcess  # noqa: E402
-from controller.lab import Lab, SimVM  # noqa: E402
+from lab.hosts import Lab, SimVM  # noqa: E402
+from tests.support.fabric import Fabric  # noqa: E402
 
 _RATE_CLIENT = r"""
 import socket, sys, time

@@ -41,7 +41,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 
 import libvirt  # noqa: E402
-from libvirt_env import (  # noqa: E402
+
+from api.client import ApiError, FabricClient  # noqa: E402
+from api.launcher import ServiceProcess  # noqa: E402
+from tests.support.libvirt_env import (  # noqa: E402
     LIBVIRT_URI,
     OVSDB_REMOTE,
     Domain,
@@ -53,9 +56,6 @@ from libvirt_env import (  # noqa: E402
     run_token,
     tap_nic,
 )
-
-from api.client import ApiError, FabricClient  # noqa: E402
-from api.launcher import ServiceProcess  # noqa: E402
 
 WAIT_S = 30.0
 

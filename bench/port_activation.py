@@ -25,7 +25,7 @@ sys.path[:0] = [str(REPO)]
 
 from api.client import FabricClient  # noqa: E402
 from api.launcher import ServiceProcess  # noqa: E402
-from controller.lab import Lab  # noqa: E402
+from lab.hosts import Lab  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

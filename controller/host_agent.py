@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controller import ofmsg
-from controller.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
-from controller.flows import OFPP_CONTROLLER, Output
-from controller.model import (
+from controller.core import ofmsg
+from controller.core.flows import OFPP_CONTROLLER, Output
+from controller.core.model import (
     DatapathView,
     HostSpec,
     HostStatus,
@@ -32,13 +31,14 @@ from controller.model import (
     Snapshot,
     StateStore,
 )
-from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbConflict, OvsdbUnavailable
-from controller.pipeline import (
+from controller.core.pipeline.datapath import (
     DatapathConfig,
     PipelineError,
     compute_datapath,
     tunnel_interface_name,
 )
+from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
+from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbConflict, OvsdbUnavailable
 from controller.reconcile import DatapathSync
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from controller import ofmsg
-from controller.channel import OpenFlowError, SwitchChannel
-from controller.flows import Flow, Group
+from controller.core import ofmsg
+from controller.core.flows import Flow, Group
+from controller.openflow.channel import OpenFlowError, SwitchChannel
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from controller import probes
-from controller.app import start_openflow_controller
-from controller.channel import SwitchChannel
-from controller.health import HealthService, with_health
-from controller.hosts import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
-from controller.model import BackendHealthUpdate, Snapshot, StateStore
-from controller.pipeline_tables import TABLE_LB, TABLE_LB_CT
-from controller.relay import UnixToTcpRelay
+from controller.core import probes
+from controller.core.health import HealthService, with_health
+from controller.core.model import BackendHealthUpdate, Snapshot, StateStore
+from controller.core.pipeline.tables import TABLE_LB, TABLE_LB_CT
+from controller.host_agent import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
+from controller.openflow.app import start_openflow_controller
+from controller.openflow.channel import SwitchChannel
+from controller.openflow.relay import UnixToTcpRelay
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from rich.table import Table
 
 from api.client import ApiError, FabricClient
 from api.launcher import ServiceProcess, ServiceStartError
-from controller.lab import Lab, SimVM, cleanup_stale
-from controller.topology import Topology, TopologyError, load_topology
+from lab.hosts import Lab, SimVM, cleanup_stale
+from lab.topology import Topology, TopologyError, load_topology
 
 lab_app = typer.Typer(help="Run the local multi-host lab.", no_args_is_help=True)
 console = Console()

@@ -38,8 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from controller.model import HostSpec
-from controller.netns import (
+from controller.core.model import HostSpec
+from lab.netns import (
     Capture,
     CaptureDirection,
     CommandError,

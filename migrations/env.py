@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import text
 
 from api.config import Settings
-from api.db import make_engine
-from api.models import Base
+from api.store.db import make_engine
+from api.store.models import Base
 
 config = context.config
 if config.config_file_name is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.lab import Lab, LabError, cleanup_stale, require_lab_tools
+from lab.hosts import Lab, LabError, cleanup_stale, require_lab_tools
 
 LabFactory = Callable[..., Lab]
 

@@ -1,7 +1,7 @@
 """The binding operations the libvirt watcher performs on the SQL desired state.
 
 Each reconcile is one write transaction: read the ports that matter, decide
-with the pure `api.domain_xml.plan_bindings`, apply through the same CRUD
+with the pure `api.libvirt.domain_xml.plan_bindings`, apply through the same CRUD
 helpers the REST API uses (so the same rules hold and the global revision is
 bumped the same way). Deciding inside the transaction means an API request
 cannot change a port between the decision and the write. One action that
@@ -19,9 +19,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from api import crud
-from api.db import Database
-from api.domain_xml import (
+from api.errors import Conflict, ProblemError
+from api.libvirt.domain_xml import (
     BindingPlan,
     BindPort,
     CreatePort,
@@ -33,8 +32,9 @@ from api.domain_xml import (
     ReleasePort,
     plan_bindings,
 )
-from api.errors import Conflict, ProblemError
-from api.models import Host, Network, Port, Tenant
+from api.store import crud
+from api.store.db import Database
+from api.store.models import Host, Network, Port, Tenant
 
 log = logging.getLogger(__name__)
 

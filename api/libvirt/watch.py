@@ -38,15 +38,15 @@ from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_ty
 from tenacity.wait import wait_exponential_jitter
 
 from api.config import Settings
-from api.db import Database
-from api.domain_xml import (
+from api.libvirt.domain_xml import (
     DomainActivity,
     DomainXmlError,
     InterfaceReport,
     ObservedDomain,
     parse_domain,
 )
-from api.vm_ports import VmPortStore, WatchedHost
+from api.libvirt.vm_ports import VmPortStore, WatchedHost
+from api.store.db import Database
 
 log = logging.getLogger(__name__)
 

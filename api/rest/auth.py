@@ -17,9 +17,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db import Database
 from api.errors import Forbidden, NotFound, Unauthorized
-from api.models import ApiToken, GlobalRevision, Tenant
+from api.store.db import Database
+from api.store.models import ApiToken, GlobalRevision, Tenant
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from api.config import Settings
-from api.crud import MAX_LIMIT
-from api.db import Database
+from api.store.crud import MAX_LIMIT
+from api.store.db import Database
 
 
 def get_database(request: Request) -> Database:

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from api import models
+from api.store import models
 from api.validation import (
     check_host_address,
     check_interface_name,

@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.auth import SYSTEM, Principal
 from api.errors import Conflict, Forbidden, Invalid, NotFound
-from api.models import (
+from api.rest.auth import SYSTEM, Principal
+from api.store.models import (
     Base,
     GlobalRevision,
     Host,
@@ -34,7 +34,7 @@ from api.models import (
     Tenant,
     utcnow,
 )
-from api.segments import SegmentPools
+from api.store.segments import SegmentPools
 from api.validation import (
     check_host_address,
     duplicates,

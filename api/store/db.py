@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from api.models import DESIRED_STATE_CHILDREN, GlobalRevision, Revisioned, utcnow
+from api.store.models import DESIRED_STATE_CHILDREN, GlobalRevision, Revisioned, utcnow
 
 _WRITE_OPTION = "ovs_fabric_write"
 _SESSION_REVISION = "revision"

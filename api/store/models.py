@@ -1,9 +1,9 @@
 """The desired state in SQL: SQLAlchemy 2.0 typed ORM.
 
 Desired-state rows carry `revision`: the global revision (table `fabric_revision`)
-at their last change. `api.db` bumps that counter once per write transaction and
+at their last change. `api.store.db` bumps that counter once per write transaction and
 stamps every changed row; the controller polls it to know when to reload.
-Status columns (written by the controller through `api.state`) are updated with
+Status columns (written by the controller through `api.store.snapshot`) are updated with
 plain UPDATE statements that bypass the stamping on purpose: a status write must
 not look like a change of desired state, or the controller would chase its tail.
 """

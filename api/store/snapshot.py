@@ -1,7 +1,7 @@
-"""The controller's view of SQL: `controller.model.StateStore` over the service database.
+"""The controller's view of SQL: `controller.core.model.StateStore` over the service database.
 
 Reads build one `Snapshot` per read transaction; status writes are plain UPDATEs
-that never bump the global revision (see `api.models`).
+that never bump the global revision (see `api.store.models`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, select, update
 
-from api.db import Database
-from api.models import (
+from api.store.db import Database
+from api.store.models import (
     GlobalRevision,
     Host,
     LbBackend,
@@ -23,7 +23,7 @@ from api.models import (
     PortIp,
     utcnow,
 )
-from controller.model import (
+from controller.core.model import (
     BackendHealthUpdate,
     BackendSpec,
     HealthCheckSpec,

@@ -3,7 +3,7 @@
 No controller address is needed in a tenant network: a probe is a packet-out
 on the switch where the backend's port is bound, a TCP SYN (or a UDP datagram)
 from VIP:probe-port to the backend, written straight to the backend's ofport.
-The backend answers the VIP; the flows of `controller.lb` send such answers
+The backend answers the VIP; the flows of `controller.core.pipeline.load_balancer` send such answers
 (destination port in the probe range) to the controller. Verdicts:
 
     TCP  SYN-ACK = up (the controller then resets the half-open connection);
@@ -32,16 +32,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from controller import probes
-from controller.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int, mac_to_int
-from controller.lb import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
-from controller.model import (
+from controller.core import probes
+from controller.core.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int, mac_to_int
+from controller.core.model import (
     BackendHealthUpdate,
     HealthCheckSpec,
     LoadBalancerSpec,
     PortSpec,
     Snapshot,
 )
+from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ class BackendHealthUpdate:
 
 
 class StateStore(Protocol):
-    """What the controller needs from the desired-state store (SQL, in `api.state`)."""
+    """What the controller needs from the desired-state store (SQL, in `api.store.snapshot`)."""
 
     def current_revision(self) -> int: ...
 

@@ -1,4 +1,4 @@
-"""Fast OpenFlow 1.3 wire encoding of the shared flow vocabulary (controller.flows).
+"""Fast OpenFlow 1.3 wire encoding of the shared flow vocabulary (controller.core.flows).
 
 The reconciler pushes tens of thousands of flows per resync inside ONF bundles;
 building one os-ken object per flow costs about 100 us, which caps a resync at
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
-from controller.flows import (
+from controller.core.flows import (
     OFPP_ANY,
     OFPP_IN_PORT,
     Action,

@@ -3,7 +3,7 @@
 Pure bytes in, bytes out: health probes sent from a VIP (TCP SYN, UDP datagram),
 the RST that closes a probe's half-open connection, and the rejection of a
 connection to a load balancer without a usable backend (TCP RST, or ICMP port
-unreachable for UDP). Addresses are ints, as in `controller.flows`.
+unreachable for UDP). Addresses are ints, as in `controller.core.flows`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from controller.flows import ETH_TYPE_IPV4, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP
+from controller.core.flows import ETH_TYPE_IPV4, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP
 
 TCP_FIN: Final = 0x01
 TCP_SYN: Final = 0x02

@@ -17,7 +17,7 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
-from controller.channel import OpenFlowError, SwitchChannel
+from controller.openflow.channel import OpenFlowError, SwitchChannel
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from api.config import Settings
-from api.db import Database
-from api.models import ApiToken
+from api.store.db import Database
+from api.store.models import ApiToken
 
 pytestmark = pytest.mark.functional
 

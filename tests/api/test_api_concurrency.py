@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from api import crud
-from api.auth import SYSTEM
 from api.config import Settings
-from api.db import Database
+from api.rest.auth import SYSTEM
+from api.store import crud
+from api.store.db import Database
 
 pytestmark = pytest.mark.functional
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.model import BackendHealthUpdate
+from controller.core.model import BackendHealthUpdate
 
 pytestmark = pytest.mark.functional
 

@@ -12,14 +12,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, inspect, select, text
 
 from api.config import Settings
-from api.db import (
+from api.store.db import (
     downgrade_database,
     head_revision,
     make_engine,
     schema_revision,
     upgrade_database,
 )
-from api.models import Base
+from api.store.models import Base
 
 pytestmark = pytest.mark.functional
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.model import PortStatusUpdate
+from controller.core.model import PortStatusUpdate
 
 pytestmark = pytest.mark.functional
 

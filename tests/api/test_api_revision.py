@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.model import BackendHealthUpdate, HostStatus, PortStatusUpdate
+from controller.core.model import BackendHealthUpdate, HostStatus, PortStatusUpdate
 
 pytestmark = pytest.mark.functional
 

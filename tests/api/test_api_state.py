@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from api import crud
-from api.db import Database, mark_changed
 from api.errors import Conflict, Invalid
-from api.models import Tenant
-from api.state import SqlStateStore
-from controller.model import (
+from api.store import crud
+from api.store.db import Database, mark_changed
+from api.store.models import Tenant
+from api.store.snapshot import SqlStateStore
+from controller.core.model import (
     BackendSpec,
     HealthCheckSpec,
     HostSpec,

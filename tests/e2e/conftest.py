@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabric_helpers import Fabric
 
 from api.client import FabricClient
 from api.launcher import ServiceProcess
-from controller.lab import Lab
+from lab.hosts import Lab
+from tests.support.fabric import Fabric
 
 
 @pytest.fixture

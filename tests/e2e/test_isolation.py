@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from fabric_helpers import Fabric
+
+from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
 

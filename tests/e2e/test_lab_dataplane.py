@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.lab import Lab, SimHost, SimVM, build_arp_frame
+from lab.hosts import Lab, SimHost, SimVM, build_arp_frame
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from libvirt_env import (
+
+from api.client import ApiError, FabricClient
+from api.launcher import ServiceProcess
+from tests.support.libvirt_env import (
     LIBVIRT_URI,
     OVSDB_REMOTE,
     Domain,
@@ -34,9 +37,6 @@ from libvirt_env import (
     run_token,
     tap_nic,
 )
-
-from api.client import ApiError, FabricClient
-from api.launcher import ServiceProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fabric_helpers import Fabric
 
-from api.auth import create_token
 from api.client import ApiError, FabricClient
-from api.db import Database
-from controller.lab import SimVM
-from controller.netns import in_netns
+from api.rest.auth import create_token
+from api.store.db import Database
+from lab.hosts import SimVM
+from lab.netns import in_netns
+from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from fabric_helpers import Fabric
 
-from controller.lab import SimVM
+from lab.hosts import SimVM
+from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
 

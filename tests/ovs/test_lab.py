@@ -15,8 +15,8 @@ import pytest
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from controller.lab import LAB_REGISTRY, Lab, LabError, SimHost, cleanup_stale
-from controller.netns import (
+from lab.hosts import LAB_REGISTRY, Lab, LabError, SimHost, cleanup_stale
+from lab.netns import (
     CaptureError,
     CommandError,
     netns_exists,
@@ -222,7 +222,7 @@ def test_concurrent_labs_do_not_collide(lab_factory: Callable[..., Lab]) -> None
 
 _CRASHING_LAB = """
 import sys, time
-from controller.lab import Lab
+from lab.hosts import Lab
 lab = Lab(prefix=sys.argv[1])
 host = lab.add_host("h1", tunnel_ip=lab.next_tunnel_ip())
 host.add_vm("vm1", mac="02:00:00:00:00:01", ip="10.0.0.1")

@@ -1,4 +1,4 @@
-"""controller.ofmsg bytes on a real Open vSwitch 3.1.
+"""controller.core.ofmsg bytes on a real Open vSwitch 3.1.
 
 The unit tests prove the bytes equal os-ken's; these prove OVS accepts them and
 reads them as meant: each flow is checked against what `ovs-ofctl dump-flows`
@@ -11,11 +11,9 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from ofclient import OpenFlowConnection, unix_listener
-from ovs_instance import OvsInstance, running_ovs, unique_name
 
-from controller import ofmsg
-from controller.flows import (
+from controller.core import ofmsg
+from controller.core.flows import (
     ARP_REQUEST,
     CT_ESTABLISHED,
     CT_INVALID,
@@ -46,6 +44,8 @@ from controller.flows import (
     mac_to_int,
     match,
 )
+from tests.support.ofclient import OpenFlowConnection, unix_listener
+from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
 pytestmark = pytest.mark.functional
 

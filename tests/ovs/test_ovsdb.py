@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from ovs_instance import OvsInstance, running_ovs, unique_name
 
 from controller.ovsdb import (
     BridgeIntent,
@@ -26,6 +25,7 @@ from controller.ovsdb import (
     OvsdbConflict,
     OvsdbUnavailable,
 )
+from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
 pytestmark = [pytest.mark.functional, pytest.mark.timeout(120)]
 

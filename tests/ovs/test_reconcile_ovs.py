@@ -12,12 +12,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from ovs_instance import OvsInstance, running_ovs
 
 from api.launcher import free_tcp_port
-from controller.app import start_openflow_controller
-from controller.channel import SwitchChannel
-from controller.flows import (
+from controller.core.flows import (
     Bucket,
     Flow,
     Group,
@@ -27,8 +24,11 @@ from controller.flows import (
     SetField,
     match,
 )
+from controller.openflow.app import start_openflow_controller
+from controller.openflow.channel import SwitchChannel
+from controller.openflow.relay import UnixToTcpRelay
 from controller.reconcile import DatapathSync
-from controller.relay import UnixToTcpRelay
+from tests.support.ovs_instance import OvsInstance, running_ovs
 
 pytestmark = pytest.mark.functional
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from api.client import FabricClient
 from api.launcher import ServiceProcess
-from controller.lab import Lab, SimHost, SimVM
+from lab.hosts import Lab, SimHost, SimVM
 
 
 @dataclass

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.flows import (
+from controller.core.flows import (
     CT_NEW,
     CT_TRACKED,
     FIELD_BITS,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller import ofmsg
+from controller.core import ofmsg
 
 _HEADER = struct.Struct("!BBHI")
 _MULTIPART_REPLY_HEAD = struct.Struct("!HH4x")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from api.schemas import (
+from api.rest.schemas import (
     BackendIn,
     HealthCheckIn,
     LoadBalancerUpdate,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.segments import VLAN_MAX, VLAN_MIN, SegmentPool, parse_ranges
+from api.store.segments import VLAN_MAX, VLAN_MIN, SegmentPool, parse_ranges
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
+from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
 
 pytestmark = pytest.mark.unit
 

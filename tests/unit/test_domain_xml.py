@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.domain_xml import (
+from api.libvirt.domain_xml import (
     FABRIC_XMLNS,
     BindingPlan,
     BindPort,

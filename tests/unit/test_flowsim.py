@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from flowsim import CtVerdict, FlowSimulator, SimulationError, fixed_state, simulate
 
-from controller.flows import (
+from controller.core.flows import (
     CT_ESTABLISHED,
     CT_NEW,
     CT_TRACKED,
@@ -28,6 +27,7 @@ from controller.flows import (
     ip_to_int,
     match,
 )
+from tests.support.flowsim import CtVerdict, FlowSimulator, SimulationError, fixed_state, simulate
 
 pytestmark = pytest.mark.unit
 

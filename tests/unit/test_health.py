@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from controller import probes
-from controller.flows import ip_to_int, mac_to_int
-from controller.health import (
+from controller.core import probes
+from controller.core.flows import ip_to_int, mac_to_int
+from controller.core.health import (
     FIRST_PROBE_DELAY,
     HealthChange,
     HealthMonitor,
@@ -19,8 +19,7 @@ from controller.health import (
     step,
     with_health,
 )
-from controller.lb import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
-from controller.model import (
+from controller.core.model import (
     BackendSpec,
     HealthCheckSpec,
     LoadBalancerSpec,
@@ -28,7 +27,8 @@ from controller.model import (
     PortSpec,
     Snapshot,
 )
-from controller.probes import TCP_ACK, TCP_RST, TCP_SYN, Endpoints
+from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
+from controller.core.probes import TCP_ACK, TCP_RST, TCP_SYN, Endpoints
 
 pytestmark = pytest.mark.unit
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from flowsim import FlowSimulator, fixed_state
 
-from controller.flows import (
+from controller.core.flows import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST_MAC,
@@ -33,8 +32,7 @@ from controller.flows import (
     ip_to_int,
     mac_to_int,
 )
-from controller.lb import PROBE_PORT_BASE, conntrack_zones, vip_mac
-from controller.model import (
+from controller.core.model import (
     BackendSpec,
     DatapathView,
     HealthCheckSpec,
@@ -44,7 +42,7 @@ from controller.model import (
     PortSpec,
     Snapshot,
 )
-from controller.pipeline import (
+from controller.core.pipeline.datapath import (
     TABLE_LB_CT,
     TABLE_LB_REWRITE,
     DatapathConfig,
@@ -52,6 +50,8 @@ from controller.pipeline import (
     network_metadata,
     tunnel_interface_name,
 )
+from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, conntrack_zones, vip_mac
+from tests.support.flowsim import FlowSimulator, fixed_state
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from api.domain_xml import (
+from api.libvirt.domain_xml import (
     BindingPlan,
     BindPort,
     CreatePort,
@@ -19,8 +19,8 @@ from api.domain_xml import (
     ReleasePort,
     plan_bindings,
 )
-from api.libvirt_watch import EventEffect, domain_activity, hosts_to_watch, lifecycle_effect
-from api.vm_ports import WatchedHost
+from api.libvirt.vm_ports import WatchedHost
+from api.libvirt.watch import EventEffect, domain_activity, hosts_to_watch, lifecycle_effect
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""controller.ofmsg against os-ken's own serializer, byte for byte.
+"""controller.core.ofmsg against os-ken's own serializer, byte for byte.
 
 os-ken is the oracle: every message is also built as the equivalent os-ken object
 (OFPFlowMod, OFPGroupMod, NX actions, ONF bundle messages) with a fake datapath,
@@ -15,8 +15,8 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import ofmsg
-from controller.flows import (
+from controller.core import ofmsg
+from controller.core.flows import (
     FIELD_BITS,
     OFPP_ANY,
     OFPP_CONTROLLER,

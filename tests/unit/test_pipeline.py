@@ -18,10 +18,8 @@ import dataclasses
 import random
 
 import pytest
-from flowsim import Emitted, FlowSimulator, simulate
 
-from controller import pipeline_groups
-from controller.flows import (
+from controller.core.flows import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST_MAC,
@@ -38,8 +36,9 @@ from controller.flows import (
     mac_to_int,
     match,
 )
-from controller.model import DatapathView, HostSpec, NetworkSpec, PortSpec, Snapshot
-from controller.pipeline import (
+from controller.core.model import DatapathView, HostSpec, NetworkSpec, PortSpec, Snapshot
+from controller.core.pipeline import groups as pipeline_groups
+from controller.core.pipeline.datapath import (
     TABLE_ARP_RESPONDER,
     TABLE_CLASSIFY,
     TABLE_L2_FORWARD,
@@ -50,7 +49,8 @@ from controller.pipeline import (
     network_metadata,
     tunnel_interface_name,
 )
-from controller.pipeline_tables import check_flow
+from controller.core.pipeline.tables import check_flow
+from tests.support.flowsim import Emitted, FlowSimulator, simulate
 
 pytestmark = pytest.mark.unit
 

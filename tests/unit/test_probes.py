@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller import probes
-from controller.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int
-from controller.probes import TCP_ACK, TCP_RST, TCP_SYN, Endpoints
+from controller.core import probes
+from controller.core.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int
+from controller.core.probes import TCP_ACK, TCP_RST, TCP_SYN, Endpoints
 
 pytestmark = pytest.mark.unit
 

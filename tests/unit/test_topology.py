@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.topology import TopologyError, load_topology
+from lab.topology import TopologyError, load_topology
 
 pytestmark = pytest.mark.unit
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api import crud
-from api.auth import require_admin
-from api.deps import DatabaseDep, PageDep
-from api.schemas import HostCreate, HostOut, HostUpdate, Page
+from api.rest.auth import require_admin
+from api.rest.deps import DatabaseDep, PageDep
+from api.rest.schemas import HostCreate, HostOut, HostUpdate, Page
+from api.store import crud
 
 router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[Depends(require_admin)])
 

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from api import crud
-from api.auth import CallerDep
-from api.deps import DatabaseDep, PageDep
-from api.schemas import LoadBalancerCreate, LoadBalancerOut, LoadBalancerUpdate, Page
+from api.rest.auth import CallerDep
+from api.rest.deps import DatabaseDep, PageDep
+from api.rest.schemas import LoadBalancerCreate, LoadBalancerOut, LoadBalancerUpdate, Page
+from api.store import crud
 
 router = APIRouter(prefix="/load-balancers", tags=["load-balancers"])
 

@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api import crud
-from api.auth import CallerDep
-from api.deps import DatabaseDep, PageDep
-from api.schemas import Page, PortCreate, PortOut, PortUpdate
+from api.rest.auth import CallerDep
+from api.rest.deps import DatabaseDep, PageDep
+from api.rest.schemas import Page, PortCreate, PortOut, PortUpdate
+from api.store import crud
 
 router = APIRouter(prefix="/ports", tags=["ports"])
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import crud
-from api.auth import CallerDep
-from api.deps import DatabaseDep
 from api.errors import ProblemError
-from api.schemas import (
+from api.rest.auth import CallerDep
+from api.rest.deps import DatabaseDep
+from api.rest.schemas import (
     HealthOut,
     HostOut,
     LoadBalancerOut,
@@ -19,6 +18,7 @@ from api.schemas import (
     TenantOut,
     TopologyOut,
 )
+from api.store import crud
 
 router = APIRouter(tags=["fabric"])
 health_router = APIRouter(tags=["health"])

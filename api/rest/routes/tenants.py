@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api import crud
-from api.auth import AdminDep, CallerDep, create_token
-from api.deps import DatabaseDep, PageDep
-from api.schemas import Page, TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
+from api.rest.auth import AdminDep, CallerDep, create_token
+from api.rest.deps import DatabaseDep, PageDep
+from api.rest.schemas import Page, TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
+from api.store import crud
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.auth import require_admin
-from api.libvirt_watch import HostInterfaces, host_interface_reports
+from api.libvirt.watch import HostInterfaces, host_interface_reports
+from api.rest.auth import require_admin
 
 router = APIRouter(prefix="/vm-interfaces", tags=["libvirt"], dependencies=[Depends(require_admin)])
 

@@ -10,7 +10,7 @@ nothing is learned. A frame walks these tables (declared in `pipeline_tables`):
     classify       which port/network it comes from; anything unknown is dropped
     port_security  a local VM may only use its own MAC and IPs
     arp_responder  ARP requests for known IPs are answered by the switch itself
-    lb             L4 load balancer (`controller.lb`): VIP connections and backend
+    lb             L4 load balancer (`load_balancer`): VIP connections and backend
                    replies through conntrack (lb_ct, lb_rewrite, lb_reply), health
                    probe replies to the controller; everything else straight through
     l2_forward     unicast to the owner of eth_dst, flood groups otherwise
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from controller.flows import (
+from controller.core.flows import (
     ARP_REPLY,
     ARP_REQUEST,
     ETH_TYPE_ARP,
@@ -56,9 +56,9 @@ from controller.flows import (
     mac_to_int,
     match,
 )
-from controller.model import DatapathView, NetworkSpec, PortSpec, Snapshot
-from controller.pipeline_groups import GroupContent, assign_group_ids
-from controller.pipeline_tables import (
+from controller.core.model import DatapathView, NetworkSpec, PortSpec, Snapshot
+from controller.core.pipeline.groups import GroupContent, assign_group_ids
+from controller.core.pipeline.tables import (
     PIPELINE,
     TABLE_ARP_RESPONDER,
     TABLE_CLASSIFY,
@@ -531,13 +531,13 @@ def l2_forward_flows(
 # ---- load balancer extension point -----------------------------------------------------------
 
 
-# `controller.lb` builds on this module's context types, so it is imported where
+# `load_balancer` builds on this module's context types, so it is imported where
 # it is used rather than at the top (which would be a circular import).
 
 
 def load_balancer_groups(snapshot: Snapshot, ctx: DatapathContext) -> tuple[GroupContent, ...]:
     """Groups (select, weighted backends) for `snapshot.load_balancers`."""
-    from controller import lb
+    from controller.core.pipeline import load_balancer as lb
 
     return lb.load_balancer_groups(snapshot, ctx)
 
@@ -547,7 +547,7 @@ def load_balancer_flows(
 ) -> Iterator[Flow]:
     """Flows of the load-balancer tables (above their table misses) and the VIPs' ARP
     answers; they reach their groups through `group_ids`."""
-    from controller import lb
+    from controller.core.pipeline import load_balancer as lb
 
     return lb.load_balancer_flows(snapshot, ctx, group_ids)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from controller.flows import Bucket
+from controller.core.flows import Bucket
 
 GROUP_ID_MASK: Final = 0x7FFFFFFF  # 31 bits: far below OFPG_MAX, never a reserved id
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from controller.flows import (
+from controller.core.flows import (
     ARP_REQUEST,
     CT_INVALID,
     CT_NEW,
@@ -52,8 +52,8 @@ from controller.flows import (
     ip_to_int,
     match,
 )
-from controller.model import LoadBalancerSpec, Snapshot
-from controller.pipeline import (
+from controller.core.model import LoadBalancerSpec, Snapshot
+from controller.core.pipeline.datapath import (
     ORIGIN_LOCAL,
     REG_ORIGIN,
     TABLE_ARP_RESPONDER,
@@ -67,7 +67,7 @@ from controller.pipeline import (
     LocalNetwork,
     arp_reply_actions,
 )
-from controller.pipeline_groups import GroupContent
+from controller.core.pipeline.groups import GroupContent
 
 # Health probes leave the switch from VIP:port with a source port in this range,
 # so their answers (to the VIP, destination port in the range) can be told

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from controller.flows import (
+from controller.core.flows import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     IP_PROTO_ICMP,
