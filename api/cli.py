@@ -7,6 +7,7 @@ database, invalid settings) print one line and exit with status 2.
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 from typing import Annotated
 
 import typer
@@ -141,24 +142,31 @@ def token_create(
     typer.echo(token)
 
 
-def register_optional_commands() -> None:
-    """Attach sub-commands that live in other packages (`ovs-fabric lab ...`), if present."""
-    try:
-        from lab import cli as lab_cli
-    except ImportError:
-        return
-    except Exception as exc:  # a broken optional module must not take `serve` down with it
-        typer.echo(f"ovs-fabric: warning: lab commands unavailable: {exc}", err=True)
-        return
-    lab_app = getattr(lab_cli, "lab_app", None) or getattr(lab_cli, "app", None)
-    if isinstance(lab_app, typer.Typer) and not any(
-        group.name == "lab" for group in app.registered_groups
-    ):
-        app.add_typer(lab_app, name="lab")
+COMMAND_PLUGINS = "ovs_fabric.commands"
+
+
+def register_plugin_commands() -> None:
+    """Attach sub-command groups that other installed packages declare (`ovs-fabric lab ...`).
+
+    NOTE: a package adds commands through the `ovs_fabric.commands` entry-point group
+    (pyproject), so this CLI never imports it: the service does not depend on the lab.
+    """
+    registered = {group.name for group in app.registered_groups}
+    for plugin in entry_points(group=COMMAND_PLUGINS):
+        if plugin.name in registered:
+            continue
+        try:
+            sub_app = plugin.load()
+        except Exception as exc:  # a broken optional package must not take `serve` down with it
+            typer.echo(f"ovs-fabric: warning: {plugin.name} commands unavailable: {exc}", err=True)
+            continue
+        if isinstance(sub_app, typer.Typer):
+            app.add_typer(sub_app, name=plugin.name)
+            registered.add(plugin.name)
 
 
 def main(argv: list[str] | None = None) -> None:
-    register_optional_commands()
+    register_plugin_commands()
     try:
         app(args=argv)
     except (CliError, DatabaseUrlError, CommandError) as exc:
