@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from api.paths import API_PREFIX
+
 
 class ApiError(Exception):
     def __init__(self, status: int, detail: str) -> None:
@@ -21,7 +23,7 @@ class ApiError(Exception):
 class FabricClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/") + "/api/v1",
+            base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
         )

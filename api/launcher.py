@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from api.paths import HEALTH_PATH
+
 
 def free_tcp_port() -> int:
     with socket.socket() as sock:
@@ -88,7 +90,7 @@ class ServiceProcess:
                     f"the service exited with {self._process.returncode}; log:\n{self.log_tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}{HEALTH_PATH}", timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
         self.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response, status
 
+from api.paths import API_PREFIX
 from api.rest.auth import require_admin
 from api.rest.deps import DatabaseDep, PageDep
 from api.rest.schemas import HostCreate, HostOut, HostUpdate, Page
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[Depends(requir
 def create_host(body: HostCreate, db: DatabaseDep, response: Response) -> HostOut:
     with db.write() as session:
         out = HostOut.model_validate(crud.create_host(session, **body.model_dump()))
-    response.headers["Location"] = f"/api/v1/hosts/{out.id}"
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep, PageDep
 from api.rest.schemas import LoadBalancerCreate, LoadBalancerOut, LoadBalancerUpdate, Page
@@ -21,7 +22,7 @@ def create_load_balancer(
     with db.write() as session:
         lb = crud.create_load_balancer(session, actor=caller, **body.model_dump())
         out = LoadBalancerOut.of(lb)
-    response.headers["Location"] = f"/api/v1/load-balancers/{out.id}"
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
     return out
 
 

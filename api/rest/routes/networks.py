@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep, PageDep, SettingsDep
 from api.rest.schemas import NetworkCreate, NetworkOut, NetworkType, NetworkUpdate, Page
@@ -27,7 +28,7 @@ def create_network(
             session, actor=caller, pools=settings.segment_pools(), **body.model_dump()
         )
         out = NetworkOut.model_validate(network)
-    response.headers["Location"] = f"/api/v1/networks/{out.id}"
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep, PageDep
 from api.rest.schemas import Page, PortCreate, PortOut, PortUpdate
@@ -26,7 +27,7 @@ def create_port(
 ) -> PortOut:
     with db.write() as session:
         out = PortOut.of(crud.create_port(session, actor=caller, **body.model_dump()))
-    response.headers["Location"] = f"/api/v1/ports/{out.id}"
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
     return out
 
 

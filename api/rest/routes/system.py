@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import ProblemError
+from api.paths import HEALTH_PATH
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
 from api.rest.schemas import (
@@ -50,7 +51,7 @@ def get_revision(_caller: CallerDep, db: DatabaseDep) -> RevisionOut:
     return RevisionOut(revision=db.current_revision())
 
 
-@health_router.get("/healthz")
+@health_router.get(HEALTH_PATH)
 def healthz(db: DatabaseDep) -> HealthOut:
     """Liveness and database reachability; needs no token."""
     try:

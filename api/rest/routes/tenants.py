@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from api.paths import API_PREFIX
 from api.rest.auth import AdminDep, CallerDep, create_token
 from api.rest.deps import DatabaseDep, PageDep
 from api.rest.schemas import Page, TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
@@ -18,7 +19,7 @@ def create_tenant(
 ) -> TenantOut:
     with db.write() as session:
         out = TenantOut.model_validate(crud.create_tenant(session, **body.model_dump()))
-    response.headers["Location"] = f"/api/v1/tenants/{out.id}"
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
     return out
 
 
