@@ -13,7 +13,25 @@ from lab.hosts import Lab, LabError, cleanup_stale, require_lab_tools
 
 LabFactory = Callable[..., Lab]
 
+# What a test needs from the machine (pyproject's marker list); exactly one per test.
+KIND_MARKERS = ("unit", "api", "ovs", "e2e")
+
 _LABS_OF_TEST = pytest.StashKey[list[Lab]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `-m unit` must select every pure test and nothing that needs root or daemons:
+    # a test with no kind, or two, would be run in the wrong place or never.
+    wrong = []
+    for item in items:
+        kinds = sorted({mark.name for mark in item.iter_markers() if mark.name in KIND_MARKERS})
+        if len(kinds) != 1:
+            wrong.append(f"{item.nodeid}: {kinds or 'none'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"every test needs exactly one of the markers {', '.join(KIND_MARKERS)}"
+            " (a `pytestmark` line in its file):\n  " + "\n  ".join(wrong)
+        )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -13,7 +13,7 @@ from api.config import Settings
 from api.store.db import Database
 from api.store.models import ApiToken
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 ENDPOINTS = [
     ("GET", "/hosts"),

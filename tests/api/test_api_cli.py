@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 def cli_env(database_url: str | None, **extra: str) -> dict[str, str]:

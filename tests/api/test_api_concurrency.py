@@ -14,7 +14,7 @@ from api.rest.auth import SYSTEM
 from api.store import crud
 from api.store.db import Database
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 def test_openapi_and_docs_are_served_with_request_examples(api: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.model import BackendHealthUpdate
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture

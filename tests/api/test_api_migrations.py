@@ -21,7 +21,7 @@ from api.store.db import (
 )
 from api.store.models import Base
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 TABLES = {
     "fabric_revision",

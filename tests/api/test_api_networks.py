@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 def test_tenant_creates_networks_in_its_own_tenant_with_lowest_free_ids(api: Any) -> None:

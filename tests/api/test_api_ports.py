@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.model import PortStatusUpdate
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from controller.core.model import BackendHealthUpdate, HostStatus, PortStatusUpdate
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 def test_each_write_bumps_once_and_stamps_the_object(api: Any) -> None:

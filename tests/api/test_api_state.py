@@ -24,7 +24,7 @@ from controller.core.model import (
     StateStore,
 )
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.api
 
 
 def test_tenant_lifecycle(api: Any) -> None:

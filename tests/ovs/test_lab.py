@@ -25,7 +25,7 @@ from lab.netns import (
     read_pidfile,
 )
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.ovs
 
 # Names the lab gives to interfaces inside its namespaces; none may leak to the root one.
 LAB_INTERFACE_NAMES = {"ul0", "trunk0", "h1-ul", "h1-tr", "h1-vm1", "br-phy"}

@@ -47,7 +47,7 @@ from controller.core.flows import (
 from tests.support.ofclient import OpenFlowConnection, unix_listener
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.ovs
 
 MAC = mac_to_int
 IP = ip_to_int

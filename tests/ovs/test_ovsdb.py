@@ -27,7 +27,7 @@ from controller.ovsdb import (
 )
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
-pytestmark = [pytest.mark.functional, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.ovs, pytest.mark.timeout(120)]
 
 DPID = "00000000000000ab"
 _T = TypeVar("_T")

@@ -30,7 +30,7 @@ from controller.openflow.relay import UnixToTcpRelay
 from controller.reconcile import DatapathSync
 from tests.support.ovs_instance import OvsInstance, running_ovs
 
-pytestmark = pytest.mark.functional
+pytestmark = pytest.mark.ovs
 
 
 class RecordingSink:
