@@ -1,25 +1,14 @@
-"""RFC 9457 problem details for every error the API returns.
+"""The problems a request can run into, as plain exceptions (no HTTP framework here).
 
-CRUD code raises `ProblemError` subclasses; the handlers installed by
-`install_problem_handlers` turn them, FastAPI's validation errors, Starlette's
-HTTP errors and late IntegrityErrors into ``application/problem+json``.
+Store and REST code raise `ProblemError` subclasses; each carries the HTTP
+status it maps to. `api.rest.problems` turns them into RFC 9457
+``application/problem+json`` responses.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from http import HTTPStatus
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger(__name__)
 
 
 class ProblemError(Exception):
@@ -66,65 +55,3 @@ class Unauthorized(ProblemError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-def problem_response(
-    status: int,
-    detail: str,
-    *,
-    errors: Sequence[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    if errors is not None:
-        body["errors"] = list(errors)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def _location(loc: Sequence[Any]) -> str:
-    parts = [str(part) for part in loc]
-    # "body" / "query" prefixes help machines; humans want the field path.
-    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "loc": list(error.get("loc", ())),
-            "msg": str(error.get("msg", "")),
-            "type": error.get("type"),
-        }
-        for error in raw
-    ]
-
-
-def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, errors=exc.errors, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = validation_errors(exc.errors())
-        detail = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
-        return problem_response(422, detail or "invalid request", errors=errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(
-            exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
-        # Checks run before every write; reaching here means a concurrent request
-        # won the race for the same unique value.
-        log.info("integrity error mapped to 409: %s", exc.orig)
-        return problem_response(409, "conflicts with a concurrent change; retry the request")

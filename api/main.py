@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api import runtime
 from api.config import Settings
-from api.errors import install_problem_handlers
 from api.paths import API_PREFIX
 from api.rest.auth import ensure_admin_token
+from api.rest.problems import install_problem_handlers
 from api.rest.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
 from api.store.db import Database, upgrade_database
 from api.store.snapshot import SqlStateStore
