@@ -15,7 +15,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -49,12 +49,7 @@ def apply_topology(client: FabricClient, lab: Lab, topo: Topology) -> dict[str, 
             uplink=spec.uplink,
         )
         sim_hosts[spec.name] = sim
-        body: dict[str, Any] = {"name": spec.name, "ovsdb_remote": sim.ovsdb_remote}
-        if sim.tunnel_ip:
-            body["tunnel_ip"] = sim.tunnel_ip
-        if sim.uplink:
-            body["uplink"] = sim.uplink
-        host_ids[spec.name] = client.create("hosts", **body)["id"]
+        host_ids[spec.name] = client.create("hosts", **sim.facts.registration())["id"]
 
     vms: dict[str, SimVM] = {}
     port_ids: dict[str, str] = {}

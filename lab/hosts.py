@@ -38,7 +38,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from controller.core.model import HostSpec
 from lab.netns import (
     Capture,
     CaptureDirection,
@@ -550,6 +549,24 @@ def _bridge_vlan_filtering(netns: str, bridge: str) -> bool:
     return bool(info.get("vlan_filtering", 0))
 
 
+@dataclass(frozen=True)
+class HostFacts:
+    """What the service must be told to manage a simulated host, in its REST API's terms.
+
+    The lab registers hosts over REST like any operator: it knows nothing of the
+    controller's own model of a host.
+    """
+
+    name: str
+    ovsdb_remote: str
+    tunnel_ip: str | None
+    uplink: str | None
+
+    def registration(self) -> dict[str, str]:
+        """The body of `POST /hosts` for this host; facts it lacks are left out."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
 class SimHost:
     """One simulated hypervisor: a namespace with its own OVS instance."""
 
@@ -585,9 +602,10 @@ class SimHost:
         """The bridge's OpenFlow management socket, for ovs-ofctl."""
         return f"unix:{self.rundir / f'{bridge}.mgmt'}"
 
-    def as_host_spec(self, host_id: str, *, libvirt_uri: str | None = None) -> HostSpec:
-        return HostSpec(id=host_id, name=self.name, ovsdb_remote=self.ovsdb_remote,
-                        tunnel_ip=self.tunnel_ip, uplink=self.uplink, libvirt_uri=libvirt_uri)
+    @property
+    def facts(self) -> HostFacts:
+        return HostFacts(name=self.name, ovsdb_remote=self.ovsdb_remote,
+                         tunnel_ip=self.tunnel_ip, uplink=self.uplink)
 
     def __repr__(self) -> str:
         return f"SimHost({self.name!r}, netns={self.netns!r}, tunnel_ip={self.tunnel_ip!r})"

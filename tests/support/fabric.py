@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from api.client import FabricClient
 from api.launcher import ServiceProcess
@@ -25,12 +24,7 @@ class Fabric:
         sim = self.lab.add_host(
             name, tunnel_ip=self.lab.next_tunnel_ip() if tunnel else None, uplink=uplink
         )
-        body: dict[str, Any] = {"name": name, "ovsdb_remote": sim.ovsdb_remote}
-        if sim.tunnel_ip:
-            body["tunnel_ip"] = sim.tunnel_ip
-        if sim.uplink:
-            body["uplink"] = sim.uplink
-        self.host_ids[name] = self.client.create("hosts", **body)["id"]
+        self.host_ids[name] = self.client.create("hosts", **sim.facts.registration())["id"]
         self.hosts[name] = sim
         return sim
 
