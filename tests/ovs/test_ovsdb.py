@@ -12,10 +12,8 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -25,12 +23,12 @@ from controller.ovsdb import (
     OvsdbConflict,
     OvsdbUnavailable,
 )
+from tests.support.eventually import eventually
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
 pytestmark = [pytest.mark.ovs, pytest.mark.timeout(120)]
 
 DPID = "00000000000000ab"
-_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -62,18 +60,6 @@ def intent(ovs: OvsInstance) -> BridgeIntent:
 def bridge(client: OvsdbClient, intent: BridgeIntent) -> str:
     assert client.ensure_bridge(intent) is True
     return intent.name
-
-
-def eventually(probe: Callable[[], _T], what: str, timeout: float = 15.0) -> _T:
-    """Call `probe` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def vsctl_json(ovs: OvsInstance, table: str, record: str, column: str) -> object:
