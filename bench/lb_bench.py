@@ -39,12 +39,12 @@ from test_load_balancer import (  # noqa: E402
     LbLab,
     Servers,
     build,
-    eventually,
 )
 
 from api.client import FabricClient  # noqa: E402
 from api.launcher import ServiceProcess  # noqa: E402
 from lab.hosts import Lab, SimVM  # noqa: E402
+from tests.support.eventually import eventually  # noqa: E402
 from tests.support.fabric import Fabric  # noqa: E402
 
 _RATE_CLIENT = r"""

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from api.client import ApiError, FabricClient
 from api.launcher import ServiceProcess
+from tests.support.eventually import eventually
 from tests.support.libvirt_env import (
     LIBVIRT_URI,
     OVSDB_REMOTE,
@@ -88,10 +88,15 @@ class LibvirtFabric:
         return tap
 
     def wait_gone(self, tap: str, ofport: int) -> None:
-        eventually(lambda: tap not in self.ovs.ports(self.bridge), f"OVS port {tap} removed")
+        eventually(
+            lambda: tap not in self.ovs.ports(self.bridge),
+            f"OVS port {tap} removed",
+            timeout=WIRE_TIMEOUT,
+        )
         eventually(
             lambda: not flows_on_port(self.ovs.dump_flows(self.bridge), ofport),
             f"flows of ofport {ofport} removed",
+            timeout=WIRE_TIMEOUT,
         )
 
     def watched_host(self, state: str | None = None) -> dict[str, Any] | None:
@@ -111,14 +116,6 @@ class LibvirtFabric:
     def watching(self) -> bool:
         host = self.watched_host()
         return host is not None and bool(host["connected"])
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = WIRE_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -150,6 +147,7 @@ def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[L
             eventually(
                 lambda: client.get("hosts", host["id"])["openflow_connected"],
                 f"the service managing {bridge}\n{service.log_tail()}",
+                timeout=WIRE_TIMEOUT,
             )
             fabric = LibvirtFabric(
                 ovs=ovs,
@@ -161,7 +159,11 @@ def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[L
                 network_id=network["id"],
                 domains=domains,
             )
-            eventually(fabric.watching, f"the service watching libvirt\n{service.log_tail()}")
+            eventually(
+                fabric.watching,
+                f"the service watching libvirt\n{service.log_tail()}",
+                timeout=WIRE_TIMEOUT,
+            )
             yield fabric
     finally:
         try:
@@ -192,6 +194,7 @@ def test_interfaceid_names_the_port_and_destroy_unbinds_it(fabric: LibvirtFabric
     eventually(
         lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
         "the API port unbound",
+        timeout=WIRE_TIMEOUT,
     )
     after = fabric.client.get("ports", port["id"])
     assert (after["binding"]["interface"], after["binding"]["vm_id"]) == (None, None)
@@ -217,6 +220,7 @@ def test_mac_names_the_port_of_an_ethernet_tap_the_service_attaches(
     eventually(
         lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
         "the API port unbound (it stays: it was created through the API)",
+        timeout=WIRE_TIMEOUT,
     )
 
 
@@ -230,7 +234,7 @@ def test_metadata_network_creates_a_port_that_goes_with_the_vm(fabric: LibvirtFa
     def created() -> list[dict[str, Any]]:
         return fabric.client.list("ports", vm_id=vm.uuid)
 
-    eventually(lambda: len(created()) == 1, "a port created for the VM")
+    eventually(lambda: len(created()) == 1, "a port created for the VM", timeout=WIRE_TIMEOUT)
     (port,) = created()
     assert port["origin"] == "libvirt"
     assert port["mac"] == mac
@@ -244,7 +248,7 @@ def test_metadata_network_creates_a_port_that_goes_with_the_vm(fabric: LibvirtFa
     vm.destroy()
 
     fabric.wait_gone(tap, ofport)
-    eventually(lambda: not created(), "the VM's port deleted with it")
+    eventually(lambda: not created(), "the VM's port deleted with it", timeout=WIRE_TIMEOUT)
     with pytest.raises(ApiError) as missing:
         fabric.client.get("ports", port["id"])
     assert missing.value.status == 404
@@ -266,11 +270,19 @@ def test_metadata_may_name_the_network_and_its_tenant(fabric: LibvirtFabric) -> 
         metadata=network_metadata(name="n", tenant="t"),
     )
 
-    eventually(lambda: len(fabric.client.list("ports", vm_id=named.uuid)) == 1, "a port")
+    eventually(
+        lambda: len(fabric.client.list("ports", vm_id=named.uuid)) == 1,
+        "a port",
+        timeout=WIRE_TIMEOUT,
+    )
     (port,) = fabric.client.list("ports", vm_id=named.uuid)
     assert port["network_id"] == fabric.network_id
     fabric.wait_wired(port["id"], named, named_mac, owned=True)
-    eventually(lambda: bool(fabric.vm_interfaces("unmatched")), "the ambiguous one reported")
+    eventually(
+        lambda: bool(fabric.vm_interfaces("unmatched")),
+        "the ambiguous one reported",
+        timeout=WIRE_TIMEOUT,
+    )
     (seen,) = fabric.vm_interfaces("unmatched")
     assert seen["vm_id"] == ambiguous.uuid
     assert "tenant" in seen["reason"]
@@ -284,7 +296,11 @@ def test_an_interface_matching_nothing_is_left_alone_and_reported(fabric: Libvir
 
     vm = fabric.domains.define([tap_nic(tap_name, mac)])
 
-    eventually(lambda: bool(fabric.vm_interfaces("unmatched")), "the interface reported")
+    eventually(
+        lambda: bool(fabric.vm_interfaces("unmatched")),
+        "the interface reported",
+        timeout=WIRE_TIMEOUT,
+    )
     (seen,) = fabric.vm_interfaces("unmatched")
     assert seen["vm_id"] == vm.uuid
     assert seen["mac"] == mac
@@ -300,7 +316,7 @@ def test_a_hot_plugged_nic_is_wired(fabric: LibvirtFabric) -> None:
     fabric.new_port(first_mac)
     plugged = fabric.new_port(plugged_mac)
     vm = fabric.domains.define([tap_nic(f"tvf{run_token()}", first_mac)])
-    eventually(lambda: bool(vm.taps()), "the VM running")
+    eventually(lambda: bool(vm.taps()), "the VM running", timeout=WIRE_TIMEOUT)
 
     vm.attach(tap_nic(f"tvf{run_token()}", plugged_mac))
 
@@ -329,7 +345,7 @@ def test_restarting_libvirtd_while_a_domain_starts_still_wires_it(fabric: Libvir
 
     fabric.wait_wired(port["id"], vm, mac, owned=True)
     assert "; reconnecting" in fabric.service.log_tail(400), "the watcher saw no restart"
-    eventually(fabric.watching, "the watcher connected again")
+    eventually(fabric.watching, "the watcher connected again", timeout=WIRE_TIMEOUT)
 
 
 def test_a_vm_that_died_while_libvirtd_was_down_is_unwired_after_reconnect(
@@ -351,6 +367,7 @@ def test_a_vm_that_died_while_libvirtd_was_down_is_unwired_after_reconnect(
     eventually(
         lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
         "the dead VM's port unbound",
+        timeout=WIRE_TIMEOUT,
     )
 
 
@@ -371,4 +388,5 @@ def test_events_missed_while_the_service_is_down_are_caught_up(fabric: LibvirtFa
     eventually(
         lambda: fabric.client.get("ports", old_port["id"])["binding"]["host_id"] is None,
         "the stopped VM's port unbound",
+        timeout=WIRE_TIMEOUT,
     )

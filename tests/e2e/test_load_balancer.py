@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from api.rest.auth import create_token
 from api.store.db import Database
 from lab.hosts import SimVM
 from lab.netns import in_netns
+from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
@@ -155,14 +156,6 @@ def start_connect(
         [sys.executable, "-c", _CLIENT, VIP, str(LISTENER), str(count), str(messages), str(pause)],
     )
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def eventually(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass

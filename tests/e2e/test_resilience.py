@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 
 import pytest
 
 from lab.hosts import SimVM
+from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
-
-
-def _eventually(check: Callable[[], bool], *, timeout: float = 15.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not repaired within {timeout}s: {what}")
 
 
 def _pair(fabric: Fabric, kind: str = "vxlan") -> tuple[SimVM, SimVM]:
@@ -38,7 +29,7 @@ def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
     h1 = fabric.hosts["h1"]
 
     h1.vsctl("set", "bridge", "br-int", "fail_mode=standalone")
-    _eventually(
+    eventually(
         lambda: h1.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure",
         what="fail_mode",
     )
@@ -46,10 +37,10 @@ def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
     tunnels = [p for p in h1.vsctl("list-ports", "br-int").split() if p.startswith("vx")]
     assert tunnels, "no tunnel port on h1"
     h1.vsctl("del-port", "br-int", tunnels[0])
-    _eventually(lambda: tunnels[0] in h1.vsctl("list-ports", "br-int").split(), what="tunnel port")
+    eventually(lambda: tunnels[0] in h1.vsctl("list-ports", "br-int").split(), what="tunnel port")
 
     h1.vsctl("del-br", "br-int")
-    _eventually(
+    eventually(
         lambda: a.ping("10.30.0.2", count=1, timeout=1),
         timeout=30,
         what="bridge with its ports and flows",
@@ -63,7 +54,7 @@ def test_flows_removed_by_hand_come_back(fabric: Fabric) -> None:
     before = len(h1.dump_flows("br-int"))
     h1.ofctl("del-flows", "br-int")
     assert h1.dump_flows("br-int") == []
-    _eventually(lambda: len(h1.dump_flows("br-int")) == before, what="flow table")
+    eventually(lambda: len(h1.dump_flows("br-int")) == before, what="flow table")
     assert a.ping("10.30.0.2")
 
 
@@ -71,7 +62,7 @@ def test_foreign_flow_added_by_hand_is_removed(fabric: Fabric) -> None:
     _pair(fabric)
     h1 = fabric.hosts["h1"]
     h1.ofctl("add-flow", "br-int", "table=0,priority=60000,actions=NORMAL")
-    _eventually(
+    eventually(
         lambda: not [f for f in h1.dump_flows("br-int") if "priority=60000" in f],
         what="foreign flow",
     )
@@ -83,7 +74,7 @@ def test_ovs_restart_is_rewired(fabric: Fabric) -> None:
     h2.stop_ovs()
     assert not a.ping("10.30.0.2", count=1, timeout=1)
     h2.start_ovs()
-    _eventually(
+    eventually(
         lambda: bool(a.ping("10.30.0.2", count=1, timeout=1)),
         timeout=30,
         what="forwarding after OVS restart",
@@ -129,6 +120,6 @@ def test_unreachable_host_is_reported_and_does_not_block_others(fabric: Fabric) 
         host = fabric.client.get("hosts", bad["id"])
         return host["ovsdb_connected"] is False and bool(host["last_error"])
 
-    _eventually(reported, what="ghost host status")
+    eventually(reported, what="ghost host status")
     log = fabric.service.log_tail(400)
     assert log.count("host ghost: OVSDB unreachable") == 1, log

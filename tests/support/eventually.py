@@ -13,7 +13,10 @@ DEFAULT_TIMEOUT = 15.0
 
 
 def eventually(
-    probe: Callable[[], _T], what: str, *, timeout: float = DEFAULT_TIMEOUT,
+    probe: Callable[[], _T],
+    what: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
     interval: float = 0.1,
 ) -> _T:
     """Call `probe` until it returns something truthy and return that.
