@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from controller.core.flows import Bucket
+from controller.core.pipeline.hashed_ids import unique_salted_ids
 
 GROUP_ID_MASK: Final = 0x7FFFFFFF  # 31 bits: far below OFPG_MAX, never a reserved id
 
@@ -43,14 +44,5 @@ def assign_group_ids(contents: Iterable[GroupContent]) -> dict[GroupContent, int
     later (by canonical repr) is re-hashed with the next salt, so the outcome
     depends only on the set of contents, not on the order they came in.
     """
-    ids: dict[GroupContent, int] = {}
-    taken: set[int] = set()
-    for content in sorted(set(contents), key=GroupContent.canonical):
-        salt = 0
-        group_id = group_hash(content, salt)
-        while group_id == 0 or group_id in taken:
-            salt += 1
-            group_id = group_hash(content, salt)
-        taken.add(group_id)
-        ids[content] = group_id
-    return ids
+    # NOTE: `group_hash` is looked up on every call, so a test can force collisions.
+    return unique_salted_ids(sorted(set(contents), key=GroupContent.canonical), group_hash)
