@@ -31,12 +31,8 @@ from controller.core.model import (
     Snapshot,
     StateStore,
 )
-from controller.core.pipeline.datapath import (
-    DatapathConfig,
-    PipelineError,
-    compute_datapath,
-    tunnel_interface_name,
-)
+from controller.core.pipeline import DatapathConfig, PipelineError, compute_datapath
+from controller.core.pipeline.context import tunnel_interface_name
 from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
 from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbConflict, OvsdbUnavailable
 from controller.reconcile import DatapathSync

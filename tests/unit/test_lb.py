@@ -42,15 +42,10 @@ from controller.core.model import (
     PortSpec,
     Snapshot,
 )
-from controller.core.pipeline.datapath import (
-    TABLE_LB_CT,
-    TABLE_LB_REWRITE,
-    DatapathConfig,
-    compute_datapath,
-    network_metadata,
-    tunnel_interface_name,
-)
+from controller.core.pipeline import DatapathConfig, compute_datapath
+from controller.core.pipeline.context import network_metadata, tunnel_interface_name
 from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, conntrack_zones, vip_mac
+from controller.core.pipeline.tables import TABLE_LB_CT, TABLE_LB_REWRITE
 from tests.support.flowsim import FlowSimulator, fixed_state
 
 pytestmark = pytest.mark.unit

@@ -37,19 +37,18 @@ from controller.core.flows import (
     match,
 )
 from controller.core.model import DatapathView, HostSpec, NetworkSpec, PortSpec, Snapshot
+from controller.core.pipeline import DatapathConfig, PipelineError, compute_datapath
 from controller.core.pipeline import groups as pipeline_groups
-from controller.core.pipeline.datapath import (
+from controller.core.pipeline.context import network_metadata, tunnel_interface_name
+from controller.core.pipeline.tables import (
+    ORIGIN_REMOTE,
+    REG_ORIGIN,
     TABLE_ARP_RESPONDER,
     TABLE_CLASSIFY,
     TABLE_L2_FORWARD,
     TABLE_PORT_SECURITY,
-    DatapathConfig,
-    PipelineError,
-    compute_datapath,
-    network_metadata,
-    tunnel_interface_name,
+    check_flow,
 )
-from controller.core.pipeline.tables import check_flow
 from tests.support.flowsim import Emitted, FlowSimulator, simulate
 
 pytestmark = pytest.mark.unit
@@ -305,8 +304,12 @@ def test_no_path_to_other_hosts_without_uplink_or_tunnel() -> None:
     assert {e.port for e in sim.emitted(unicast(BLUE1, BLUE_C))} == {OFPORT[BLUE2], TUNNEL_B}
     # Nothing can arrive for red from other hosts any more: no remote-origin flows for it.
     config = compute_datapath(fabric(), view)
-    assert flows_matching(config, metadata=network_metadata(RED), reg5=2) == []
-    assert flows_matching(config, metadata=network_metadata(BLUE), reg5=2) != []
+    assert (
+        flows_matching(config, metadata=network_metadata(RED), **{REG_ORIGIN: ORIGIN_REMOTE}) == []
+    )
+    assert (
+        flows_matching(config, metadata=network_metadata(BLUE), **{REG_ORIGIN: ORIGIN_REMOTE}) != []
+    )
 
 
 def flows_matching(config: DatapathConfig, **fields: int) -> list[Flow]:

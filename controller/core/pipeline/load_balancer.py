@@ -1,6 +1,6 @@
 """L4 load balancers in the data plane: pure flow and group builders.
 
-Called from the pipeline's extension point. Every host with a local port in a
+Every host with a local port in a
 load balancer's network balances that network's VIP connections itself (like
 OVN's logical-switch load balancer); backends on other hosts are reached over
 the normal VLAN/VXLAN paths. The walk of a packet:
@@ -25,7 +25,7 @@ answers ARP from flows with a virtual MAC derived from (network, VIP).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -53,7 +53,11 @@ from controller.core.flows import (
     match,
 )
 from controller.core.model import LoadBalancerSpec, Snapshot
-from controller.core.pipeline.datapath import (
+from controller.core.pipeline.arp_responder import arp_reply_actions
+from controller.core.pipeline.context import BoundPort, DatapathContext, LocalNetwork
+from controller.core.pipeline.groups import GroupContent
+from controller.core.pipeline.hashed_ids import unique_salted_ids
+from controller.core.pipeline.tables import (
     ORIGIN_LOCAL,
     REG_ORIGIN,
     TABLE_ARP_RESPONDER,
@@ -62,12 +66,7 @@ from controller.core.pipeline.datapath import (
     TABLE_LB_CT,
     TABLE_LB_REPLY,
     TABLE_LB_REWRITE,
-    BoundPort,
-    DatapathContext,
-    LocalNetwork,
-    arp_reply_actions,
 )
-from controller.core.pipeline.groups import GroupContent
 
 # Health probes leave the switch from VIP:port with a source port in this range,
 # so their answers (to the VIP, destination port in the range) can be told
@@ -105,20 +104,13 @@ def conntrack_zones(metadatas: set[int] | frozenset[int]) -> dict[int, int]:
     the next salt, so the result depends only on the set. Zone 0 (the default zone
     of untracked traffic elsewhere) is never used.
     """
-    zones: dict[int, int] = {}
-    taken: set[int] = set()
-    for metadata in sorted(metadatas):
-        salt = 0
-        while True:
-            data = f"{salt}|{metadata}".encode()
-            digest = hashlib.blake2b(data, digest_size=4, person=b"ovs-fabric-ctz").digest()
-            zone = int.from_bytes(digest, "big") & ((1 << _ZONE_BITS) - 1)
-            if zone != 0 and zone not in taken:
-                break
-            salt += 1
-        taken.add(zone)
-        zones[metadata] = zone
-    return zones
+    return unique_salted_ids(sorted(metadatas), _zone_hash)
+
+
+def _zone_hash(metadata: int, salt: int) -> int:
+    data = f"{salt}|{metadata}".encode()
+    digest = hashlib.blake2b(data, digest_size=4, person=b"ovs-fabric-ctz").digest()
+    return int.from_bytes(digest, "big") & ((1 << _ZONE_BITS) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +140,17 @@ class LocalLoadBalancer:
         return tuple(b for b in self.backends if b.healthy and b.owner is not None)
 
 
-def _owner(net: LocalNetwork, ip: int, port_id: str | None) -> BoundPort | None:
-    # A backend named by port must be that port; an IP-only backend is reachable
-    # only if some bound port of the network holds the IP (its MAC is needed).
-    for port in net.bound_ports:
+def backend_owner(
+    bound_ports: Iterable[BoundPort], ip: int, port_id: str | None
+) -> BoundPort | None:
+    """The bound port holding a backend's address; None: the backend is unreachable.
+
+    A backend named by port must be that port; an IP-only backend is reachable
+    only if some bound port of the network holds the IP (its MAC is needed). Of
+    two ports claiming the address, the first in `bound_ports` order wins. The
+    health checks ask the same question, so they probe the port the flows use.
+    """
+    for port in bound_ports:
         if port_id is not None and port.id != port_id:
             continue
         if ip in port.ipv4s:
@@ -175,7 +174,7 @@ def local_load_balancers(snapshot: Snapshot, ctx: DatapathContext) -> tuple[Loca
                         port=b.port,
                         weight=b.weight,
                         healthy=b.healthy,
-                        owner=_owner(net, ip_to_int(b.ip), b.port_id),
+                        owner=backend_owner(net.bound_ports, ip_to_int(b.ip), b.port_id),
                     )
                     for b in spec.backends
                 ),
@@ -383,6 +382,7 @@ __all__ = [
     "LocalLoadBalancer",
     "ResolvedBackend",
     "backend_group",
+    "backend_owner",
     "conntrack_zones",
     "load_balancer_flows",
     "load_balancer_groups",

@@ -1,11 +1,21 @@
-"""The integration bridge's tables, declared as data, and the check every flow must pass.
+"""The integration bridge's tables and registers, declared as data, and the check every
+flow must pass.
 
 Each table says which fields its flows may match, which fields every non-default
 flow must match (the network's metadata in the forwarding tables, so no flow can
-carry a frame from one network into another) and where its flows may continue.
-`check_flow` enforces that, plus the OpenFlow match prerequisites a switch would
-otherwise reject with OFPBMC_BAD_PREREQ, so a pipeline bug fails in a unit test
-instead of on a switch.
+carry a frame from one network into another), which fields its actions may write,
+where its flows may continue and what happens to a frame no flow matches (its
+table-miss flow is generated from that, as in Faucet's `valve_table.py`).
+`check_flow` enforces the declaration, plus the OpenFlow match prerequisites a
+switch would otherwise reject with OFPBMC_BAD_PREREQ, so a pipeline bug fails in a
+unit test instead of on a switch.
+
+Pipeline state carried between tables:
+- metadata: the network's identity across the fabric (`context.network_metadata`);
+  every forwarding flow matches it, so frames never cross networks.
+- REG_ORIGIN: where the frame came from (ORIGIN_LOCAL: a VM port on this host,
+  ORIGIN_REMOTE: the VLAN uplink or a VXLAN tunnel).
+- LB_REGISTERS: left to the load balancer; no flow reads or writes them yet.
 """
 
 from __future__ import annotations
@@ -19,10 +29,13 @@ from controller.core.flows import (
     IP_PROTO_ICMP,
     IP_PROTO_TCP,
     IP_PROTO_UDP,
+    Action,
     Ct,
     Flow,
     Group,
+    RegMove,
     Resubmit,
+    SetField,
 )
 
 TABLE_CLASSIFY: Final = 0
@@ -34,6 +47,13 @@ TABLE_LB_CT: Final = 4  # after conntrack on the way to a VIP: pick a backend or
 TABLE_LB_REWRITE: Final = 5  # a NATed packet toward a backend gets the backend's MAC
 TABLE_LB_REPLY: Final = 6  # after conntrack on a backend's reply: the VIP's MAC as source
 TABLE_L2_FORWARD: Final = 8
+
+REG_ORIGIN: Final = "reg5"
+ORIGIN_LOCAL: Final = 1
+ORIGIN_REMOTE: Final = 2
+LB_REGISTERS: Final = ("reg6", "reg7")
+
+PRIORITY_TABLE_MISS: Final = 0
 
 
 class PipelineError(ValueError):
@@ -50,14 +70,17 @@ class TableDecl:
     next_tables: frozenset[int] = frozenset()
     # Fields every flow except the table-miss (priority 0, empty match) must match.
     required_fields: frozenset[str] = frozenset()
+    # Fields its actions (set_field, reg_move) may write.
+    set_fields: frozenset[str] = frozenset()
+    # A frame no flow matches continues here; None: it is dropped.
+    miss_goto: int | None = None
 
 
 _LB_FIELDS: Final = frozenset(
     {
         "metadata",
-        "reg5",
-        "reg6",
-        "reg7",
+        REG_ORIGIN,
+        *LB_REGISTERS,
         "eth_src",
         "eth_dst",
         "eth_type",
@@ -84,6 +107,8 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         # on the client's host.
         next_tables=frozenset({TABLE_PORT_SECURITY, TABLE_LB, TABLE_L2_FORWARD}),
         required_fields=frozenset({"in_port"}),
+        set_fields=frozenset({REG_ORIGIN}),
+        # Anything unknown (port, VLAN, VNI) is dropped.
     ),
     TableDecl(
         name="port_security",
@@ -102,6 +127,8 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         ),
         next_tables=frozenset({TABLE_ARP_RESPONDER}),
         required_fields=frozenset({"in_port"}),
+        # A spoofed source, or a protocol other than ARP/IPv4 from a port with
+        # addresses, is dropped.
     ),
     TableDecl(
         name="arp_responder",
@@ -109,6 +136,11 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         match_fields=frozenset({"metadata", "eth_src", "eth_type", "arp_op", "arp_tpa"}),
         next_tables=frozenset({TABLE_LB}),
         required_fields=frozenset({"metadata", "eth_type", "arp_op"}),
+        # The request is turned into the reply in place.
+        set_fields=frozenset(
+            {"eth_src", "eth_dst", "arp_op", "arp_sha", "arp_tha", "arp_spa", "arp_tpa"}
+        ),
+        miss_goto=TABLE_LB,
     ),
     TableDecl(
         name="lb",
@@ -116,6 +148,7 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         match_fields=_LB_FIELDS,
         next_tables=frozenset({TABLE_LB, TABLE_LB_CT, TABLE_LB_REPLY, TABLE_L2_FORWARD}),
         required_fields=frozenset({"metadata"}),
+        miss_goto=TABLE_L2_FORWARD,
     ),
     TableDecl(
         name="lb_ct",
@@ -124,6 +157,7 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         # ct(commit, nat, table=lb_rewrite) runs in the select group's buckets.
         next_tables=frozenset({TABLE_LB_REWRITE}),
         required_fields=frozenset({"metadata", "ct_state"}),
+        # Untracked or invalid on the way to a VIP: dropped.
     ),
     TableDecl(
         name="lb_rewrite",
@@ -131,6 +165,8 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         match_fields=_LB_FIELDS,
         next_tables=frozenset({TABLE_L2_FORWARD}),
         required_fields=frozenset({"metadata", "ipv4_dst"}),
+        set_fields=frozenset({"eth_dst"}),
+        # Toward a backend this host cannot address: dropped.
     ),
     TableDecl(
         name="lb_reply",
@@ -138,12 +174,18 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         match_fields=_LB_FIELDS,
         next_tables=frozenset({TABLE_L2_FORWARD}),
         required_fields=frozenset({"metadata", "ipv4_src"}),
+        set_fields=frozenset({"eth_src"}),
+        # A reply nobody NATed (e.g. on the backend's own host): forwarded as it is.
+        miss_goto=TABLE_L2_FORWARD,
     ),
     TableDecl(
         name="l2_forward",
         id=TABLE_L2_FORWARD,
-        match_fields=frozenset({"metadata", "reg5", "eth_dst"}),
+        match_fields=frozenset({"metadata", REG_ORIGIN, "eth_dst"}),
         required_fields=frozenset({"metadata"}),
+        # Toward the uplink (tagged) or a tunnel (with the VNI).
+        set_fields=frozenset({"vlan_vid", "tunnel_id"}),
+        # A frame of no local network: dropped.
     ),
 )
 
@@ -166,8 +208,23 @@ _PREREQUISITES: Final[dict[str, tuple[str, frozenset[int]]]] = {
 }
 
 
+def table_miss_flows() -> tuple[Flow, ...]:
+    """The lowest-priority flow of every table, as its declaration says."""
+    return tuple(
+        Flow(table.id, PRIORITY_TABLE_MISS, goto_table=table.miss_goto) for table in PIPELINE
+    )
+
+
 def _is_table_miss(flow: Flow) -> bool:
-    return flow.priority == 0 and not flow.match.fields
+    return flow.priority == PRIORITY_TABLE_MISS and not flow.match.fields
+
+
+def _written_field(action: Action) -> str | None:
+    if isinstance(action, SetField):
+        return action.field
+    if isinstance(action, RegMove):
+        return action.dst
+    return None
 
 
 def check_flow(flow: Flow) -> None:
@@ -194,6 +251,9 @@ def check_flow(flow: Flow) -> None:
         if flow.goto_table <= flow.table:
             raise PipelineError(f"goto_table must point to a later table: {flow!r}")
     for action in flow.actions:
+        written = _written_field(action)
+        if written is not None and written not in table.set_fields:
+            raise PipelineError(f"table {table.name} does not allow writing {written}: {flow!r}")
         target = action.table if isinstance(action, Ct | Resubmit) else None
         if target is not None and target not in table.next_tables | {table.id}:
             raise PipelineError(

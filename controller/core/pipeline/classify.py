@@ -1,0 +1,58 @@
+"""Table classify: which port and network a frame comes from.
+
+A VM port's frames must come untagged from its own MAC; the uplink's must carry
+a known VLAN, a tunnel's a known VNI. The frame gets its network's metadata and
+its origin (REG_ORIGIN). Remote frames skip port security and the ARP responder:
+they go straight to the lb table, where a load balancer's replies are un-NATed.
+Anything else falls to the table miss and is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from controller.core.flows import VLAN_NONE, VLAN_PRESENT, Action, Flow, PopVlan, SetField, match
+from controller.core.pipeline.context import DatapathContext, ofport_of
+from controller.core.pipeline.paths import ingress_ofports
+from controller.core.pipeline.tables import (
+    ORIGIN_LOCAL,
+    ORIGIN_REMOTE,
+    REG_ORIGIN,
+    TABLE_CLASSIFY,
+    TABLE_LB,
+    TABLE_PORT_SECURITY,
+)
+
+__all__ = ["classify_flows"]
+
+METADATA_MASK: Final = (1 << 64) - 1
+PRIORITY_PORT: Final = 100  # a known port / VLAN / VNI
+
+
+def classify_flows(ctx: DatapathContext) -> Iterator[Flow]:
+    for net in ctx.networks:
+        for port in net.local_ports:
+            yield Flow(
+                TABLE_CLASSIFY,
+                PRIORITY_PORT,
+                match(in_port=ofport_of(port), eth_src=port.mac, vlan_vid=VLAN_NONE),
+                actions=(SetField(REG_ORIGIN, ORIGIN_LOCAL),),
+                goto_table=TABLE_PORT_SECURITY,
+                write_metadata=(net.metadata, METADATA_MASK),
+            )
+        for ofport in ingress_ofports(ctx, net):
+            if net.spec.type == "vlan":
+                segment = match(in_port=ofport, vlan_vid=VLAN_PRESENT | net.spec.segmentation_id)
+                entry: tuple[Action, ...] = (PopVlan(), SetField(REG_ORIGIN, ORIGIN_REMOTE))
+            else:
+                segment = match(in_port=ofport, tunnel_id=net.spec.segmentation_id)
+                entry = (SetField(REG_ORIGIN, ORIGIN_REMOTE),)
+            yield Flow(
+                TABLE_CLASSIFY,
+                PRIORITY_PORT,
+                segment,
+                actions=entry,
+                goto_table=TABLE_LB,
+                write_metadata=(net.metadata, METADATA_MASK),
+            )
