@@ -47,20 +47,17 @@ from lab.netns import (
     in_netns,
     list_netns,
     netns_exists,
-    poll_until,
-    process_alive,
-    process_cmdline,
+    pid_running_from,
     process_start_ticks,
-    read_pidfile,
     run,
     send_raw_frame,
     stop_processes,
     wait_link_up,
 )
+from lab.ovs_daemons import OVS_SCHEMA, OvsDaemons
 
 log = logging.getLogger(__name__)
 
-OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 LAB_REGISTRY = Path("/run/ovs-fabric/labs")
 WORKDIR_STEM = "ovs-fabric-lab-"
 # RFC 2544 benchmarking range: never routed, never someone else's address.
@@ -70,7 +67,6 @@ TRUNK_BRIDGE = "tr"
 HOST_UNDERLAY_IF = "ul0"
 HOST_UPLINK_IF = "trunk0"
 VM_IF = "eth0"
-READY_TIMEOUT = 15.0
 IFNAMSIZ = 15
 
 REQUIRED_TOOLS = (
@@ -182,22 +178,11 @@ def _own_start_ticks() -> int:
 
 
 def _daemons_of(workdir: Path) -> list[int]:
-    """Live processes named by pidfiles under workdir that really run from it.
-
-    The command line check guards against a pid reused by an unrelated process.
-    """
+    """Live processes named by pidfiles under workdir that really run from it."""
     if not workdir.is_dir():
         return []
-    pids: list[int] = []
-    for pidfile in workdir.rglob("*.pid"):
-        pid = read_pidfile(pidfile)
-        if (
-            pid is not None
-            and process_alive(pid)
-            and any(str(workdir) in arg for arg in process_cmdline(pid))
-        ):
-            pids.append(pid)
-    return pids
+    pids = [pid_running_from(pidfile, workdir) for pidfile in workdir.rglob("*.pid")]
+    return [pid for pid in pids if pid is not None]
 
 
 def _dismantle(record: _LabRecord) -> list[str]:
@@ -581,6 +566,7 @@ class SimHost:
         self.tunnel = tunnel
         self.uplink = uplink
         self.vms: dict[str, SimVM] = {}
+        self.ovs = OvsDaemons(rundir, netns=netns, name=name)
         self._underlay_ready = False
 
     # -- identity
@@ -591,16 +577,16 @@ class SimHost:
 
     @property
     def db_path(self) -> Path:
-        return self.rundir / "conf.db"
+        return self.ovs.db_path
 
     @property
     def ovsdb_remote(self) -> str:
         """Reachable from any namespace, the root one included."""
-        return f"unix:{self.rundir / 'db.sock'}"
+        return self.ovs.remote
 
     def mgmt_target(self, bridge: str = "br-int") -> str:
         """The bridge's OpenFlow management socket, for ovs-ofctl."""
-        return f"unix:{self.rundir / f'{bridge}.mgmt'}"
+        return self.ovs.mgmt_target(bridge)
 
     @property
     def facts(self) -> HostFacts:
@@ -652,7 +638,7 @@ class SimHost:
         return word in self.vsctl("list-br").split()
 
     def appctl(self, *args: str, target: Literal["vswitchd", "ovsdb"] = "vswitchd") -> str:
-        return run(["ovs-appctl", "-t", str(self.rundir / f"{target}.ctl"), *args]).stdout
+        return run(["ovs-appctl", "-t", str(self.ovs.ctl(target)), *args]).stdout
 
     def dump_flows(self, bridge: str = "br-int", *, stats: bool = False) -> list[str]:
         """Flow lines of the bridge, without counters unless `stats`."""
@@ -676,63 +662,16 @@ class SimHost:
 
     # -- OVS lifecycle
 
-    def _pidfile(self, daemon: str) -> Path:
-        return self.rundir / f"{daemon}.pid"
-
-    def _daemon_pid(self, daemon: str) -> int | None:
-        pid = read_pidfile(self._pidfile(daemon))
-        if pid is None or not process_alive(pid):
-            return None
-        # A stale pidfile may name a reused pid: trust it only if it runs from our rundir.
-        if not any(str(self.rundir) in arg for arg in process_cmdline(pid)):
-            return None
-        return pid
-
     @property
     def ovs_running(self) -> bool:
-        return self._daemon_pid("ovsdb") is not None and self._daemon_pid("vswitchd") is not None
-
-    def _answers(self, daemon: Literal["vswitchd", "ovsdb"]) -> bool:
-        ctl = self.rundir / f"{daemon}.ctl"
-        return run(["ovs-appctl", "-t", str(ctl), "version"], check=False,
-                   timeout=READY_TIMEOUT).returncode == 0
+        return self.ovs.running
 
     def start_ovs(self) -> None:
         """Start ovsdb-server and ovs-vswitchd on the existing conf.db (idempotent)."""
         self.lab._check_open()
         if not self.db_path.exists():
             raise LabError(f"{self.db_path} does not exist")
-        if self._daemon_pid("ovsdb") is None:
-            self._remove_stale_sockets("db.sock", "ovsdb.ctl")
-            run(in_netns(self.netns, [
-                "ovsdb-server",
-                f"--remote=punix:{self.rundir / 'db.sock'}",
-                # Lets `ovs-vsctl set-manager` open more remotes, as on a real host.
-                "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
-                f"--pidfile={self._pidfile('ovsdb')}",
-                f"--unixctl={self.rundir / 'ovsdb.ctl'}",
-                f"--log-file={self.rundir / 'ovsdb.log'}",
-                "-vconsole:off", "--detach", str(self.db_path),
-            ]))
-            poll_until(lambda: self._answers("ovsdb"), timeout=READY_TIMEOUT,
-                       what=f"ovsdb-server of {self.name}")
-        self.vsctl("--no-wait", "init")
-        if self._daemon_pid("vswitchd") is None:
-            self._remove_stale_sockets("vswitchd.ctl", "*.mgmt", "*.snoop")
-            # OVS_RUNDIR keeps the bridges' .mgmt sockets (and the only directory
-            # vswitchd accepts unix: controllers from) inside this host's rundir.
-            env = {**os.environ, "OVS_RUNDIR": str(self.rundir)}
-            run(in_netns(self.netns, [
-                "ovs-vswitchd", f"unix:{self.rundir / 'db.sock'}",
-                f"--pidfile={self._pidfile('vswitchd')}",
-                f"--unixctl={self.rundir / 'vswitchd.ctl'}",
-                f"--log-file={self.rundir / 'vswitchd.log'}",
-                "-vconsole:off", "--detach",
-            ]), env=env)
-            # With --detach, vswitchd lets the command return only once it has
-            # applied the initial database: bridges recorded there exist again.
-            poll_until(lambda: self._answers("vswitchd"), timeout=READY_TIMEOUT,
-                       what=f"ovs-vswitchd of {self.name}")
+        self.ovs.start()
         if self._underlay_ready:
             self._address_underlay()
 
@@ -742,23 +681,14 @@ class SimHost:
         Configuration stays in conf.db and the devices OVS created (br-phy's
         tap with its address) survive, as on a real host; flows are lost.
         """
-        for daemon in ("vswitchd", "ovsdb"):
-            pid = self._daemon_pid(daemon)
-            if pid is not None:
-                stop_processes([pid], hard=hard)
-
-    def _remove_stale_sockets(self, *patterns: str) -> None:
-        # Only called when the owning daemon is not running.
-        for pattern in patterns:
-            for path in self.rundir.glob(pattern):
-                path.unlink(missing_ok=True)
+        self.ovs.stop(hard=hard)
 
     # -- provisioning
 
     def _provision(self) -> None:
         self.lab._create_netns(self.netns)
         self.rundir.mkdir(parents=True)
-        run(["ovsdb-tool", "create", str(self.db_path), str(OVS_SCHEMA)])
+        self.ovs.create_db()
         self.start_ovs()
         if self.tunnel is not None:
             self._connect_underlay()

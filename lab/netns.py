@@ -191,6 +191,20 @@ def read_pidfile(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def pid_running_from(pidfile: Path, directory: Path) -> int | None:
+    """The live process `pidfile` names, if its command line mentions `directory`.
+
+    The command line check guards against a stale pidfile naming a pid reused
+    by an unrelated process.
+    """
+    pid = read_pidfile(pidfile)
+    if pid is None or not process_alive(pid):
+        return None
+    if not any(str(directory) in arg for arg in process_cmdline(pid)):
+        return None
+    return pid
+
+
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)

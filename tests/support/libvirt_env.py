@@ -21,23 +21,24 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from lab.netns import poll_until, process_alive, read_pidfile, stop_processes
+from lab.netns import run as netns_run
+from lab.ovs_daemons import OvsDaemons
+
 OVS_RUNDIR = Path("/var/run/openvswitch")
 OVS_DB_SOCK = OVS_RUNDIR / "db.sock"
 OVSDB_REMOTE = f"unix:{OVS_DB_SOCK}"
 LIBVIRT_URI = "qemu:///system"
 FABRIC_XMLNS = "https://ovs-fabric.dev/xmlns/1"
-VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")  # libvirt keeps one log per domain name
 # Bounds how long we wait for a daemon or VM to appear or vanish; never a speed assertion.
@@ -48,19 +49,12 @@ class EnvironmentRefused(RuntimeError):
     """The machine is not in a state these tests may take over."""
 
 
-def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+def run(argv: list[str], *, timeout: float = 60) -> str:
+    return netns_run(argv, timeout=timeout).stdout
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = DAEMON_WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    poll_until(condition, timeout=timeout, what=what)
 
 
 def run_token() -> str:
@@ -75,8 +69,8 @@ class LocalOvs:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self._ovsdb_pidfile = workdir / "ovsdb.pid"
-        self._vswitchd_pidfile = workdir / "vswitchd.pid"
+        # No OVS_RUNDIR of its own: bridges' management sockets go to /var/run/openvswitch.
+        self.daemons = OvsDaemons(workdir, db_sock=OVS_DB_SOCK, mgmt_dir=OVS_RUNDIR)
         self._created_rundir = False
         self._started = False
 
@@ -86,32 +80,8 @@ class LocalOvs:
             OVS_RUNDIR.mkdir(parents=True)
             self._created_rundir = True
         self._started = True
-        db = self.workdir / "conf.db"
-        run(["ovsdb-tool", "create", str(db), str(VSWITCH_SCHEMA)])
-        run(
-            [
-                "ovsdb-server",
-                f"--remote=punix:{OVS_DB_SOCK}",
-                f"--pidfile={self._ovsdb_pidfile}",
-                f"--unixctl={self.workdir / 'ovsdb.ctl'}",
-                f"--log-file={self.workdir / 'ovsdb.log'}",
-                "--detach",
-                str(db),
-            ]
-        )
-        wait_for(OVS_DB_SOCK.exists, "ovsdb-server socket")
-        self.vsctl("--no-wait", "init")
-        # No OVS_RUNDIR: bridges' management sockets go to /var/run/openvswitch.
-        run(
-            [
-                "ovs-vswitchd",
-                OVSDB_REMOTE,
-                f"--pidfile={self._vswitchd_pidfile}",
-                f"--unixctl={self.workdir / 'vswitchd.ctl'}",
-                f"--log-file={self.workdir / 'vswitchd.log'}",
-                "--detach",
-            ]
-        )
+        self.daemons.create_db()
+        self.daemons.start()
 
     def _refuse_if_running(self) -> None:
         if OVS_DB_SOCK.exists():
@@ -125,7 +95,7 @@ class LocalOvs:
             OVS_DB_SOCK.unlink()  # left behind by a killed server
         for pidfile in OVS_RUNDIR.glob("*.pid"):
             with contextlib.suppress(ValueError, OSError):
-                if _alive(int(pidfile.read_text().strip())):
+                if process_alive(int(pidfile.read_text().strip())):
                     raise EnvironmentRefused(
                         f"{pidfile} names a running process; stop that OVS first"
                     )
@@ -136,8 +106,7 @@ class LocalOvs:
             return
         self._started = False
         try:
-            _kill_from_pidfile(self._vswitchd_pidfile)
-            _kill_from_pidfile(self._ovsdb_pidfile)
+            self.daemons.stop()
         finally:
             for leftover in (OVS_DB_SOCK, *OVS_RUNDIR.glob("*.mgmt"), *OVS_RUNDIR.glob("*.snoop")):
                 leftover.unlink(missing_ok=True)
@@ -224,7 +193,7 @@ class LibvirtDaemons:
         if not _process_running("virtlogd"):
             run(["virtlogd", "-d", "-p", str(self._virtlogd_pidfile)])
             self.owns_virtlogd = True
-            wait_for(lambda: _pid_from(self._virtlogd_pidfile) is not None, "virtlogd")
+            wait_for(lambda: read_pidfile(self._virtlogd_pidfile) is not None, "virtlogd")
         if not _process_running("libvirtd"):
             self.owns_libvirtd = True
             self.start_libvirtd()
@@ -254,7 +223,7 @@ class LibvirtDaemons:
                 f'&& exec libvirtd -d -p "{self._libvirtd_pidfile}"',
             ]
         )
-        wait_for(lambda: _pid_from(self._libvirtd_pidfile) is not None, "libvirtd pid file")
+        wait_for(lambda: read_pidfile(self._libvirtd_pidfile) is not None, "libvirtd pid file")
         wait_for(self.answers, "libvirtd to answer")
 
     def stop_libvirtd(self) -> None:
@@ -337,7 +306,7 @@ class Domain:
         return self.virsh("domstate", self.name).strip() == "running"
 
     def qemu_pid(self) -> int:
-        pid = _pid_from(Path("/run/libvirt/qemu") / f"{self.name}.pid")
+        pid = read_pidfile(Path("/run/libvirt/qemu") / f"{self.name}.pid")
         if pid is None:
             raise RuntimeError(f"{self.name} has no QEMU process")
         return pid
@@ -437,37 +406,11 @@ def _answers(path: Path) -> bool:
 def _process_running(name: str) -> bool:
     found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
     # A daemon that just exited may linger as a zombie until init reaps it.
-    return any(_alive(int(pid)) for pid in found.split())
-
-
-def _pid_from(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return any(process_alive(int(pid)) for pid in found.split())
 
 
 def _kill_from_pidfile(pidfile: Path) -> None:
-    pid = _pid_from(pidfile)
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        try:
-            wait_for(lambda: not _alive(pid), f"process {pid} to exit", timeout=15)
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _alive(pid), f"process {pid} to die", timeout=15)
+    pid = read_pidfile(pidfile)
+    if pid is not None:
+        stop_processes([pid], grace=15)
     pidfile.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -1,15 +1,15 @@
-"""A throwaway ovsdb-server + ovs-vswitchd pair in a temporary run directory.
+"""A throwaway switch for the tests: one OVS (lab.ovs_daemons) in a temporary run directory.
 
-ovsdb-server runs in the root network namespace with its own database and
-unix socket (reachable from anywhere). ovs-vswitchd by default runs in a
-private network namespace created for it: with the userspace (`netdev`)
-datapath every vswitchd owns a tap device literally named `ovs-netdev`, plus
-one tap per bridge, in its namespace. Two vswitchds in one namespace fight
-over that name and the loser's bridges fail to come up ("creating tap device
-failed: Device or resource busy"), so side-by-side instances (and other
-engineers' OVS in the root namespace) need separate namespaces. Pass
-`isolated=False` only where one vswitchd must live in the root namespace
-(libvirt's taps appear there); then no other root-namespace vswitchd may run.
+By default both daemons run in a private network namespace created for them:
+with the userspace (`netdev`) datapath every vswitchd owns a tap device
+literally named `ovs-netdev`, plus one tap per bridge, in its namespace. Two
+vswitchds in one namespace fight over that name and the loser's bridges fail to
+come up ("creating tap device failed: Device or resource busy"), so
+side-by-side instances (and other engineers' OVS in the root namespace) need
+separate namespaces. The database socket is a unix socket, reachable from any
+namespace. Pass `isolated=False` only where one vswitchd must live in the root
+namespace (libvirt's taps appear there); then no other root-namespace vswitchd
+may run.
 
 Interfaces that vswitchd should open (an uplink, a VM's veth end) must exist
 in its namespace: use `instance.veth_pair()` (this kernel has no `dummy` link type).
@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
-# Bounds only how long we wait for a daemon to appear or vanish; no test asserts speed.
-_DAEMON_WAIT_S = 15.0
+from lab.netns import create_netns, delete_netns, in_netns, run
+from lab.ovs_daemons import OvsDaemons
 
 
 def unique_name(prefix: str) -> str:
@@ -44,90 +39,55 @@ class OvsInstance:
 
     def __init__(self, rundir: Path, netns: str | None) -> None:
         self.rundir = rundir
-        self.netns = netns  # vswitchd's namespace; None: the root namespace
-        self.db_path = rundir / "conf.db"
-        self.db_sock = rundir / "db.sock"
-        self._ovsdb_pidfile = rundir / "ovsdb.pid"
-        self._vswitchd_pidfile = rundir / "vswitchd.pid"
+        self.netns = netns  # the daemons' namespace; None: the root namespace
+        self.daemons = OvsDaemons(rundir, netns=netns)
+        self.db_path = self.daemons.db_path
+        self.db_sock = self.daemons.db_sock
 
     @property
     def remote(self) -> str:
-        return f"unix:{self.db_sock}"
+        return self.daemons.remote
 
     # ---- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         if self.netns is not None:
-            _run(["ip", "netns", "add", self.netns])
-            self.in_netns("ip", "link", "set", "lo", "up")
-        _run(["ovsdb-tool", "create", str(self.db_path), str(VSWITCH_SCHEMA)])
-        self.start_ovsdb()
-        self.vsctl("--no-wait", "init")
-        self.in_netns(
-            "ovs-vswitchd",
-            self.remote,
-            f"--pidfile={self._vswitchd_pidfile}",
-            f"--unixctl={self.rundir / 'vswitchd.ctl'}",
-            f"--log-file={self.rundir / 'vswitchd.log'}",
-            "--detach",
-            env={**os.environ, "OVS_RUNDIR": str(self.rundir)},
-        )
+            create_netns(self.netns)
+        self.daemons.create_db()
+        self.daemons.start()
 
     def start_ovsdb(self) -> None:
-        """Start (or restart) ovsdb-server on this instance's database file."""
-        _run(
-            [
-                "ovsdb-server",
-                f"--remote=punix:{self.db_sock}",
-                f"--pidfile={self._ovsdb_pidfile}",
-                f"--unixctl={self.rundir / 'ovsdb.ctl'}",
-                f"--log-file={self.rundir / 'ovsdb.log'}",
-                "--detach",
-                str(self.db_path),
-            ]
-        )
-        _wait_for(self.db_sock.exists, "ovsdb-server socket")
+        """Start ovsdb-server again on this instance's database file (after `kill_ovsdb`)."""
+        self.daemons.start_ovsdb()
 
     def kill_ovsdb(self) -> None:
         """Kill ovsdb-server abruptly (SIGKILL), as a crash would."""
-        _kill_from_pidfile(self._ovsdb_pidfile, signal.SIGKILL)
-        # A killed server leaves its socket behind; remove it so a restart can bind.
-        self.db_sock.unlink(missing_ok=True)
+        self.daemons.stop_ovsdb(hard=True)
 
     def stop(self) -> None:
         """Stop both daemons, delete the namespace and run directory; safe to repeat."""
         try:
-            vswitchd = _pid_from(self._vswitchd_pidfile)
-            # --cleanup removes the datapath and its tap devices, which would
-            # otherwise outlive vswitchd (OVS makes them persistent).
-            subprocess.run(
-                ["ovs-appctl", "-t", str(self.rundir / "vswitchd.ctl"), "exit", "--cleanup"],
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
-            if vswitchd is not None:
-                _terminate(vswitchd, signal.SIGTERM)
-            ovsdb = _pid_from(self._ovsdb_pidfile)
-            if ovsdb is not None:
-                _terminate(ovsdb, signal.SIGTERM)
+            # The datapath's taps would otherwise outlive vswitchd (OVS makes them
+            # persistent), in the root namespace when not isolated.
+            self.daemons.stop(cleanup_datapath=True)
         finally:
             try:
                 if self.netns is not None:
                     # Deleting the namespace destroys every virtual device left in it.
-                    subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+                    delete_netns(self.netns)
             finally:
                 shutil.rmtree(self.rundir, ignore_errors=True)
 
     # ---- the operator's view, independent of the code under test ------------
 
     def vsctl(self, *args: str) -> str:
-        return _run(["ovs-vsctl", f"--db={self.remote}", "--timeout=10", *args])
+        return run(["ovs-vsctl", f"--db={self.remote}", "--timeout=10", *args]).stdout
 
     def ofctl(self, command: str, bridge: str, *args: str) -> str:
         """ovs-ofctl against the bridge's management socket in our run directory."""
-        target = f"unix:{self.rundir / (bridge + '.mgmt')}"
-        return _run(["ovs-ofctl", "-O", "OpenFlow13", command, target, *args])
+        return run(
+            ["ovs-ofctl", "-O", "OpenFlow13", command, self.daemons.mgmt_target(bridge), *args]
+        ).stdout
 
     def get(self, table: str, record: str, column: str) -> str:
         """One column as ovs-vsctl prints it, e.g. `secure`, `"00000000000000ab"`."""
@@ -136,13 +96,17 @@ class OvsInstance:
     def row_versions(self, table: str) -> dict[str, str]:
         """name -> _version of every row of `table`; _version changes on every write."""
         select = {"op": "select", "table": table, "where": [], "columns": ["name", "_version"]}
-        out = _run(["ovsdb-client", "transact", self.remote, json.dumps(["Open_vSwitch", select])])
+        transact = json.dumps(["Open_vSwitch", select])
+        out = run(["ovsdb-client", "transact", self.remote, transact]).stdout
         rows = json.loads(out)[0]["rows"]
         return {row["name"]: row["_version"][1] for row in rows}
 
     def in_netns(self, *argv: str, env: dict[str, str] | None = None) -> str:
-        prefix = [] if self.netns is None else ["ip", "netns", "exec", self.netns]
-        return _run([*prefix, *argv], env=env)
+        return run(self._here(argv), env=env).stdout
+
+    def _here(self, argv: Sequence[str]) -> list[str]:
+        """The command run in the daemons' namespace."""
+        return list(argv) if self.netns is None else in_netns(self.netns, argv)
 
     # ---- kernel interfaces for vswitchd to open ------------------------------
 
@@ -159,8 +123,7 @@ class OvsInstance:
             self._delete_link(left)  # takes its peer with it
 
     def _delete_link(self, name: str) -> None:
-        prefix = [] if self.netns is None else ["ip", "netns", "exec", self.netns]
-        subprocess.run([*prefix, "ip", "link", "del", name], check=False, capture_output=True)
+        run(self._here(["ip", "link", "del", name]), check=False)
 
 
 @contextlib.contextmanager
@@ -172,54 +135,3 @@ def running_ovs(*, isolated: bool = True) -> Iterator[OvsInstance]:
         yield instance
     finally:
         instance.stop()
-
-
-def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
-
-
-def _kill_from_pidfile(pidfile: Path, sig: signal.Signals) -> None:
-    pid = _pid_from(pidfile)
-    if pid is not None:
-        _terminate(pid, sig)
-    pidfile.unlink(missing_ok=True)
-
-
-def _pid_from(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _terminate(pid: int, sig: signal.Signals) -> None:
-    """Send `sig` unless the process is already gone; escalate to SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        if _alive(pid):
-            os.kill(pid, sig)
-        try:
-            _wait_for(lambda: not _alive(pid), f"process {pid} to exit")
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            _wait_for(lambda: not _alive(pid), f"process {pid} to die")
-
-
-def _alive(pid: int) -> bool:
-    # A detached daemon is reparented and reaped elsewhere; until then it is a
-    # zombie, which still answers kill(pid, 0), so look at its state instead.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _DAEMON_WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
