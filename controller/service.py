@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from controller.core import probes
-from controller.core.health import HealthService, with_health
+from controller.core.health import with_health
 from controller.core.model import BackendHealthUpdate, Snapshot, StateStore
 from controller.core.pipeline.tables import TABLE_LB, TABLE_LB_CT
+from controller.health_service import HealthService
 from controller.host_agent import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
 from controller.openflow.app import start_openflow_controller
 from controller.openflow.channel import SwitchChannel

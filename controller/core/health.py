@@ -16,38 +16,28 @@ A backend is taken out after `fall` consecutive failures and put back after
 The pure parts: `step` (the rise/fall state machine), `probe_targets` (who is
 probed, from the snapshot), `HealthMonitor` (schedule, pending probes and
 verdicts, with time passed in) and `with_health` (the snapshot the pipeline
-sees). `HealthService` is the thin I/O shell: a timer thread and packet-out.
+sees). The thin I/O shell around them (a timer thread and packet-out) is
+`controller.health_service`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
-import random
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from controller.core import probes
 from controller.core.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int, mac_to_int
-from controller.core.model import (
-    BackendHealthUpdate,
-    HealthCheckSpec,
-    LoadBalancerSpec,
-    PortSpec,
-    Snapshot,
-)
+from controller.core.model import HealthCheckSpec, LoadBalancerSpec, PortSpec, Snapshot
 from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from random import Random
 
 BackendKey = tuple[str, str, int]  # (load balancer id, backend ip, backend port)
 
-_MAX_WAIT: Final = 1.0  # the service thread re-checks at least this often
 # A new backend is first probed after this long (or its interval, if longer): the
 # switches need a moment to install the flows that answer the backend's ARP for
 # the VIP and bring its answers back; a probe before that would count as a failure.
@@ -199,12 +189,13 @@ class _Tracked:
 class HealthMonitor:
     """Probe schedule, probes in flight and per-backend state. Not thread-safe."""
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(self, *, rng: Random) -> None:
+        """`rng` draws the TCP probes' sequence numbers."""
         self._tracked: dict[BackendKey, _Tracked] = {}
         # (vip, probe source port) -> the probe waiting for its answer
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._ports = itertools.cycle(range(PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORT_COUNT))
-        self._rng = rng or random.Random()
+        self._rng = rng
 
     def health(self) -> dict[BackendKey, bool]:
         return {key: t.state.healthy for key, t in self._tracked.items()}
@@ -342,103 +333,10 @@ class HealthMonitor:
         return (HealthChange(target.key, tracked.state.healthy),)
 
 
-# ---- the I/O shell -------------------------------------------------------------------------
-
-SendFrame = Callable[[str, str, bytes], bool]  # (host_id, interface, frame) -> sent?
-HealthChanged = Callable[[Sequence[BackendHealthUpdate]], None]
-
-
-class HealthService:
-    """Runs a HealthMonitor on a thread: sends due probes, expires silent ones, and
-    reports every change through `on_change` (which records it and recomputes flows)."""
-
-    def __init__(self, *, send: SendFrame, on_change: HealthChanged) -> None:
-        self._send = send
-        self._on_change = on_change
-        self._monitor = HealthMonitor()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._vips: dict[BackendKey, int] = {}
-        self._thread = threading.Thread(target=self._run, name="lb-health", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def update(self, snapshot: Snapshot) -> None:
-        targets = probe_targets(snapshot)
-        stored = {
-            (lb.id, b.ip, b.port): b.healthy for lb in snapshot.load_balancers for b in lb.backends
-        }
-        with self._lock:
-            self._monitor.sync(targets, stored, time.monotonic())
-            self._vips = {t.key: t.vip for t in targets}
-        self._wake.set()
-
-    def health(self) -> dict[BackendKey, bool]:
-        with self._lock:
-            return self._monitor.health()
-
-    def probe_reply(self, frame: bytes) -> None:
-        """A packet-in from the probe-reply flows (os-ken's thread: never blocks long)."""
-        with self._lock:
-            outcome = self._monitor.on_reply(frame, time.monotonic())
-        for follow in outcome.follow_up:
-            self._send(follow.host_id, follow.interface, follow.frame)
-        self._report(outcome.changes)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._tick()
-            except Exception:  # a bug in one round must not end health checking
-                log.exception("health check round failed")
-            with self._lock:
-                wakeup = self._monitor.next_wakeup()
-            delay = _MAX_WAIT if wakeup is None else wakeup - time.monotonic()
-            self._wake.wait(timeout=min(_MAX_WAIT, max(0.0, delay)))
-            self._wake.clear()
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            changes = self._monitor.expire(now)
-            due = self._monitor.due(now)
-        self._report(changes)
-        for probe in due:
-            if not self._send(probe.host_id, probe.interface, probe.frame):
-                with self._lock:
-                    self._monitor.not_sent(probe, self._vips.get(probe.key, 0))
-
-    def _report(self, changes: Sequence[HealthChange]) -> None:
-        if not changes:
-            return
-        at = datetime.now(UTC)
-        for change in changes:
-            lb_id, ip, port = change.key
-            log.info(
-                "load balancer %s: backend %s:%d is %s",
-                lb_id,
-                ip,
-                port,
-                "healthy" if change.healthy else "unhealthy",
-            )
-        self._on_change(
-            [BackendHealthUpdate(c.key[0], c.key[1], c.key[2], c.healthy, at) for c in changes]
-        )
-
-
 __all__ = [
     "BackendKey",
     "HealthChange",
     "HealthMonitor",
-    "HealthService",
     "HealthState",
     "Probe",
     "ProbeTarget",
