@@ -29,9 +29,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from controller.core import probes
-from controller.core.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int, mac_to_int
-from controller.core.model import HealthCheckSpec, LoadBalancerSpec, PortSpec, Snapshot
-from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
+from controller.core.flows import IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ip_to_int
+from controller.core.model import HealthCheckSpec, LoadBalancerSpec, Snapshot
+from controller.core.pipeline.context import bound_ports
+from controller.core.pipeline.load_balancer import (
+    PROBE_PORT_BASE,
+    PROBE_PORT_COUNT,
+    backend_owner,
+    vip_mac,
+)
 
 if TYPE_CHECKING:
     from random import Random
@@ -84,27 +90,21 @@ class ProbeTarget:
     interface: str  # the backend's interface on that switch
 
 
-def _backend_owner(
-    lb: LoadBalancerSpec, ip: str, port_id: str | None, ports: Iterable[PortSpec]
-) -> PortSpec | None:
-    for port in ports:
-        if port.network_id != lb.network_id or (port_id is not None and port.id != port_id):
-            continue
-        if ip in port.ips:
-            return port
-    return None
-
-
 def probe_targets(snapshot: Snapshot) -> tuple[ProbeTarget, ...]:
     """Every backend with a health check whose port is bound to a host's interface."""
+    interfaces = {port.id: port.interface for port in snapshot.ports}
     targets: list[ProbeTarget] = []
     for lb in snapshot.load_balancers:
         if lb.health_check is None:
             continue
+        candidates = bound_ports(snapshot, lb.network_id)
         for backend in lb.backends:
-            owner = _backend_owner(lb, backend.ip, backend.port_id, snapshot.ports)
-            if owner is None or owner.host_id is None or owner.interface is None:
+            owner = backend_owner(candidates, ip_to_int(backend.ip), backend.port_id)
+            if owner is None:
                 continue  # not addressable: the pipeline leaves it out of the group anyway
+            interface = interfaces[owner.id]
+            if interface is None:
+                continue  # bound, but not plugged into its switch yet
             targets.append(
                 ProbeTarget(
                     key=(lb.id, backend.ip, backend.port),
@@ -114,9 +114,9 @@ def probe_targets(snapshot: Snapshot) -> tuple[ProbeTarget, ...]:
                     vip_mac=vip_mac(lb.network_id, lb.vip),
                     backend_ip=ip_to_int(backend.ip),
                     backend_port=backend.port,
-                    backend_mac=mac_to_int(owner.mac),
+                    backend_mac=owner.mac,
                     host_id=owner.host_id,
-                    interface=owner.interface,
+                    interface=interface,
                 )
             )
     return tuple(sorted(targets, key=lambda t: t.key))

@@ -21,13 +21,20 @@ from controller.core.health import (
 )
 from controller.core.model import (
     BackendSpec,
+    DatapathView,
     HealthCheckSpec,
     LoadBalancerSpec,
     NetworkSpec,
     PortSpec,
     Snapshot,
 )
-from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT, vip_mac
+from controller.core.pipeline.context import build_context
+from controller.core.pipeline.load_balancer import (
+    PROBE_PORT_BASE,
+    PROBE_PORT_COUNT,
+    local_load_balancers,
+    vip_mac,
+)
 from controller.core.probes import TCP_ACK, TCP_RST, TCP_SYN, Endpoints
 
 pytestmark = pytest.mark.unit
@@ -114,6 +121,28 @@ def test_targets_are_bound_backends_with_a_health_check() -> None:
     ]
     assert targets[0].vip_mac == vip_mac(NET.id, VIP)
     assert probe_targets(snapshot(lb(check=None))) == ()
+
+
+def test_probes_go_to_the_port_the_flows_send_the_backend_to() -> None:
+    # 10.1.0.12 is claimed three times: first in the snapshot by an unbound port,
+    # then by B2, then by a port on host-c whose MAC sorts first. Looking the
+    # owner up by string in snapshot order found the unbound port and probed
+    # nothing, while the flows send the backend's connections to host-c.
+    unbound = PortSpec("port-z", NET.id, "02:00:00:00:00:99", ("10.1.0.12",))
+    first_by_mac = PortSpec(
+        "port-c", NET.id, "02:00:00:00:00:01", ("10.1.0.12",), "host-c", "tap-c"
+    )
+    snap = dataclasses.replace(
+        snapshot(lb()), ports=(unbound, B1, B2, first_by_mac), load_balancers=(lb(),)
+    )
+    (served,) = local_load_balancers(
+        snap, build_context(snap, DatapathView("host-c", {"tap-c": 3}))
+    )
+    (flows_owner,) = [b.owner for b in served.backends if b.ip == ip_to_int("10.1.0.12")]
+    assert flows_owner is not None
+    (probed,) = [t for t in probe_targets(snap) if t.key == ("lb-1", "10.1.0.12", 8080)]
+    assert (probed.host_id, probed.backend_mac) == (flows_owner.host_id, flows_owner.mac)
+    assert (probed.host_id, probed.interface) == ("host-c", "tap-c")
 
 
 def test_overlay_replaces_stored_health_and_trusts_unchecked_backends() -> None:
