@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from controller.core import ofmsg
 from controller.core.flows import Flow, Group
+from controller.core.sync import plan_sync
 from controller.openflow.channel import OpenFlowError, SwitchChannel
 
 log = logging.getLogger(__name__)
@@ -33,36 +34,6 @@ log = logging.getLogger(__name__)
 _SEND_SLICE = 256 << 10
 _MAX_ATTEMPTS = 3
 _Owner = TypeVar("_Owner", bound=Hashable)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPlan:
-    add_groups: tuple[int, ...]
-    add_flows: tuple[int, ...]
-    delete_flows: tuple[int, ...]
-    delete_groups: tuple[int, ...]
-
-    @property
-    def empty(self) -> bool:
-        return not (self.add_groups or self.add_flows or self.delete_flows or self.delete_groups)
-
-
-def plan_sync(
-    *,
-    desired_flows: Iterable[int],
-    actual_flows: Iterable[int],
-    desired_groups: Iterable[int],
-    actual_groups: Iterable[int],
-) -> SyncPlan:
-    """Pure diff of cookie and group-id sets, in a deterministic order."""
-    want_f, have_f = set(desired_flows), set(actual_flows)
-    want_g, have_g = set(desired_groups), set(actual_groups)
-    return SyncPlan(
-        add_groups=tuple(sorted(want_g - have_g)),
-        add_flows=tuple(sorted(want_f - have_f)),
-        delete_flows=tuple(sorted(have_f - want_f)),
-        delete_groups=tuple(sorted(have_g - want_g)),
-    )
 
 
 @dataclass(slots=True)

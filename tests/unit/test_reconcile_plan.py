@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.reconcile import plan_sync
+from controller.core.sync import plan_sync
 
 pytestmark = pytest.mark.unit
 
