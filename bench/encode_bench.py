@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "functional")]
 
-from controller import ofmsg  # noqa: E402
+from controller.core import ofmsg  # noqa: E402
 from controller.core.flows import (  # noqa: E402
     VLAN_PRESENT,
     Flow,

@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from encode_bench import bench_flows, ofctl_text, rate  # noqa: E402
 
 from api.launcher import free_tcp_port  # noqa: E402
-from controller import ofmsg  # noqa: E402
+from controller.core import ofmsg  # noqa: E402
 from controller.openflow.app import start_openflow_controller  # noqa: E402
 from controller.openflow.channel import SwitchChannel  # noqa: E402
 from controller.openflow.relay import UnixToTcpRelay  # noqa: E402
