@@ -311,12 +311,12 @@ class HostAgent:
         for name, port in wanted.items():
             present = existing.get(name)
             # A port libvirt plugged itself stays libvirt's: we only tag it.
-            owned = present is None or present.external_ids.get("ovs-fabric-owned") == "true"
+            owned = present is None or present.owned
             self._ovsdb.ensure_vm_port(
                 bridge, name, port_id=port.id, mac=port.mac, vm_id=port.vm_id, owned=owned
             )
         for name, info in self._ovsdb.managed_vm_ports(bridge).items():
-            if name not in wanted and info.external_ids.get("ovs-fabric-owned") == "true":
+            if name not in wanted and info.owned:
                 self._ovsdb.remove_port(bridge, name)
 
     # ---- status ------------------------------------------------------------------------

@@ -122,6 +122,11 @@ class InterfaceInfo:
     options: Mapping[str, str]
     error: str | None
 
+    @property
+    def owned(self) -> bool:
+        """We added this port (ensure_vm_port with owned=True), so we remove it."""
+        return self.external_ids.get(OWNED_KEY) == "true"
+
 
 class OvsdbClient:
     """One host's OVSDB, through its own ovsdbapp connection and IDL thread.

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.ovsdb import (
+    OWNED_KEY,
     BridgeIntent,
     OvsdbClient,
     OvsdbConflict,
@@ -306,7 +307,7 @@ def test_ensure_vm_port_adds_and_binds_an_owned_port(
             "attached-mac": "02:00:00:00:00:01",
             "vm-id": "vm-1",
             "iface-status": "active",
-            "ovs-fabric-owned": "true",
+            OWNED_KEY: "true",
         }
         ofport = eventually(lambda: client.interfaces(bridge)[tap].ofport, "VM port ofport")
         assert ofport == int(ovs.get("Interface", tap, "ofport"))
@@ -321,7 +322,7 @@ def test_ensure_vm_port_adds_and_binds_an_owned_port(
             "attached-mac": "02:00:00:00:00:01",
             "vm-id": "vm-1",
             "iface-status": "active",
-            "ovs-fabric-owned": "true",
+            OWNED_KEY: "true",
         }
         assert int(ovs.get("Interface", tap, "ofport")) == ofport
 
