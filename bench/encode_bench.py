@@ -1,6 +1,6 @@
 """How fast controller.core.ofmsg encodes flows, next to os-ken, in the same run.
 
-    .venv/bin/python bench/encode_bench.py [--flows 100000] [--end-to-end]
+    .venv/bin/python -m bench.encode_bench [--flows 100000] [--end-to-end]
 
 Encodes N flows `table=3, priority=100, vlan_vid=PRESENT|V, eth_dst=MAC ->
 pop_vlan, output:1` with `ofmsg.encode_flow` (cold cache, then warm) and with
@@ -17,17 +17,12 @@ from __future__ import annotations
 import argparse
 import gc
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "functional")]
-
-from controller.core import ofmsg  # noqa: E402
-from controller.core.flows import (  # noqa: E402
+from controller.core import ofmsg
+from controller.core.flows import (
     VLAN_PRESENT,
     Flow,
     Output,

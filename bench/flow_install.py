@@ -1,6 +1,6 @@
 """Flows/s installed by the controller's own path, next to `ovs-ofctl --bundle`, same run.
 
-    .venv/bin/python bench/flow_install.py [--flows 100000] [--rounds 3]
+    .venv/bin/python -m bench.flow_install [--flows 100000] [--rounds 3]
 
 Root; builds a one-host lab (its own network namespace, ovsdb-server and
 ovs-vswitchd, netdev datapath). The product path is exactly what a reconcile
@@ -19,24 +19,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
-
-from encode_bench import bench_flows, ofctl_text, rate  # noqa: E402
-
-from api.launcher import free_tcp_port  # noqa: E402
-from controller.core import ofmsg  # noqa: E402
-from controller.openflow.app import start_openflow_controller  # noqa: E402
-from controller.openflow.channel import SwitchChannel  # noqa: E402
-from controller.openflow.relay import UnixToTcpRelay  # noqa: E402
-from controller.reconcile import DatapathSync  # noqa: E402
-from lab.hosts import Lab  # noqa: E402
+from api.launcher import free_tcp_port
+from bench.encode_bench import bench_flows, ofctl_text, rate
+from controller.core import ofmsg
+from controller.openflow.app import start_openflow_controller
+from controller.openflow.channel import SwitchChannel
+from controller.openflow.relay import UnixToTcpRelay
+from controller.reconcile import DatapathSync
+from lab.hosts import Lab
 
 
 class FirstSwitch:

@@ -1,6 +1,6 @@
 """Load balancer: connection rate through a VIP vs. direct, and backend removal time.
 
-    .venv/bin/python bench/lb_bench.py [--connections 500] [--rounds 3] [--kills 3]
+    .venv/bin/python -m bench.lb_bench [--connections 500] [--rounds 3] [--kills 3]
 
 Root only. Builds the e2e load-balancer lab (tests/e2e/test_load_balancer.py):
 the real service as a child process, client c and backend b1 on host h1,
@@ -30,22 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
-
-from test_load_balancer import (  # noqa: E402
+from api.client import FabricClient
+from api.launcher import ServiceProcess
+from lab.hosts import Lab, SimVM
+from tests.e2e.test_load_balancer import (
     BACKEND_PORT,
     FAST_HEALTH,
     LbLab,
     Servers,
     build,
 )
-
-from api.client import FabricClient  # noqa: E402
-from api.launcher import ServiceProcess  # noqa: E402
-from lab.hosts import Lab, SimVM  # noqa: E402
-from tests.support.eventually import eventually  # noqa: E402
-from tests.support.fabric import Fabric  # noqa: E402
+from tests.support.eventually import eventually
+from tests.support.fabric import Fabric
 
 _RATE_CLIENT = r"""
 import socket, sys, time

@@ -1,6 +1,6 @@
 """Time from libvirt's STARTED event to the VM port's flows confirmed on the switch.
 
-    .venv/bin/python bench/libvirt_bench.py [--domains 20] [--mode mac|interfaceid|metadata]
+    .venv/bin/python -m bench.libvirt_bench [--domains 20] [--mode mac|interfaceid|metadata]
 
 Root only. Starts what tests/e2e/test_libvirt.py starts (OVS on
 /var/run/openvswitch, libvirtd, the real service with its libvirt watcher),
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -37,14 +36,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
+import libvirt
 
-import libvirt  # noqa: E402
-
-from api.client import ApiError, FabricClient  # noqa: E402
-from api.launcher import ServiceProcess  # noqa: E402
-from tests.support.libvirt_env import (  # noqa: E402
+from api.client import ApiError, FabricClient
+from api.launcher import ServiceProcess
+from tests.support.libvirt_env import (
     LIBVIRT_URI,
     OVSDB_REMOTE,
     Domain,

@@ -1,6 +1,6 @@
 """Time from `POST /ports` (bound to a host) to the port being ACTIVE, p50/p95.
 
-    .venv/bin/python bench/port_activation.py [--ports 40]
+    .venv/bin/python -m bench.port_activation [--ports 40]
 
 Root; a two-host lab and the real service as a child process. Each VM's
 interface exists first; then one POST creates its port already bound
@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO)]
-
-from api.client import FabricClient  # noqa: E402
-from api.launcher import ServiceProcess  # noqa: E402
-from lab.hosts import Lab  # noqa: E402
+from api.client import FabricClient
+from api.launcher import ServiceProcess
+from lab.hosts import Lab
 
 
 def percentile(values: list[float], q: float) -> float:
