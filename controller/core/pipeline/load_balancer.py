@@ -294,32 +294,16 @@ def _probe_flows(lb: LocalLoadBalancer, host_id: str) -> Iterator[Flow]:
 
 def _probe_reply_flows(lb: LocalLoadBalancer, backend: ResolvedBackend) -> Iterator[Flow]:
     """Answers of a local backend to the probes the controller sends from the VIP."""
-    metadata = lb.net.metadata
-    probe_ports = (PROBE_PORT_BASE, PROBE_PORT_MASK)
-    yield Flow(
-        TABLE_LB,
-        PRIORITY_PROBE_REPLY,
-        _ipv4(
-            metadata,
-            ipv4_src=backend.ip,
-            ipv4_dst=lb.vip,
-            **_l4(lb.ip_proto, src=backend.port, dst=probe_ports),
-        ),
-        actions=_to_controller(),
-    )
+    answers = [_l4(lb.ip_proto, src=backend.port, dst=(PROBE_PORT_BASE, PROBE_PORT_MASK))]
     if lb.ip_proto == IP_PROTO_UDP:
         # A closed UDP port answers with ICMP port unreachable (its ports are
         # inside the ICMP payload, which the controller reads).
+        answers.append({"ip_proto": IP_PROTO_ICMP, "icmpv4_type": _ICMP_DEST_UNREACHABLE})
+    for answer in answers:
         yield Flow(
             TABLE_LB,
             PRIORITY_PROBE_REPLY,
-            _ipv4(
-                metadata,
-                ipv4_src=backend.ip,
-                ipv4_dst=lb.vip,
-                ip_proto=IP_PROTO_ICMP,
-                icmpv4_type=_ICMP_DEST_UNREACHABLE,
-            ),
+            _ipv4(lb.net.metadata, ipv4_src=backend.ip, ipv4_dst=lb.vip, **answer),
             actions=_to_controller(),
         )
 
