@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -174,8 +174,7 @@ class Database:
 
     def current_revision(self) -> int:
         with self.engine.connect() as connection:
-            value = connection.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
-        return int(value or 0)
+            return read_revision(connection)
 
 
 def mark_changed(session: Session) -> None:
@@ -186,14 +185,23 @@ def mark_changed(session: Session) -> None:
     session.info[_SESSION_CHANGED] = True
 
 
+# The single row of `fabric_revision`.
+_REVISION_ROW = GlobalRevision.id == 1
+
+
+def read_revision(executor: Session | Connection) -> int:
+    """The global revision as `executor` (a session or a connection) sees it; 0 without its row."""
+    return int(executor.scalar(select(GlobalRevision.value).where(_REVISION_ROW)) or 0)
+
+
 def bump_revision(session: Session) -> int:
     session.execute(
-        update(GlobalRevision).where(GlobalRevision.id == 1).values(value=GlobalRevision.value + 1)
+        update(GlobalRevision).where(_REVISION_ROW).values(value=GlobalRevision.value + 1)
     )
-    value = session.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
-    if value is None:
+    value = read_revision(session)
+    if value == 0:  # a bumped revision is at least 1
         raise RuntimeError("revision row missing: run `ovs-fabric db upgrade`")
-    return int(value)
+    return value
 
 
 # ---- schema ------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, select, update
 
-from api.store.db import Database
+from api.store.db import Database, read_revision
 from api.store.models import (
-    GlobalRevision,
     Host,
     LbBackend,
     LoadBalancer,
@@ -46,7 +45,7 @@ class SqlStateStore:
 
     def load_snapshot(self) -> Snapshot:
         with self.database.read() as session:
-            revision = session.scalar(select(GlobalRevision.value).where(GlobalRevision.id == 1))
+            revision = read_revision(session)
             hosts = session.execute(
                 select(
                     Host.id,
@@ -109,7 +108,7 @@ class SqlStateStore:
             backends_by_lb[lb_id].append(BackendSpec(ip, port, weight, healthy, member_port_id))
 
         return Snapshot(
-            revision=int(revision or 0),
+            revision=revision,
             hosts=tuple(
                 HostSpec(
                     id=h.id,
