@@ -127,14 +127,14 @@ def token_create(
 ) -> None:
     """Create a token and print it (it is shown only once)."""
     from api.errors import ProblemError
-    from api.rest.auth import create_token
+    from api.store.principals import CLI, create_token
 
     settings = _settings()
     upgrade_database(settings.database_url)
     database = Database(settings.database_url)
     try:
         with database.unversioned_write() as session:
-            _row, token = create_token(session, name=name, tenant_id=tenant)
+            _row, token = create_token(session, actor=CLI, name=name, tenant_id=tenant)
     except ProblemError as exc:
         raise CliError(exc.detail) from None
     finally:

@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from api import runtime
 from api.config import Settings
 from api.paths import API_PREFIX
-from api.rest.auth import ensure_admin_token
 from api.rest.problems import install_problem_handlers
 from api.rest.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
 from api.store.db import Database, upgrade_database
+from api.store.principals import ensure_admin_token
 from api.store.snapshot import SqlStateStore
 
 log = logging.getLogger(__name__)

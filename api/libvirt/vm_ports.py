@@ -1,8 +1,8 @@
 """The binding operations the libvirt watcher performs on the SQL desired state.
 
 Each reconcile is one write transaction: read the ports that matter, decide
-with the pure `api.libvirt.domain_xml.plan_bindings`, apply through the same CRUD
-helpers the REST API uses (so the same rules hold and the global revision is
+with the pure `api.libvirt.domain_xml.plan_bindings`, apply through the same resource
+services the REST API uses (so the same rules hold and the global revision is
 bumped the same way). Deciding inside the transaction means an API request
 cannot change a port between the decision and the write. One action that
 fails (a MAC taken meanwhile, a network without free address) is rolled back
@@ -32,9 +32,10 @@ from api.libvirt.domain_xml import (
     ReleasePort,
     plan_bindings,
 )
-from api.store import crud
+from api.store import resources
 from api.store.db import Database
 from api.store.models import Host, Network, Port, Tenant
+from api.store.principals import LIBVIRT_WATCHER
 
 log = logging.getLogger(__name__)
 
@@ -171,26 +172,28 @@ def _apply_one(
     if isinstance(action, ReleasePort):
         if action.delete:
             try:
-                crud.delete_port(session, port_id=action.port_id)
+                resources.delete_port(session, actor=LIBVIRT_WATCHER, port_id=action.port_id)
                 return f"deleted port {action.port_id} ({action.reason})"
             except Conflict as exc:
                 # e.g. still a load balancer backend: unbinding is what we can do
                 log.warning(
                     "port %s cannot be deleted (%s); unbinding it", action.port_id, exc.detail
                 )
-        crud.unbind_port(session, port_id=action.port_id)
+        resources.unbind_port(session, actor=LIBVIRT_WATCHER, port_id=action.port_id)
         return f"unbound port {action.port_id} ({action.reason})"
     if isinstance(action, BindPort):
-        crud.bind_port(
+        resources.bind_port(
             session,
+            actor=LIBVIRT_WATCHER,
             port_id=action.port_id,
             host_id=host_id,
             interface=action.interface,
             vm_id=action.vm_id,
         )
         return f"bound port {action.port_id} to {action.interface} of VM {action.vm_id}"
-    port = crud.create_port(
+    port = resources.create_port(
         session,
+        actor=LIBVIRT_WATCHER,
         network_id=action.network_id,
         name=action.name,
         mac=action.mac,

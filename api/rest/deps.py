@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from api.config import Settings
-from api.store.crud import MAX_LIMIT
 from api.store.db import Database
+from api.store.resources import MAX_LIMIT
 
 
 def get_database(request: Request) -> Database:
@@ -38,4 +38,3 @@ def page_params(
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PageDep = Annotated[PageParams, Depends(page_params)]
-

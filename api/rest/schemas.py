@@ -110,7 +110,7 @@ class Page(BaseModel, Generic[T]):
 
     @classmethod
     def of(cls, found: Any, convert: Callable[[Any], T]) -> Self:
-        """The response page for `found` (a `crud.Page` of rows), each row converted."""
+        """The response page for `found` (a `resources.Page` of rows), each row converted."""
         return cls(
             items=[convert(row) for row in found.items],
             total=found.total,

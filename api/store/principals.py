@@ -1,8 +1,10 @@
-"""Bearer tokens and who the caller is.
+"""Who acts: principals, and the bearer tokens that name them.
 
 Tokens are random strings shown once; the database keeps only their SHA-256.
 A token either belongs to a tenant (it sees and changes that tenant's objects
-only) or to nobody (an admin token, sees everything).
+only) or to nobody (an admin token, sees everything). In-process callers act as
+named admin principals (`LIBVIRT_WATCHER`, `CLI`), passed explicitly: no
+function defaults its actor.
 """
 
 from __future__ import annotations
@@ -10,10 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,18 +23,23 @@ from api.store.models import ApiToken, GlobalRevision, Tenant
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller: tenant_id None means admin."""
+    """The caller: tenant_id None means admin (so it is never left to a default)."""
 
     name: str
-    tenant_id: str | None = None
+    tenant_id: str | None
 
     @property
     def is_admin(self) -> bool:
         return self.tenant_id is None
 
 
-# In-process callers (the libvirt watcher, the CLI) act with full rights.
-SYSTEM = Principal(name="system")
+LIBVIRT_WATCHER = Principal(name="libvirt-watcher", tenant_id=None)
+CLI = Principal(name="cli", tenant_id=None)
+
+
+def check_admin(actor: Principal) -> None:
+    if not actor.is_admin:
+        raise Forbidden("this operation needs an admin token")
 
 
 def hash_token(token: str) -> str:
@@ -46,10 +50,17 @@ def generate_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def create_token(session: Session, *, name: str, tenant_id: str | None) -> tuple[ApiToken, str]:
+def create_token(
+    session: Session, *, actor: Principal, name: str, tenant_id: str | None
+) -> tuple[ApiToken, str]:
     """Store a new token; return its row and the plain token (never stored)."""
+    check_admin(actor)
     if tenant_id is not None and session.get(Tenant, tenant_id) is None:
         raise NotFound(f"tenant {tenant_id} not found")
+    return _store_new_token(session, name=name, tenant_id=tenant_id)
+
+
+def _store_new_token(session: Session, *, name: str, tenant_id: str | None) -> tuple[ApiToken, str]:
     token = generate_token()
     row = ApiToken(token_hash=hash_token(token), name=name, tenant_id=tenant_id)
     session.add(row)
@@ -74,7 +85,7 @@ def ensure_admin_token(database: Database, *, configured: str | None) -> str | N
             return None
         if session.scalar(select(ApiToken.id).where(ApiToken.tenant_id.is_(None)).limit(1)):
             return None
-        _row, token = create_token(session, name="bootstrap-admin", tenant_id=None)
+        _row, token = _store_new_token(session, name="bootstrap-admin", tenant_id=None)
         return token
 
 
@@ -88,26 +99,3 @@ def authenticate(database: Database, token: str) -> Principal:
     if row is None:
         raise Unauthorized("unknown or revoked token")
     return Principal(name=row.name, tenant_id=row.tenant_id)
-
-
-_bearer = HTTPBearer(auto_error=False, description="An admin or tenant token.")
-
-
-def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    database: Database = request.app.state.database
-    return authenticate(database, credentials.credentials)
-
-
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    if not principal.is_admin:
-        raise Forbidden("this operation needs an admin token")
-    return principal
-
-
-CallerDep = Annotated[Principal, Depends(get_principal)]
-AdminDep = Annotated[Principal, Depends(require_admin)]

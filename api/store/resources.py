@@ -1,18 +1,25 @@
-"""The rules of the desired state: keyword-only create/read/update/delete helpers.
+"""The rules of the desired state: keyword-only resource services.
 
-Every helper works inside a session its caller opened (`Database.write()` for
+Every service works inside a session its caller opened (`Database.write()` for
 changes, `Database.read()` for reads) and raises `api.errors` problems when a
 request cannot be honoured; the caller's transaction then rolls back, so a
-refused request changes nothing. Scoping is enforced here: an object of another
-tenant is "not found", never "forbidden", so its existence does not leak.
+refused request changes nothing.
 
-The libvirt watcher uses the port helpers with the default `SYSTEM` actor.
+Every service takes the acting principal as a required keyword (`actor`): the
+REST routes pass the caller, the libvirt watcher `LIBVIRT_WATCHER`. Who may see
+what is decided in one place, `find`: an object of another tenant is "not
+found", never "forbidden", so its existence does not leak; hosts are admin-only
+and tenants are changed by admins only.
+
+Get, list, update and delete are generic over a `Resource` (`HOSTS`, `TENANTS`,
+`NETWORKS`, `PORTS`, `LOAD_BALANCERS`); creation and the rules of each kind
+(unique names, addresses, bindings, backends) are per resource.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -21,19 +28,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Forbidden, Invalid, NotFound
-from api.rest.auth import SYSTEM, Principal
 from api.store.models import (
-    Base,
-    GlobalRevision,
     Host,
     LbBackend,
     LoadBalancer,
     Network,
     Port,
     PortIp,
+    Revisioned,
     Tenant,
     utcnow,
 )
+from api.store.principals import Principal, check_admin
 from api.store.segments import SegmentPools
 from api.validation import (
     check_host_address,
@@ -43,9 +49,11 @@ from api.validation import (
     random_local_mac,
 )
 
-M = TypeVar("M", bound=Base)
+M = TypeVar("M", bound=Revisioned)
 T = TypeVar("T")
 MAX_LIMIT = 1000
+
+Changes = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,150 +64,239 @@ class Page(Generic[T]):
     offset: int
 
 
-def _paginate(
-    session: Session, stmt: Select[Any], model: Any, *, limit: int, offset: int
-) -> Page[Any]:
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    ordered = stmt.order_by(model.created_at, model.id).limit(limit).offset(offset)
-    return Page(list(session.scalars(ordered)), int(total), limit, offset)
+def _no_rule(*_args: Any) -> None:
+    return None
 
 
-def _scope(stmt: Select[Any], tenant_column: Any, actor: Principal) -> Select[Any]:
-    return stmt if actor.is_admin else stmt.where(tenant_column == actor.tenant_id)
+def _set_fields(_session: Session, obj: Any, changes: Changes) -> None:
+    for field, value in changes.items():
+        setattr(obj, field, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource(Generic[M]):
+    """One kind of desired-state row, as the generic services see it."""
+
+    model: type[M]
+    noun: str  # as in "load balancer <id> not found"
+    # The column naming the owning tenant; None: admin only (hosts).
+    owner: Any
+    # Tenants read their own row, but only admins change it.
+    admin_writes: bool = False
+    # Names are unique (within the owning tenant, when the owner is not the row itself).
+    unique_name: bool = True
+    # Rules of an update beyond the name (raise to refuse), then how it is applied.
+    check_update: Callable[[Session, M, Changes], None] = _no_rule
+    apply: Callable[[Session, M, Changes], None] = _set_fields
+    # Why the row cannot go yet (raise Conflict), checked before deleting.
+    check_delete: Callable[[Session, M], None] = _no_rule
+
+    def owner_of(self, obj: M) -> str | None:
+        return None if self.owner is None else getattr(obj, self.owner.key)
+
+    @property
+    def scoped_names(self) -> bool:
+        """Names are unique per tenant (not globally)."""
+        return self.owner is not None and self.owner.key != "id"
+
+
+# ---- the generic services ---------------------------------------------------------
+
+
+def _visible(stmt: Select[Any], resource: Resource[Any], actor: Principal) -> Select[Any]:
+    if resource.owner is None:
+        check_admin(actor)
+    return stmt if actor.is_admin else stmt.where(resource.owner == actor.tenant_id)
 
 
 def _exists(session: Session, *conditions: ColumnElement[bool]) -> bool:
     return session.execute(select(1).where(*conditions).limit(1)).first() is not None
 
 
-def _owned(session: Session, model: type[M], obj_id: str, actor: Principal, what: str) -> M:
-    obj = session.get(model, obj_id)
-    if obj is None or not (actor.is_admin or getattr(obj, "tenant_id", None) == actor.tenant_id):
-        raise NotFound(f"{what} {obj_id} not found")
+def _count(session: Session, *conditions: ColumnElement[bool]) -> int:
+    return session.scalar(select(func.count()).where(*conditions)) or 0
+
+
+def find(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> M | None:
+    """The row if `actor` may see it; the one place ownership is checked."""
+    if resource.owner is None:
+        check_admin(actor)
+    obj = session.get(resource.model, id)
+    if obj is None or not (actor.is_admin or resource.owner_of(obj) == actor.tenant_id):
+        return None
     return obj
 
 
-# ---- hosts (admin only: the routes enforce it) ------------------------------------
+def get(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> M:
+    obj = find(session, resource, actor=actor, id=id)
+    if obj is None:
+        raise NotFound(f"{resource.noun} {id} not found")
+    return obj
 
 
-def create_host(
+def get_page(
     session: Session,
+    resource: Resource[M],
     *,
-    name: str,
-    ovsdb_remote: str,
-    libvirt_uri: str | None = None,
-    tunnel_ip: str | None = None,
-    uplink: str | None = None,
-) -> Host:
-    _check_host_unique(session, name=name, tunnel_ip=tunnel_ip, host_id=None)
-    host = Host(
-        name=name,
-        ovsdb_remote=ovsdb_remote,
-        libvirt_uri=libvirt_uri,
-        tunnel_ip=tunnel_ip,
-        uplink=uplink,
-    )
-    session.add(host)
+    actor: Principal,
+    where: Changes | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Page[M]:
+    """One page of what `actor` may see, oldest first; `where` filters columns (None: any)."""
+    model = resource.model
+    stmt = _visible(select(model), resource, actor)
+    for column, value in (where or {}).items():
+        if value is not None:
+            stmt = stmt.where(getattr(model, column) == value)
+    total = _count_rows(session, stmt)
+    ordered = stmt.order_by(model.created_at, model.id).limit(limit).offset(offset)
+    return Page(list(session.scalars(ordered)), total, limit, offset)
+
+
+def _count_rows(session: Session, stmt: Select[Any]) -> int:
+    return session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+
+
+def update(
+    session: Session, resource: Resource[M], *, actor: Principal, id: str, changes: Changes
+) -> M:
+    if resource.admin_writes:
+        check_admin(actor)
+    obj = get(session, resource, actor=actor, id=id)
+    if resource.unique_name and changes.get("name") is not None:
+        _check_name_free(
+            session, resource, changes["name"], tenant_id=resource.owner_of(obj), other_than=obj.id
+        )
+    resource.check_update(session, obj, changes)
+    resource.apply(session, obj, changes)
     session.flush()
-    return host
+    return obj
 
 
-def _check_host_unique(
-    session: Session, *, name: str | None, tunnel_ip: str | None, host_id: str | None
+def delete(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> None:
+    if resource.admin_writes:
+        check_admin(actor)
+    obj = get(session, resource, actor=actor, id=id)
+    resource.check_delete(session, obj)
+    session.delete(obj)
+    session.flush()
+
+
+def _check_name_free(
+    session: Session,
+    resource: Resource[Any],
+    name: str,
+    *,
+    tenant_id: str | None,
+    other_than: str | None,
 ) -> None:
-    if name is not None and _exists(session, Host.name == name, Host.id != (host_id or "")):
-        raise Conflict(f"a host named {name!r} already exists")
+    model: Any = resource.model
+    conditions = [model.name == name, model.id != (other_than or "")]
+    if resource.scoped_names:
+        conditions.append(resource.owner == tenant_id)
+    if _exists(session, *conditions):
+        if resource.scoped_names:
+            raise Conflict(f"the tenant already has a {resource.noun} named {name!r}")
+        raise Conflict(f"a {resource.noun} named {name!r} already exists")
+
+
+def _add(session: Session, obj: M) -> M:
+    session.add(obj)
+    session.flush()
+    return obj
+
+
+# ---- hosts (admin only) -----------------------------------------------------------
+
+
+def _check_tunnel_ip_free(session: Session, host: Host | None, changes: Changes) -> None:
+    tunnel_ip = changes.get("tunnel_ip")
     if tunnel_ip is not None and _exists(
-        session, Host.tunnel_ip == tunnel_ip, Host.id != (host_id or "")
+        session, Host.tunnel_ip == tunnel_ip, Host.id != (host.id if host else "")
     ):
         raise Conflict(f"tunnel_ip {tunnel_ip} is already used by another host")
 
 
-def get_host(session: Session, *, host_id: str) -> Host:
-    host = session.get(Host, host_id)
-    if host is None:
-        raise NotFound(f"host {host_id} not found")
-    return host
-
-
-def list_hosts(session: Session, *, limit: int = 100, offset: int = 0) -> Page[Host]:
-    return _paginate(session, select(Host), Host, limit=limit, offset=offset)
-
-
-def update_host(session: Session, *, host_id: str, changes: Mapping[str, Any]) -> Host:
-    host = get_host(session, host_id=host_id)
-    _check_host_unique(
-        session, name=changes.get("name"), tunnel_ip=changes.get("tunnel_ip"), host_id=host.id
-    )
-    for field, value in changes.items():
-        setattr(host, field, value)
-    session.flush()
-    return host
-
-
-def delete_host(session: Session, *, host_id: str) -> None:
-    host = get_host(session, host_id=host_id)
-    bound = session.scalar(select(func.count()).where(Port.host_id == host.id)) or 0
+def _check_host_unbound(session: Session, host: Host) -> None:
+    bound = _count(session, Port.host_id == host.id)
     if bound:
         raise Conflict(f"host {host.name!r} still has {bound} bound port(s); unbind them first")
-    session.delete(host)
-    session.flush()
+
+
+HOSTS = Resource(
+    Host,
+    "host",
+    owner=None,
+    check_update=_check_tunnel_ip_free,
+    check_delete=_check_host_unbound,
+)
+
+
+def create_host(session: Session, *, actor: Principal, **fields: Any) -> Host:
+    """A host from the fields of `HostCreate` (name, ovsdb_remote, libvirt_uri, ...)."""
+    check_admin(actor)
+    _check_name_free(session, HOSTS, fields["name"], tenant_id=None, other_than=None)
+    _check_tunnel_ip_free(session, None, fields)
+    return _add(session, Host(**fields))
 
 
 # ---- tenants ----------------------------------------------------------------------
 
 
-def create_tenant(session: Session, *, name: str, description: str = "") -> Tenant:
-    if _exists(session, Tenant.name == name):
-        raise Conflict(f"a tenant named {name!r} already exists")
-    tenant = Tenant(name=name, description=description)
-    session.add(tenant)
-    session.flush()
-    return tenant
-
-
-def get_tenant(session: Session, *, actor: Principal = SYSTEM, tenant_id: str) -> Tenant:
-    tenant = session.get(Tenant, tenant_id)
-    if tenant is None or not (actor.is_admin or tenant.id == actor.tenant_id):
-        raise NotFound(f"tenant {tenant_id} not found")
-    return tenant
-
-
-def list_tenants(
-    session: Session, *, actor: Principal = SYSTEM, limit: int = 100, offset: int = 0
-) -> Page[Tenant]:
-    return _paginate(
-        session, _scope(select(Tenant), Tenant.id, actor), Tenant, limit=limit, offset=offset
-    )
-
-
-def update_tenant(session: Session, *, tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
-    tenant = get_tenant(session, tenant_id=tenant_id)
-    name = changes.get("name")
-    if name is not None and _exists(session, Tenant.name == name, Tenant.id != tenant.id):
-        raise Conflict(f"a tenant named {name!r} already exists")
-    for field, value in changes.items():
-        setattr(tenant, field, value)
-    session.flush()
-    return tenant
-
-
-def delete_tenant(session: Session, *, tenant_id: str) -> None:
-    tenant = get_tenant(session, tenant_id=tenant_id)
-    networks = session.scalar(select(func.count()).where(Network.tenant_id == tenant.id)) or 0
+def _check_tenant_empty(session: Session, tenant: Tenant) -> None:
+    networks = _count(session, Network.tenant_id == tenant.id)
     if networks:
         raise Conflict(f"tenant {tenant.name!r} still has {networks} network(s); delete them first")
-    session.delete(tenant)  # its tokens go with it (ON DELETE CASCADE)
-    session.flush()
+    # its tokens go with it (ON DELETE CASCADE)
+
+
+TENANTS = Resource(
+    Tenant, "tenant", owner=Tenant.id, admin_writes=True, check_delete=_check_tenant_empty
+)
+
+
+def create_tenant(session: Session, *, actor: Principal, **fields: Any) -> Tenant:
+    """A tenant from the fields of `TenantCreate` (name, description)."""
+    check_admin(actor)
+    _check_name_free(session, TENANTS, fields["name"], tenant_id=None, other_than=None)
+    return _add(session, Tenant(**fields))
 
 
 # ---- networks ---------------------------------------------------------------------
 
 
+def _check_gateway_change(session: Session, network: Network, changes: Changes) -> None:
+    gateway = changes.get("gateway")
+    if gateway is not None and gateway != network.gateway:
+        if network.cidr is None:
+            raise Invalid("gateway", "the network has no cidr")
+        _check_inside("gateway", gateway, network.cidr)
+        _check_address_free(session, network, gateway, port_id=None)
+
+
+def _check_network_empty(session: Session, network: Network) -> None:
+    ports = _count(session, Port.network_id == network.id)
+    lbs = _count(session, LoadBalancer.network_id == network.id)
+    if ports or lbs:
+        raise Conflict(
+            f"network {network.name!r} still has {ports} port(s) and {lbs} load balancer(s)"
+        )
+
+
+NETWORKS = Resource(
+    Network,
+    "network",
+    owner=Network.tenant_id,
+    check_update=_check_gateway_change,
+    check_delete=_check_network_empty,
+)
+
+
 def create_network(
     session: Session,
     *,
-    actor: Principal = SYSTEM,
+    actor: Principal,
     pools: SegmentPools,
     name: str,
     type: str,
@@ -220,9 +317,7 @@ def create_network(
     elif tenant_id != actor.tenant_id:
         raise Forbidden("a tenant token can only create networks of its own tenant")
     assert tenant_id is not None
-    if _exists(session, Network.tenant_id == tenant_id, Network.name == name):
-        raise Conflict(f"the tenant already has a network named {name!r}")
-
+    _check_name_free(session, NETWORKS, name, tenant_id=tenant_id, other_than=None)
     pool = pools.for_type(type)
     label = "VLAN id" if type == "vlan" else "VNI"
     if segmentation_id is not None and segmentation_id not in pool:
@@ -258,63 +353,6 @@ def create_network(
             continue
         return network
     raise Conflict(f"could not allocate a {label}: concurrent allocations; retry")
-
-
-def get_network(session: Session, *, actor: Principal = SYSTEM, network_id: str) -> Network:
-    return _owned(session, Network, network_id, actor, "network")
-
-
-def list_networks(
-    session: Session,
-    *,
-    actor: Principal = SYSTEM,
-    tenant_id: str | None = None,
-    type: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> Page[Network]:
-    stmt = _scope(select(Network), Network.tenant_id, actor)
-    if tenant_id is not None:
-        stmt = stmt.where(Network.tenant_id == tenant_id)
-    if type is not None:
-        stmt = stmt.where(Network.type == type)
-    return _paginate(session, stmt, Network, limit=limit, offset=offset)
-
-
-def update_network(
-    session: Session, *, actor: Principal = SYSTEM, network_id: str, changes: Mapping[str, Any]
-) -> Network:
-    network = get_network(session, actor=actor, network_id=network_id)
-    name = changes.get("name")
-    if name is not None and _exists(
-        session,
-        Network.tenant_id == network.tenant_id,
-        Network.name == name,
-        Network.id != network.id,
-    ):
-        raise Conflict(f"the tenant already has a network named {name!r}")
-    gateway = changes.get("gateway")
-    if gateway is not None and gateway != network.gateway:
-        if network.cidr is None:
-            raise Invalid("gateway", "the network has no cidr")
-        _check_inside("gateway", gateway, network.cidr)
-        _check_address_free(session, network, gateway, port_id=None)
-    for field, value in changes.items():
-        setattr(network, field, value)
-    session.flush()
-    return network
-
-
-def delete_network(session: Session, *, actor: Principal = SYSTEM, network_id: str) -> None:
-    network = get_network(session, actor=actor, network_id=network_id)
-    ports = session.scalar(select(func.count()).where(Port.network_id == network.id)) or 0
-    lbs = session.scalar(select(func.count()).where(LoadBalancer.network_id == network.id)) or 0
-    if ports or lbs:
-        raise Conflict(
-            f"network {network.name!r} still has {ports} port(s) and {lbs} load balancer(s)"
-        )
-    session.delete(network)
-    session.flush()
 
 
 # ---- addresses --------------------------------------------------------------------
@@ -383,8 +421,8 @@ def _resolve_port_ips(
 
 
 def _network_of_body(session: Session, actor: Principal, network_id: str) -> Network:
-    network = session.get(Network, network_id)
-    if network is None or not (actor.is_admin or network.tenant_id == actor.tenant_id):
+    network = find(session, NETWORKS, actor=actor, id=network_id)
+    if network is None:
         raise Invalid("network_id", f"network {network_id} does not exist")
     return network
 
@@ -432,10 +470,62 @@ def _set_ips(port: Port, network_id: str, ips: Sequence[str]) -> None:
     port.addresses = kept
 
 
+def _check_backends_keep_ips(session: Session, port: Port, new_ips: Sequence[str]) -> None:
+    for lb_id, ip in session.execute(
+        select(LbBackend.load_balancer_id, LbBackend.ip).where(LbBackend.port_id == port.id)
+    ):
+        if ip not in new_ips:
+            raise Conflict(f"{ip} is a backend of load balancer {lb_id}; update it first")
+
+
+def _apply_port_changes(session: Session, port: Port, changes: Changes) -> None:
+    network = session.get_one(Network, port.network_id)
+    if "mac" in changes:
+        mac = normalize_mac(changes["mac"])
+        _check_mac_free(session, mac, port_id=port.id)
+        port.mac = mac
+    if "ips" in changes:
+        new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id)
+        _check_backends_keep_ips(session, port, new_ips)
+        _set_ips(port, network.id, new_ips)
+    if "name" in changes:
+        port.name = changes["name"]
+    if "vm_id" in changes:
+        port.vm_id = changes["vm_id"]
+    if "host_id" in changes or "interface" in changes:
+        host_id = changes.get("host_id", port.host_id)
+        # Unbinding from the host drops the interface unless one is given.
+        interface = changes.get("interface", port.interface if host_id is not None else None)
+        _check_binding(session, host_id=host_id, interface=interface, port_id=port.id)
+        if (host_id, interface) != (port.host_id, port.interface):
+            port.host_id = host_id
+            port.interface = interface
+            port.bound_at = utcnow()
+            port.status = "DOWN"
+            port.status_at = port.bound_at
+            port.activation_seconds = None
+
+
+def _check_port_not_backend(session: Session, port: Port) -> None:
+    lb_id = session.scalar(select(LbBackend.load_balancer_id).where(LbBackend.port_id == port.id))
+    if lb_id is not None:
+        raise Conflict(f"port {port.id} is a backend of load balancer {lb_id}; remove it first")
+
+
+PORTS = Resource(
+    Port,
+    "port",
+    owner=Port.tenant_id,
+    unique_name=False,
+    apply=_apply_port_changes,
+    check_delete=_check_port_not_backend,
+)
+
+
 def create_port(
     session: Session,
     *,
-    actor: Principal = SYSTEM,
+    actor: Principal,
     network_id: str,
     name: str | None = None,
     mac: str | None = None,
@@ -466,123 +556,49 @@ def create_port(
         status="DOWN",
     )
     _set_ips(port, network.id, resolved_ips)
-    session.add(port)
-    session.flush()
-    return port
+    return _add(session, port)
 
 
-def get_port(session: Session, *, actor: Principal = SYSTEM, port_id: str) -> Port:
-    return _owned(session, Port, port_id, actor, "port")
+def find_port(session: Session, *, actor: Principal, port_id: str) -> Port | None:
+    return find(session, PORTS, actor=actor, id=port_id)
 
 
-def find_port(session: Session, *, port_id: str) -> Port | None:
-    return session.get(Port, port_id)
-
-
-def find_port_by_mac(session: Session, *, mac: str) -> Port | None:
+def find_port_by_mac(session: Session, *, actor: Principal, mac: str) -> Port | None:
     try:
         normalized = normalize_mac(mac)
     except ValueError:
         return None
-    return session.scalar(select(Port).where(Port.mac == normalized))
+    found: Port | None = session.scalar(
+        _visible(select(Port), PORTS, actor).where(Port.mac == normalized)
+    )
+    return found
 
 
-def ports_of_vm(session: Session, *, vm_id: str) -> list[Port]:
-    return list(session.scalars(select(Port).where(Port.vm_id == vm_id).order_by(Port.created_at)))
-
-
-def list_ports(
-    session: Session,
-    *,
-    actor: Principal = SYSTEM,
-    network_id: str | None = None,
-    host_id: str | None = None,
-    status: str | None = None,
-    vm_id: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> Page[Port]:
-    stmt = _scope(select(Port), Port.tenant_id, actor)
-    for column, value in (
-        (Port.network_id, network_id),
-        (Port.host_id, host_id),
-        (Port.status, status),
-        (Port.vm_id, vm_id),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    return _paginate(session, stmt, Port, limit=limit, offset=offset)
-
-
-def update_port(
-    session: Session, *, actor: Principal = SYSTEM, port_id: str, changes: Mapping[str, Any]
-) -> Port:
-    port = get_port(session, actor=actor, port_id=port_id)
-    network = session.get_one(Network, port.network_id)
-    if "mac" in changes:
-        mac = normalize_mac(changes["mac"])
-        _check_mac_free(session, mac, port_id=port.id)
-        port.mac = mac
-    if "ips" in changes:
-        new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id)
-        _check_backends_keep_ips(session, port, new_ips)
-        _set_ips(port, network.id, new_ips)
-    if "name" in changes:
-        port.name = changes["name"]
-    if "vm_id" in changes:
-        port.vm_id = changes["vm_id"]
-    if "host_id" in changes or "interface" in changes:
-        host_id = changes.get("host_id", port.host_id)
-        # Unbinding from the host drops the interface unless one is given.
-        interface = changes.get("interface", port.interface if host_id is not None else None)
-        _check_binding(session, host_id=host_id, interface=interface, port_id=port.id)
-        if (host_id, interface) != (port.host_id, port.interface):
-            port.host_id = host_id
-            port.interface = interface
-            port.bound_at = utcnow()
-            port.status = "DOWN"
-            port.status_at = port.bound_at
-            port.activation_seconds = None
-    session.flush()
-    return port
-
-
-def _check_backends_keep_ips(session: Session, port: Port, new_ips: Sequence[str]) -> None:
-    for lb_id, ip in session.execute(
-        select(LbBackend.load_balancer_id, LbBackend.ip).where(LbBackend.port_id == port.id)
-    ):
-        if ip not in new_ips:
-            raise Conflict(f"{ip} is a backend of load balancer {lb_id}; update it first")
+def ports_of_vm(session: Session, *, actor: Principal, vm_id: str) -> list[Port]:
+    stmt = _visible(select(Port), PORTS, actor).where(Port.vm_id == vm_id)
+    return list(session.scalars(stmt.order_by(Port.created_at)))
 
 
 def bind_port(
     session: Session,
     *,
+    actor: Principal,
     port_id: str,
     host_id: str,
     interface: str | None,
     vm_id: str | None = None,
 ) -> Port:
-    return update_port(
-        session,
-        port_id=port_id,
-        changes={"host_id": host_id, "interface": interface, "vm_id": vm_id},
-    )
+    changes = {"host_id": host_id, "interface": interface, "vm_id": vm_id}
+    return update(session, PORTS, actor=actor, id=port_id, changes=changes)
 
 
-def unbind_port(session: Session, *, port_id: str) -> Port:
-    return update_port(
-        session, port_id=port_id, changes={"host_id": None, "interface": None, "vm_id": None}
-    )
+def unbind_port(session: Session, *, actor: Principal, port_id: str) -> Port:
+    changes = {"host_id": None, "interface": None, "vm_id": None}
+    return update(session, PORTS, actor=actor, id=port_id, changes=changes)
 
 
-def delete_port(session: Session, *, actor: Principal = SYSTEM, port_id: str) -> None:
-    port = get_port(session, actor=actor, port_id=port_id)
-    lb_id = session.scalar(select(LbBackend.load_balancer_id).where(LbBackend.port_id == port.id))
-    if lb_id is not None:
-        raise Conflict(f"port {port.id} is a backend of load balancer {lb_id}; remove it first")
-    session.delete(port)
-    session.flush()
+def delete_port(session: Session, *, actor: Principal, port_id: str) -> None:
+    delete(session, PORTS, actor=actor, id=port_id)
 
 
 # ---- load balancers ---------------------------------------------------------------
@@ -644,10 +660,42 @@ def _set_backends(lb: LoadBalancer, backends: Sequence[_Backend]) -> None:
     lb.backends = kept
 
 
+def _apply_health_check(lb: LoadBalancer, health_check: Mapping[str, Any]) -> None:
+    for key, column in (
+        ("enabled", "hc_enabled"),
+        ("interval", "hc_interval"),
+        ("timeout", "hc_timeout"),
+        ("rise", "hc_rise"),
+        ("fall", "hc_fall"),
+    ):
+        if key in health_check:
+            setattr(lb, column, health_check[key])
+    if lb.hc_timeout is not None and lb.hc_interval is not None and lb.hc_timeout > lb.hc_interval:
+        raise Invalid("health_check.timeout", f"must not exceed interval ({lb.hc_interval} s)")
+
+
+def _apply_load_balancer_changes(session: Session, lb: LoadBalancer, changes: Changes) -> None:
+    if changes.get("name") is not None:
+        lb.name = changes["name"]
+    if "health_check" in changes:
+        _apply_health_check(lb, changes["health_check"])
+    if "backends" in changes:
+        network = session.get_one(Network, lb.network_id)
+        _set_backends(lb, _resolve_backends(session, network, lb.vip, changes["backends"]))
+
+
+LOAD_BALANCERS = Resource(
+    LoadBalancer,
+    "load balancer",
+    owner=LoadBalancer.tenant_id,
+    apply=_apply_load_balancer_changes,
+)
+
+
 def create_load_balancer(
     session: Session,
     *,
-    actor: Principal = SYSTEM,
+    actor: Principal,
     network_id: str,
     name: str,
     vip: str,
@@ -675,8 +723,7 @@ def create_load_balancer(
         LoadBalancer.port == port,
     ):
         raise Conflict(f"a listener for {protocol}/{vip}:{port} already exists")
-    if _exists(session, LoadBalancer.tenant_id == network.tenant_id, LoadBalancer.name == name):
-        raise Conflict(f"the tenant already has a load balancer named {name!r}")
+    _check_name_free(session, LOAD_BALANCERS, name, tenant_id=network.tenant_id, other_than=None)
     lb = LoadBalancer(
         tenant_id=network.tenant_id,
         network_id=network.id,
@@ -687,78 +734,7 @@ def create_load_balancer(
     )
     _apply_health_check(lb, health_check)
     _set_backends(lb, _resolve_backends(session, network, vip, backends))
-    session.add(lb)
-    session.flush()
-    return lb
-
-
-def _apply_health_check(lb: LoadBalancer, health_check: Mapping[str, Any]) -> None:
-    for key, column in (
-        ("enabled", "hc_enabled"),
-        ("interval", "hc_interval"),
-        ("timeout", "hc_timeout"),
-        ("rise", "hc_rise"),
-        ("fall", "hc_fall"),
-    ):
-        if key in health_check:
-            setattr(lb, column, health_check[key])
-    if lb.hc_timeout is not None and lb.hc_interval is not None and lb.hc_timeout > lb.hc_interval:
-        raise Invalid("health_check.timeout", f"must not exceed interval ({lb.hc_interval} s)")
-
-
-def get_load_balancer(
-    session: Session, *, actor: Principal = SYSTEM, load_balancer_id: str
-) -> LoadBalancer:
-    return _owned(session, LoadBalancer, load_balancer_id, actor, "load balancer")
-
-
-def list_load_balancers(
-    session: Session,
-    *,
-    actor: Principal = SYSTEM,
-    network_id: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> Page[LoadBalancer]:
-    stmt = _scope(select(LoadBalancer), LoadBalancer.tenant_id, actor)
-    if network_id is not None:
-        stmt = stmt.where(LoadBalancer.network_id == network_id)
-    return _paginate(session, stmt, LoadBalancer, limit=limit, offset=offset)
-
-
-def update_load_balancer(
-    session: Session,
-    *,
-    actor: Principal = SYSTEM,
-    load_balancer_id: str,
-    changes: Mapping[str, Any],
-) -> LoadBalancer:
-    lb = get_load_balancer(session, actor=actor, load_balancer_id=load_balancer_id)
-    name = changes.get("name")
-    if name is not None and _exists(
-        session,
-        LoadBalancer.tenant_id == lb.tenant_id,
-        LoadBalancer.name == name,
-        LoadBalancer.id != lb.id,
-    ):
-        raise Conflict(f"the tenant already has a load balancer named {name!r}")
-    if name is not None:
-        lb.name = name
-    if "health_check" in changes:
-        _apply_health_check(lb, changes["health_check"])
-    if "backends" in changes:
-        network = session.get_one(Network, lb.network_id)
-        _set_backends(lb, _resolve_backends(session, network, lb.vip, changes["backends"]))
-    session.flush()
-    return lb
-
-
-def delete_load_balancer(
-    session: Session, *, actor: Principal = SYSTEM, load_balancer_id: str
-) -> None:
-    lb = get_load_balancer(session, actor=actor, load_balancer_id=load_balancer_id)
-    session.delete(lb)
-    session.flush()
+    return _add(session, lb)
 
 
 # ---- whole-fabric view ------------------------------------------------------------
@@ -773,21 +749,18 @@ class Topology:
     load_balancers: list[LoadBalancer]
 
 
-def topology(session: Session, *, actor: Principal = SYSTEM) -> Topology:
-    """Everything the caller may see (hosts are admin-only)."""
+def topology(session: Session, *, actor: Principal) -> Topology:
+    """Everything the caller may see (hosts are admin-only: none for a tenant)."""
 
-    def everything(model: Any, tenant_column: Any) -> list[Any]:
-        stmt = _scope(select(model), tenant_column, actor)
+    def everything(resource: Resource[Any]) -> list[Any]:
+        model = resource.model
+        stmt = _visible(select(model), resource, actor)
         return list(session.scalars(stmt.order_by(model.created_at, model.id)))
 
     return Topology(
-        hosts=everything(Host, None) if actor.is_admin else [],
-        tenants=everything(Tenant, Tenant.id),
-        networks=everything(Network, Network.tenant_id),
-        ports=everything(Port, Port.tenant_id),
-        load_balancers=everything(LoadBalancer, LoadBalancer.tenant_id),
+        hosts=everything(HOSTS) if actor.is_admin else [],
+        tenants=everything(TENANTS),
+        networks=everything(NETWORKS),
+        ports=everything(PORTS),
+        load_balancers=everything(LOAD_BALANCERS),
     )
-
-
-def revision_query() -> Select[Any]:
-    return select(GlobalRevision.value).where(GlobalRevision.id == 1)

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import pytest
 
 from api.config import Settings
-from api.rest.auth import SYSTEM
-from api.store import crud
+from api.store import resources
 from api.store.db import Database
+from api.store.principals import CLI
 
 pytestmark = pytest.mark.api
 
@@ -96,9 +96,9 @@ def test_independent_replicas_allocate_distinct_ids(api: Any, api_settings: Sett
 
     def create(index: int) -> int:
         with replicas[index % 4].write() as session:
-            network = crud.create_network(
+            network = resources.create_network(
                 session,
-                actor=SYSTEM,
+                actor=CLI,
                 pools=pools,
                 tenant_id=tenant["id"],
                 name=f"r{index}",

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import update
 
 from api.errors import Conflict, Invalid
-from api.store import crud
+from api.store import resources
 from api.store.db import Database, mark_changed
 from api.store.models import Tenant
+from api.store.principals import LIBVIRT_WATCHER
 from api.store.snapshot import SqlStateStore
 from controller.core.model import (
     BackendSpec,
@@ -230,29 +231,41 @@ def test_watcher_helpers_bump_the_revision(
     start = store.current_revision()
 
     with database.write() as session:
-        port = crud.create_port(
-            session, network_id=net["id"], mac="02:AB:00:00:00:01", origin="libvirt", vm_id="vm-1"
+        port = resources.create_port(
+            session,
+            actor=LIBVIRT_WATCHER,
+            network_id=net["id"],
+            mac="02:AB:00:00:00:01",
+            origin="libvirt",
+            vm_id="vm-1",
         )
         port_id = port.id
     assert store.current_revision() == start + 1
 
     with database.read() as session:
-        found = crud.find_port_by_mac(session, mac="02:ab:00:00:00:01")
+        found = resources.find_port_by_mac(session, actor=LIBVIRT_WATCHER, mac="02:ab:00:00:00:01")
         assert found is not None and found.id == port_id and found.origin == "libvirt"
         assert found.ips == ["10.0.0.1"]
-        assert crud.find_port_by_mac(session, mac="not-a-mac") is None
-        assert crud.find_port(session, port_id=port_id) is not None
-        assert [p.id for p in crud.ports_of_vm(session, vm_id="vm-1")] == [port_id]
+        assert resources.find_port_by_mac(session, actor=LIBVIRT_WATCHER, mac="not-a-mac") is None
+        assert resources.find_port(session, actor=LIBVIRT_WATCHER, port_id=port_id) is not None
+        assert [
+            p.id for p in resources.ports_of_vm(session, actor=LIBVIRT_WATCHER, vm_id="vm-1")
+        ] == [port_id]
 
     with database.write() as session:
-        crud.bind_port(
-            session, port_id=port_id, host_id=host["id"], interface="vnet0", vm_id="vm-1"
+        resources.bind_port(
+            session,
+            actor=LIBVIRT_WATCHER,
+            port_id=port_id,
+            host_id=host["id"],
+            interface="vnet0",
+            vm_id="vm-1",
         )
     bound = api.admin.get(f"/ports/{port_id}").json()
     assert bound["binding"]["interface"] == "vnet0" and bound["revision"] == start + 2
 
     with database.write() as session:
-        crud.unbind_port(session, port_id=port_id)
+        resources.unbind_port(session, actor=LIBVIRT_WATCHER, port_id=port_id)
     unbound = api.admin.get(f"/ports/{port_id}").json()
     assert unbound["binding"] == {
         "host_id": None,
@@ -262,7 +275,7 @@ def test_watcher_helpers_bump_the_revision(
     }
 
     with database.write() as session:
-        crud.delete_port(session, port_id=port_id)
+        resources.delete_port(session, actor=LIBVIRT_WATCHER, port_id=port_id)
     assert store.current_revision() == start + 4
     assert api.admin.get(f"/ports/{port_id}").status_code == 404
 
@@ -275,12 +288,19 @@ def test_watcher_helpers_enforce_the_same_rules(
     api.admin.create("/ports", {"network_id": net["id"], "mac": "02:00:00:00:00:01"})
     with api_unchanged():
         with pytest.raises(Conflict), database.write() as session:
-            crud.create_port(
-                session, network_id=net["id"], mac="02:00:00:00:00:01", origin="libvirt"
+            resources.create_port(
+                session,
+                actor=LIBVIRT_WATCHER,
+                network_id=net["id"],
+                mac="02:00:00:00:00:01",
+                origin="libvirt",
             )
         with pytest.raises(Invalid), database.write() as session:
-            crud.create_port(
-                session, network_id="00000000-0000-0000-0000-000000000000", mac="02:00:00:00:00:03"
+            resources.create_port(
+                session,
+                actor=LIBVIRT_WATCHER,
+                network_id="00000000-0000-0000-0000-000000000000",
+                mac="02:00:00:00:00:03",
             )
 
 
@@ -292,7 +312,7 @@ def test_desired_state_cannot_change_outside_a_write_transaction(
         pytest.raises(RuntimeError, match=r"outside Database\.write"),
         database.unversioned_write() as session,
     ):
-        crud.create_tenant(session, name="sneaky")
+        resources.create_tenant(session, actor=LIBVIRT_WATCHER, name="sneaky")
     assert api.admin.get("/tenants").json()["total"] == 1
 
 

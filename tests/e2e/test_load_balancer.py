@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from api.client import ApiError, FabricClient
-from api.rest.auth import create_token
 from api.store.db import Database
+from api.store.principals import CLI, create_token
 from lab.hosts import SimVM
 from lab.netns import in_netns
 from tests.support.eventually import eventually
@@ -258,7 +258,7 @@ def _tenant_client(fabric: Fabric, tenant_id: str) -> FabricClient:
     database = Database(f"sqlite:///{fabric.service.database_path}")
     try:
         with database.unversioned_write() as session:
-            _row, token = create_token(session, name="tenant", tenant_id=tenant_id)
+            _row, token = create_token(session, actor=CLI, name="tenant", tenant_id=tenant_id)
     finally:
         database.dispose()
     return FabricClient(fabric.service.base_url, token)

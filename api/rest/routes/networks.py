@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Query, Response, status
-
-from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
-from api.rest.deps import DatabaseDep, PageDep, SettingsDep
-from api.rest.schemas import NetworkCreate, NetworkOut, NetworkType, NetworkUpdate, Page
-from api.store import crud
+from api.rest.deps import DatabaseDep, SettingsDep
+from api.rest.resource_routes import add_resource_routes, set_location
+from api.rest.schemas import NetworkCreate, NetworkOut, NetworkType, NetworkUpdate
+from api.store import resources
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
@@ -24,53 +22,19 @@ def create_network(
     response: Response,
 ) -> NetworkOut:
     with db.write() as session:
-        network = crud.create_network(
+        network = resources.create_network(
             session, actor=caller, pools=settings.segment_pools(), **body.model_dump()
         )
         out = NetworkOut.model_validate(network)
-    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
+    set_location(response, router, out.id)
     return out
 
 
-@router.get("")
-def list_networks(
-    caller: CallerDep,
-    db: DatabaseDep,
-    page: PageDep,
-    tenant_id: Annotated[str | None, Query()] = None,
-    type: Annotated[NetworkType | None, Query()] = None,
-) -> Page[NetworkOut]:
-    with db.read() as session:
-        found = crud.list_networks(
-            session,
-            actor=caller,
-            tenant_id=tenant_id,
-            type=type,
-            limit=page.limit,
-            offset=page.offset,
-        )
-        return Page[NetworkOut].of(found, NetworkOut.model_validate)
-
-
-@router.get("/{network_id}")
-def get_network(network_id: str, caller: CallerDep, db: DatabaseDep) -> NetworkOut:
-    with db.read() as session:
-        network = crud.get_network(session, actor=caller, network_id=network_id)
-        return NetworkOut.model_validate(network)
-
-
-@router.patch("/{network_id}")
-def update_network(
-    network_id: str, body: NetworkUpdate, caller: CallerDep, db: DatabaseDep
-) -> NetworkOut:
-    with db.write() as session:
-        network = crud.update_network(
-            session, actor=caller, network_id=network_id, changes=body.changes()
-        )
-        return NetworkOut.model_validate(network)
-
-
-@router.delete("/{network_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_network(network_id: str, caller: CallerDep, db: DatabaseDep) -> None:
-    with db.write() as session:
-        crud.delete_network(session, actor=caller, network_id=network_id)
+add_resource_routes(
+    router,
+    resources.NETWORKS,
+    out=NetworkOut.model_validate,
+    out_type=NetworkOut,
+    patch_body=NetworkUpdate,
+    filters={"tenant_id": str, "type": NetworkType},
+)

@@ -9,11 +9,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
-from api.rest.deps import DatabaseDep, PageDep
-from api.rest.schemas import Page, PortCreate, PortOut, PortUpdate
-from api.store import crud
+from api.rest.deps import DatabaseDep
+from api.rest.resource_routes import add_resource_routes, set_location
+from api.rest.schemas import PortCreate, PortOut, PortUpdate
+from api.store import resources
 
 router = APIRouter(prefix="/ports", tags=["ports"])
 
@@ -26,33 +26,25 @@ def create_port(
     body: PortCreate, caller: CallerDep, db: DatabaseDep, response: Response
 ) -> PortOut:
     with db.write() as session:
-        out = PortOut.of(crud.create_port(session, actor=caller, **body.model_dump()))
-    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{out.id}"
+        out = PortOut.of(resources.create_port(session, actor=caller, **body.model_dump()))
+    set_location(response, router, out.id)
     return out
 
 
-@router.get("")
-def list_ports(
-    caller: CallerDep,
-    db: DatabaseDep,
-    page: PageDep,
-    network_id: Annotated[str | None, Query()] = None,
-    host_id: Annotated[str | None, Query()] = None,
-    status: Annotated[Literal["DOWN", "ACTIVE", "ERROR"] | None, Query()] = None,
-    vm_id: Annotated[str | None, Query()] = None,
-) -> Page[PortOut]:
-    with db.read() as session:
-        found = crud.list_ports(
-            session,
-            actor=caller,
-            network_id=network_id,
-            host_id=host_id,
-            status=status,
-            vm_id=vm_id,
-            limit=page.limit,
-            offset=page.offset,
-        )
-        return Page[PortOut].of(found, PortOut.of)
+add_resource_routes(
+    router,
+    resources.PORTS,
+    out=PortOut.of,
+    out_type=PortOut,
+    patch_body=PortUpdate,
+    filters={
+        "network_id": str,
+        "host_id": str,
+        "status": Literal["DOWN", "ACTIVE", "ERROR"],
+        "vm_id": str,
+    },
+    with_get=False,  # GET /{port_id} can wait for ACTIVE: below
+)
 
 
 @router.get("/{port_id}")
@@ -73,7 +65,7 @@ async def get_port(
 
     def read() -> PortOut:
         with db.read() as session:
-            return PortOut.of(crud.get_port(session, actor=caller, port_id=port_id))
+            return PortOut.of(resources.get(session, resources.PORTS, actor=caller, id=port_id))
 
     deadline = time.monotonic() + timeout
     port = await run_in_threadpool(read)
@@ -84,16 +76,3 @@ async def get_port(
         await asyncio.sleep(min(WAIT_POLL_SECONDS, remaining))
         port = await run_in_threadpool(read)
     return port
-
-
-@router.patch("/{port_id}")
-def update_port(port_id: str, body: PortUpdate, caller: CallerDep, db: DatabaseDep) -> PortOut:
-    with db.write() as session:
-        port = crud.update_port(session, actor=caller, port_id=port_id, changes=body.changes())
-        return PortOut.of(port)
-
-
-@router.delete("/{port_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_port(port_id: str, caller: CallerDep, db: DatabaseDep) -> None:
-    with db.write() as session:
-        crud.delete_port(session, actor=caller, port_id=port_id)

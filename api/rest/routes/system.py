@@ -19,7 +19,8 @@ from api.rest.schemas import (
     TenantOut,
     TopologyOut,
 )
-from api.store import crud
+from api.store import resources
+from api.store.db import read_revision
 
 router = APIRouter(tags=["fabric"])
 health_router = APIRouter(tags=["health"])
@@ -33,8 +34,8 @@ class Unavailable(ProblemError):
 def get_topology(caller: CallerDep, db: DatabaseDep) -> TopologyOut:
     """Everything the caller may see, in one consistent read."""
     with db.read() as session:
-        revision = int(session.scalar(crud.revision_query()) or 0)
-        found = crud.topology(session, actor=caller)
+        revision = read_revision(session)
+        found = resources.topology(session, actor=caller)
         return TopologyOut(
             revision=revision,
             hosts=[HostOut.model_validate(h) for h in found.hosts],
