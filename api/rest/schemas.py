@@ -1,8 +1,10 @@
 """Request and response bodies of the REST API (pydantic v2).
 
 Requests forbid unknown fields and use strict types ("5" is not a number).
-PATCH models list their immutable fields explicitly so that trying to change
-one is a 422 that names the field, rather than a generic "extra field" error.
+PATCH models declare their immutable fields (type `Immutable`) so that trying
+to change one is a 422 that names the field, rather than a generic "extra
+field" error. Fields a request and a response share are declared once, in a
+`...Fields` base.
 PATCH fields that may not be null are declared with their non-null type and a
 default the validator never sees: an explicit ``null`` is then rejected, an
 absent field means "unchanged". Read PATCH bodies with
@@ -73,8 +75,11 @@ VmId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 L4Port = Annotated[int, Field(ge=1, le=65535)]
 SegmentationId = Annotated[int, Field(ge=1, le=16_777_215)]
 NetworkType = Literal["vlan", "vxlan"]
+PortStatus = Literal["DOWN", "ACTIVE", "ERROR"]
 Protocol = Literal["tcp", "udp"]
-Immutable = SkipJsonSchema[Any]
+_IMMUTABLE = "immutable"  # a marker in the field's metadata
+# A PATCH field refused when present (and not advertised in the schema).
+Immutable = Annotated[SkipJsonSchema[Any], _IMMUTABLE]
 # Default of a PATCH field that may not be null: absent means "unchanged", and
 # since pydantic never validates defaults, an explicit null is still rejected.
 UNCHANGED: Any = None
@@ -85,9 +90,16 @@ class RequestModel(BaseModel):
 
 
 class PatchModel(RequestModel):
-    """Base of PATCH bodies; `immutable_fields` (declared as `Immutable`) fail when present."""
+    """Base of PATCH bodies; fields declared as `Immutable` fail when present."""
 
-    immutable_fields: ClassVar[tuple[str, ...]] = ()
+    immutable_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.immutable_fields = frozenset(
+            name for name, field in cls.model_fields.items() if _IMMUTABLE in field.metadata
+        )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -131,7 +143,15 @@ class ResourceOut(BaseModel):
 # ---- hosts -----------------------------------------------------------------------
 
 
-class HostCreate(RequestModel):
+class HostFields(BaseModel):
+    name: Name
+    ovsdb_remote: OvsdbRemote
+    libvirt_uri: LibvirtUri | None = None
+    tunnel_ip: IPv4 | None = None
+    uplink: InterfaceName | None = None
+
+
+class HostCreate(RequestModel, HostFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -146,16 +166,9 @@ class HostCreate(RequestModel):
         }
     )
 
-    name: Name
-    ovsdb_remote: OvsdbRemote
-    libvirt_uri: LibvirtUri | None = None
-    tunnel_ip: IPv4 | None = None
-    uplink: InterfaceName | None = None
-
 
 class HostUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"tunnel_ip": "192.0.2.12"}]})
-    immutable_fields = ("datapath_id", "ovsdb_connected", "openflow_connected", "last_error")
     datapath_id: Immutable = None
     ovsdb_connected: Immutable = None
     openflow_connected: Immutable = None
@@ -168,12 +181,7 @@ class HostUpdate(PatchModel):
     uplink: InterfaceName | None = None
 
 
-class HostOut(ResourceOut):
-    name: str
-    ovsdb_remote: str
-    libvirt_uri: str | None
-    tunnel_ip: str | None
-    uplink: str | None
+class HostOut(ResourceOut, HostFields):
     datapath_id: str | None
     ovsdb_connected: bool
     openflow_connected: bool
@@ -184,13 +192,15 @@ class HostOut(ResourceOut):
 # ---- tenants ---------------------------------------------------------------------
 
 
-class TenantCreate(RequestModel):
+class TenantFields(BaseModel):
+    name: Name
+    description: Description = ""
+
+
+class TenantCreate(RequestModel, TenantFields):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"name": "acme", "description": "ACME Corp."}]}
     )
-
-    name: Name
-    description: Description = ""
 
 
 class TenantUpdate(PatchModel):
@@ -200,9 +210,8 @@ class TenantUpdate(PatchModel):
     description: Description = UNCHANGED
 
 
-class TenantOut(ResourceOut):
-    name: str
-    description: str
+class TenantOut(ResourceOut, TenantFields):
+    pass
 
 
 class TokenCreate(RequestModel):
@@ -230,7 +239,14 @@ def _check_gateway(cidr: str | None, gateway: str | None) -> None:
     check_host_address(ipaddress.IPv4Address(gateway), ipaddress.IPv4Network(cidr))
 
 
-class NetworkCreate(RequestModel):
+class NetworkFields(BaseModel):
+    name: Name
+    type: NetworkType
+    cidr: Cidr | None = None
+    gateway: IPv4 | None = None
+
+
+class NetworkCreate(RequestModel, NetworkFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -248,13 +264,9 @@ class NetworkCreate(RequestModel):
     tenant_id: Uuid | None = Field(
         default=None, description="Required with an admin token; implied by a tenant token."
     )
-    name: Name
-    type: NetworkType
     segmentation_id: SegmentationId | None = Field(
         default=None, description="Admin only; allocated from the configured ranges when absent."
     )
-    cidr: Cidr | None = None
-    gateway: IPv4 | None = None
 
     @field_validator("gateway")
     @classmethod
@@ -266,7 +278,6 @@ class NetworkCreate(RequestModel):
 
 class NetworkUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "web-frontend"}]})
-    immutable_fields = ("tenant_id", "type", "segmentation_id", "cidr")
     tenant_id: Immutable = None
     type: Immutable = None
     segmentation_id: Immutable = None
@@ -276,13 +287,9 @@ class NetworkUpdate(PatchModel):
     gateway: IPv4 | None = None
 
 
-class NetworkOut(ResourceOut):
+class NetworkOut(ResourceOut, NetworkFields):
     tenant_id: str
-    name: str
-    type: NetworkType
     segmentation_id: int
-    cidr: str | None
-    gateway: str | None
 
 
 # ---- ports -----------------------------------------------------------------------
@@ -327,7 +334,6 @@ class PortUpdate(PatchModel):
             ]
         }
     )
-    immutable_fields = ("network_id", "tenant_id", "origin", "status")
     network_id: Immutable = None
     tenant_id: Immutable = None
     origin: Immutable = None
@@ -356,7 +362,7 @@ class PortOut(ResourceOut):
     ips: list[str]
     origin: Literal["api", "libvirt"]
     binding: BindingOut
-    status: Literal["DOWN", "ACTIVE", "ERROR"]
+    status: PortStatus
     status_at: datetime | None
     activation_seconds: float | None
 
@@ -364,27 +370,15 @@ class PortOut(ResourceOut):
     def of(cls, port: models.Port) -> PortOut:
         return cls.model_validate(
             {
-                **{name: getattr(port, name) for name in _RESOURCE_FIELDS},
-                "network_id": port.network_id,
-                "tenant_id": port.tenant_id,
-                "name": port.name,
-                "mac": port.mac,
-                "ips": port.ips,
-                "origin": port.origin,
-                "binding": {
-                    "host_id": port.host_id,
-                    "interface": port.interface,
-                    "vm_id": port.vm_id,
-                    "bound_at": port.bound_at,
-                },
-                "status": port.status,
-                "status_at": port.status_at,
-                "activation_seconds": port.activation_seconds,
+                **_columns(port, cls, exclude={"binding"}),
+                "binding": _columns(port, BindingOut, exclude=set()),
             }
         )
 
 
-_RESOURCE_FIELDS = ("id", "created_at", "updated_at", "revision")
+def _columns(row: Any, model: type[BaseModel], *, exclude: set[str]) -> dict[str, Any]:
+    """The attributes of `row` named like the fields of `model` (nested ones excluded)."""
+    return {name: getattr(row, name) for name in model.model_fields if name not in exclude}
 
 
 # ---- load balancers --------------------------------------------------------------
@@ -464,7 +458,6 @@ class LoadBalancerUpdate(PatchModel):
             ]
         }
     )
-    immutable_fields = ("network_id", "tenant_id", "vip", "protocol", "port")
     network_id: Immutable = None
     tenant_id: Immutable = None
     vip: Immutable = None
@@ -477,6 +470,8 @@ class LoadBalancerUpdate(PatchModel):
 
 
 class HealthCheckOut(BaseModel):
+    """The hc_* columns of a load balancer."""
+
     enabled: bool
     interval: float
     timeout: float
@@ -485,6 +480,8 @@ class HealthCheckOut(BaseModel):
 
 
 class BackendOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     ip: str
     port: int
     weight: int
@@ -505,33 +502,12 @@ class LoadBalancerOut(ResourceOut):
 
     @classmethod
     def of(cls, lb: models.LoadBalancer) -> LoadBalancerOut:
+        health_check = {name: getattr(lb, f"hc_{name}") for name in HealthCheckOut.model_fields}
         return cls.model_validate(
             {
-                **{name: getattr(lb, name) for name in _RESOURCE_FIELDS},
-                "tenant_id": lb.tenant_id,
-                "network_id": lb.network_id,
-                "name": lb.name,
-                "vip": lb.vip,
-                "protocol": lb.protocol,
-                "port": lb.port,
-                "health_check": {
-                    "enabled": lb.hc_enabled,
-                    "interval": lb.hc_interval,
-                    "timeout": lb.hc_timeout,
-                    "rise": lb.hc_rise,
-                    "fall": lb.hc_fall,
-                },
-                "backends": [
-                    {
-                        "ip": b.ip,
-                        "port": b.port,
-                        "weight": b.weight,
-                        "port_id": b.port_id,
-                        "healthy": b.healthy,
-                        "health_at": b.health_at,
-                    }
-                    for b in lb.backends
-                ],
+                **_columns(lb, cls, exclude={"health_check", "backends"}),
+                "health_check": health_check,
+                "backends": [BackendOut.model_validate(b) for b in lb.backends],
             }
         )
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
 from api.rest.resource_routes import add_resource_routes, set_location
-from api.rest.schemas import PortCreate, PortOut, PortUpdate
+from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate
 from api.store import resources
 
 router = APIRouter(prefix="/ports", tags=["ports"])
@@ -40,7 +40,7 @@ add_resource_routes(
     filters={
         "network_id": str,
         "host_id": str,
-        "status": Literal["DOWN", "ACTIVE", "ERROR"],
+        "status": PortStatus,
         "vm_id": str,
     },
     with_get=False,  # GET /{port_id} can wait for ACTIVE: below
