@@ -34,7 +34,7 @@ from api.libvirt.domain_xml import (
 )
 from api.store import resources
 from api.store.db import Database
-from api.store.models import Host, Network, Port, Tenant
+from api.store.models import Host, Network, Port, Tenant, columns_for
 from api.store.principals import LIBVIRT_WATCHER
 
 log = logging.getLogger(__name__)
@@ -97,29 +97,10 @@ def _relevant_ports(
     interfaces = [i for d in domains for i in d.description.interfaces]
     ids = {i.interface_id for i in interfaces if i.interface_id}
     macs = {i.mac for i in interfaces}
-    rows = session.execute(
-        select(
-            Port.id,
-            Port.network_id,
-            Port.mac,
-            Port.host_id,
-            Port.interface,
-            Port.vm_id,
-            Port.origin,
-        ).where(or_(Port.host_id == host_id, Port.id.in_(ids), Port.mac.in_(macs)))
-    ).all()
-    return [
-        PortRecord(
-            id=r.id,
-            network_id=r.network_id,
-            mac=r.mac,
-            host_id=r.host_id,
-            interface=r.interface,
-            vm_id=r.vm_id,
-            origin=r.origin,
-        )
-        for r in rows
-    ]
+    stmt = select(*columns_for(Port, PortRecord)).where(
+        or_(Port.host_id == host_id, Port.id.in_(ids), Port.mac.in_(macs))
+    )
+    return [PortRecord(**row) for row in session.execute(stmt).mappings()]
 
 
 def _resolve(session: Session, request: NetworkRequest) -> NetworkResolution:

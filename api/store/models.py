@@ -11,6 +11,7 @@ not look like a change of desired state, or the controller would chase its tail.
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +73,17 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UtcDateTime()}
+
+
+def columns_for(model: type[Base], record: type[Any]) -> list[Any]:
+    """The columns of `model` named like the fields of the dataclass `record`, in its order.
+
+    Readers that turn rows into plain records (the controller's snapshot, the
+    libvirt watcher's port records) select these, so a field is named once, in
+    the record; fields that are not columns (computed ones) are left out.
+    """
+    table = model.__table__.columns
+    return [table[field.name] for field in fields(record) if field.name in table]
 
 
 class GlobalRevision(Base):

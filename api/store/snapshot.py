@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import RowMapping, and_, select, update
+from sqlalchemy.orm import Session
 
 from api.store.db import Database, read_revision
 from api.store.models import (
@@ -20,6 +23,7 @@ from api.store.models import (
     Network,
     Port,
     PortIp,
+    columns_for,
     utcnow,
 )
 from controller.core.model import (
@@ -46,120 +50,36 @@ class SqlStateStore:
     def load_snapshot(self) -> Snapshot:
         with self.database.read() as session:
             revision = read_revision(session)
-            hosts = session.execute(
-                select(
-                    Host.id,
-                    Host.name,
-                    Host.ovsdb_remote,
-                    Host.tunnel_ip,
-                    Host.uplink,
-                    Host.libvirt_uri,
-                ).order_by(Host.created_at, Host.id)
-            ).all()
-            networks = session.execute(
-                select(
-                    Network.id,
-                    Network.tenant_id,
-                    Network.name,
-                    Network.type,
-                    Network.segmentation_id,
-                    Network.cidr,
-                    Network.gateway,
-                ).order_by(Network.created_at, Network.id)
-            ).all()
-            ports = session.execute(
-                select(
-                    Port.id, Port.network_id, Port.mac, Port.host_id, Port.interface, Port.vm_id
-                ).order_by(Port.created_at, Port.id)
-            ).all()
+            hosts = _records(session, Host, HostSpec)
+            networks = _records(session, Network, NetworkSpec)
+            ports = _records(session, Port, PortSpec)
             port_ips = session.execute(
                 select(PortIp.port_id, PortIp.ip).order_by(PortIp.port_id, PortIp.position)
             ).all()
-            lbs = session.execute(
-                select(
-                    LoadBalancer.id,
-                    LoadBalancer.network_id,
-                    LoadBalancer.vip,
-                    LoadBalancer.protocol,
-                    LoadBalancer.port,
-                    LoadBalancer.hc_enabled,
-                    LoadBalancer.hc_interval,
-                    LoadBalancer.hc_timeout,
-                    LoadBalancer.hc_rise,
-                    LoadBalancer.hc_fall,
-                ).order_by(LoadBalancer.created_at, LoadBalancer.id)
-            ).all()
+            lbs = _records(session, LoadBalancer, LoadBalancerSpec, *_HEALTH_CHECK_COLUMNS)
             backends = session.execute(
-                select(
-                    LbBackend.load_balancer_id,
-                    LbBackend.ip,
-                    LbBackend.port,
-                    LbBackend.weight,
-                    LbBackend.healthy,
-                    LbBackend.port_id,
-                ).order_by(LbBackend.load_balancer_id, LbBackend.position)
+                select(LbBackend.load_balancer_id, *columns_for(LbBackend, BackendSpec)).order_by(
+                    LbBackend.load_balancer_id, LbBackend.position
+                )
             ).all()
 
         ips_by_port: dict[str, list[str]] = defaultdict(list)
         for port_id, ip in port_ips:
             ips_by_port[port_id].append(ip)
         backends_by_lb: dict[str, list[BackendSpec]] = defaultdict(list)
-        for lb_id, ip, port, weight, healthy, member_port_id in backends:
-            backends_by_lb[lb_id].append(BackendSpec(ip, port, weight, healthy, member_port_id))
+        for lb_id, *backend in backends:
+            backends_by_lb[lb_id].append(BackendSpec(*backend))
 
         return Snapshot(
             revision=revision,
-            hosts=tuple(
-                HostSpec(
-                    id=h.id,
-                    name=h.name,
-                    ovsdb_remote=h.ovsdb_remote,
-                    tunnel_ip=h.tunnel_ip,
-                    uplink=h.uplink,
-                    libvirt_uri=h.libvirt_uri,
-                )
-                for h in hosts
-            ),
-            networks=tuple(
-                NetworkSpec(
-                    id=n.id,
-                    tenant_id=n.tenant_id,
-                    name=n.name,
-                    type=n.type,
-                    segmentation_id=n.segmentation_id,
-                    cidr=n.cidr,
-                    gateway=n.gateway,
-                )
-                for n in networks
-            ),
-            ports=tuple(
-                PortSpec(
-                    id=p.id,
-                    network_id=p.network_id,
-                    mac=p.mac,
-                    ips=tuple(ips_by_port[p.id]),
-                    host_id=p.host_id,
-                    interface=p.interface,
-                    vm_id=p.vm_id,
-                )
-                for p in ports
-            ),
+            hosts=tuple(HostSpec(**h) for h in hosts),
+            networks=tuple(NetworkSpec(**n) for n in networks),
+            ports=tuple(PortSpec(**p, ips=tuple(ips_by_port[p["id"]])) for p in ports),
             load_balancers=tuple(
                 LoadBalancerSpec(
-                    id=lb.id,
-                    network_id=lb.network_id,
-                    vip=lb.vip,
-                    protocol=lb.protocol,
-                    port=lb.port,
-                    backends=tuple(backends_by_lb[lb.id]),
-                    health_check=HealthCheckSpec(
-                        interval=lb.hc_interval,
-                        timeout=lb.hc_timeout,
-                        rise=lb.hc_rise,
-                        fall=lb.hc_fall,
-                    )
-                    if lb.hc_enabled
-                    else None,
+                    **_fields_of(LoadBalancerSpec, lb),
+                    backends=tuple(backends_by_lb[lb["id"]]),
+                    health_check=_health_check(lb),
                 )
                 for lb in lbs
             ),
@@ -239,3 +159,31 @@ def _aware(moment: datetime) -> datetime:
     # The contract asks for aware datetimes; a naive one is taken as UTC rather
     # than failing the controller's status path.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# hc_enabled, then hc_<field> for every field of HealthCheckSpec.
+_HEALTH_CHECK_COLUMNS = (
+    LoadBalancer.hc_enabled,
+    *(getattr(LoadBalancer, f"hc_{field.name}") for field in fields(HealthCheckSpec)),
+)
+
+
+def _records(
+    session: Session,
+    model: type[Host | Network | Port | LoadBalancer],
+    record: type[Any],
+    *extra: Any,
+) -> list[RowMapping]:
+    """Rows of `model` with the columns `record` has fields for (plus `extra`), oldest first."""
+    stmt = select(*columns_for(model, record), *extra)
+    return list(session.execute(stmt.order_by(model.created_at, model.id)).mappings())
+
+
+def _fields_of(record: type[Any], row: RowMapping) -> dict[str, Any]:
+    return {field.name: row[field.name] for field in fields(record) if field.name in row}
+
+
+def _health_check(lb: RowMapping) -> HealthCheckSpec | None:
+    if not lb["hc_enabled"]:
+        return None
+    return HealthCheckSpec(**{f.name: lb[f"hc_{f.name}"] for f in fields(HealthCheckSpec)})
