@@ -1,9 +1,9 @@
-"""The routes every resource has alike: list, get, patch and delete, built once.
+"""The routes every resource has alike, built once from its store descriptor.
 
-Each resource router calls `add_resource_routes` with its `api.store.resources`
-descriptor and its schemas; the store does the scoping, so these bodies are the
-same for hosts, tenants, networks, ports and load balancers. Creation differs
-per resource and stays in each router (with `set_location`).
+POST "" (201 with Location), GET "" (paged, optional filters), and GET / PATCH /
+DELETE "/{<noun>_id}" for hosts, tenants, networks, ports and load balancers.
+The store does the scoping and the rules, so these bodies are the same for all
+five; a router adds only what is its own (tenant tokens, a port GET that waits).
 """
 
 from __future__ import annotations
@@ -14,103 +14,109 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Response, status
 
+from api.config import Settings
 from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
-from api.rest.deps import DatabaseDep, PageDep
-from api.rest.schemas import Page, PatchModel
+from api.rest.deps import DatabaseDep, PageDep, SettingsDep
+from api.rest.schemas import Page, PatchModel, RequestModel, ResourceOut
 from api.store import resources
 from api.store.models import Revisioned
 from api.store.resources import Resource
 
 M = TypeVar("M", bound=Revisioned)
-O = TypeVar("O")  # noqa: E741
 
 _KW = inspect.Parameter.KEYWORD_ONLY
-
-
-def set_location(response: Response, router: APIRouter, item_id: str) -> None:
-    """The Location of a resource a POST just created."""
-    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{item_id}"
 
 
 def add_resource_routes(
     router: APIRouter,
     resource: Resource[M],
     *,
-    out: Callable[[M], O],
-    out_type: type[O],
+    create: Callable[..., M],
+    create_body: type[RequestModel],
     patch_body: type[PatchModel],
-    filters: Mapping[str, Any] | None = None,
+    out: type[ResourceOut],
     writer: Any = CallerDep,
+    create_options: Callable[[Settings], Mapping[str, Any]] | None = None,
+    filters: Mapping[str, Any] | None = None,
     with_get: bool = True,
 ) -> None:
-    """GET "" (with `filters` as optional query parameters), GET/PATCH/DELETE "/{<noun>_id}".
+    """Add the routes of `resource` to `router`.
 
-    `writer` is the dependency that names the caller of PATCH and DELETE (AdminDep
-    where a tenant token must be refused before its body is even read).
+    `create` is the store's create service, called with the body's fields and
+    `create_options(settings)`. `writer` is the dependency that names the caller
+    of POST, PATCH and DELETE (AdminDep where a tenant token must be refused
+    before its body is even read). `filters` become optional query parameters
+    of the list (name: type).
     """
     noun = resource.noun.replace(" ", "_")
     id_name = f"{noun}_id"
     item = f"/{{{id_name}}}"
-    identify = inspect.Parameter(id_name, _KW, annotation=str)
-    db = inspect.Parameter("db", _KW, annotation=DatabaseDep)
+
+    def create_item(
+        *, body: RequestModel, caller: Any, db: Any, settings: Settings, response: Response
+    ) -> ResourceOut:
+        options = create_options(settings) if create_options is not None else {}
+        with db.write() as session:
+            created = out.of(create(session, actor=caller, **body.model_dump(), **options))
+        response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{created.id}"
+        return created
 
     def list_items(*, caller: Any, db: Any, page: Any, **where: Any) -> Page[Any]:
         with db.read() as session:
             found = resources.get_page(
                 session, resource, actor=caller, where=where, limit=page.limit, offset=page.offset
             )
-            return Page.of(found, out)
+            return Page.of(found, out.of)
 
-    def get_item(*, caller: Any, db: Any, **path: str) -> O:
+    def get_item(*, caller: Any, db: Any, **path: str) -> ResourceOut:
         with db.read() as session:
-            return out(resources.get(session, resource, actor=caller, id=path[id_name]))
+            return out.of(resources.get(session, resource, actor=caller, id=path[id_name]))
 
-    def update_item(*, caller: Any, db: Any, body: PatchModel, **path: str) -> O:
+    def update_item(*, caller: Any, db: Any, body: PatchModel, **path: str) -> ResourceOut:
         with db.write() as session:
             changes = body.changes()
             obj = resources.update(
                 session, resource, actor=caller, id=path[id_name], changes=changes
             )
-            return out(obj)
+            return out.of(obj)
 
     def delete_item(*, caller: Any, db: Any, **path: str) -> None:
         with db.write() as session:
             resources.delete(session, resource, actor=caller, id=path[id_name])
 
+    def parameter(name: str, annotation: Any, **default: Any) -> inspect.Parameter:
+        return inspect.Parameter(name, _KW, annotation=annotation, **default)
+
+    item_id = parameter(id_name, str)
+    caller = parameter("caller", CallerDep)
+    author = parameter("caller", writer)
+    db = parameter("db", DatabaseDep)
     query = [
-        inspect.Parameter(name, _KW, default=None, annotation=Annotated[kind | None, Query()])
+        parameter(name, Annotated[kind | None, Query()], default=None)
         for name, kind in (filters or {}).items()
     ]
     _route(
-        router.get(""),
-        list_items,
-        f"list_{noun}s",
-        [inspect.Parameter("caller", _KW, annotation=CallerDep), db, _page, *query],
-        Page[out_type],  # type: ignore[valid-type]
+        router.post("", status_code=status.HTTP_201_CREATED),
+        create_item,
+        f"create_{noun}",
+        [
+            parameter("body", create_body),
+            author,
+            db,
+            parameter("settings", SettingsDep),
+            parameter("response", Response),
+        ],
+        out,
     )
+    list_parameters = [caller, db, parameter("page", PageDep), *query]
+    _route(router.get(""), list_items, f"list_{noun}s", list_parameters, Page[out])  # type: ignore[valid-type]
     if with_get:
-        caller = inspect.Parameter("caller", _KW, annotation=CallerDep)
-        _route(router.get(item), get_item, f"get_{noun}", [identify, caller, db], out_type)
-    writer_param = inspect.Parameter("caller", _KW, annotation=writer)
-    body = inspect.Parameter("body", _KW, annotation=patch_body)
-    _route(
-        router.patch(item),
-        update_item,
-        f"update_{noun}",
-        [identify, body, writer_param, db],
-        out_type,
-    )
-    _route(
-        router.delete(item, status_code=status.HTTP_204_NO_CONTENT),
-        delete_item,
-        f"delete_{noun}",
-        [identify, writer_param, db],
-        None,
-    )
-
-
-_page = inspect.Parameter("page", _KW, annotation=PageDep)
+        _route(router.get(item), get_item, f"get_{noun}", [item_id, caller, db], out)
+    patch = [item_id, parameter("body", patch_body), author, db]
+    _route(router.patch(item), update_item, f"update_{noun}", patch, out)
+    delete = router.delete(item, status_code=status.HTTP_204_NO_CONTENT)
+    _route(delete, delete_item, f"delete_{noun}", [item_id, author, db], None)
 
 
 def _route(
@@ -120,8 +126,8 @@ def _route(
     parameters: list[inspect.Parameter],
     returns: Any,
 ) -> None:
-    # NOTE: FastAPI reads path, query, body and dependencies from the endpoint's
-    # signature; the generic bodies take keywords, so the signature is declared here.
+    # NOTE: FastAPI reads the path, query, body and dependencies from the
+    # endpoint's signature; the generic bodies take keywords, so it is declared here.
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         parameters, return_annotation=returns

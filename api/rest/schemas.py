@@ -139,6 +139,11 @@ class ResourceOut(BaseModel):
     updated_at: datetime
     revision: int
 
+    @classmethod
+    def of(cls, row: Any) -> Self:
+        """The response body for an ORM row (columns read by field name)."""
+        return cls.model_validate(row)
+
 
 # ---- hosts -----------------------------------------------------------------------
 
@@ -367,7 +372,7 @@ class PortOut(ResourceOut):
     activation_seconds: float | None
 
     @classmethod
-    def of(cls, port: models.Port) -> PortOut:
+    def of(cls, port: models.Port) -> Self:
         return cls.model_validate(
             {
                 **_columns(port, cls, exclude={"binding"}),
@@ -501,7 +506,7 @@ class LoadBalancerOut(ResourceOut):
     backends: list[BackendOut]
 
     @classmethod
-    def of(cls, lb: models.LoadBalancer) -> LoadBalancerOut:
+    def of(cls, lb: models.LoadBalancer) -> Self:
         health_check = {name: getattr(lb, f"hc_{name}") for name in HealthCheckOut.model_fields}
         return cls.model_validate(
             {

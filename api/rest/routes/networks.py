@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter
 
-from api.rest.auth import CallerDep
-from api.rest.deps import DatabaseDep, SettingsDep
-from api.rest.resource_routes import add_resource_routes, set_location
+from api.rest.resource_routes import add_resource_routes
 from api.rest.schemas import NetworkCreate, NetworkOut, NetworkType, NetworkUpdate
 from api.store import resources
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
-
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_network(
-    body: NetworkCreate,
-    caller: CallerDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    response: Response,
-) -> NetworkOut:
-    with db.write() as session:
-        network = resources.create_network(
-            session, actor=caller, pools=settings.segment_pools(), **body.model_dump()
-        )
-        out = NetworkOut.model_validate(network)
-    set_location(response, router, out.id)
-    return out
-
-
 add_resource_routes(
     router,
     resources.NETWORKS,
-    out=NetworkOut.model_validate,
-    out_type=NetworkOut,
+    create=resources.create_network,
+    # Segmentation ids are allocated from the configured ranges.
+    create_options=lambda settings: {"pools": settings.segment_pools()},
+    create_body=NetworkCreate,
     patch_body=NetworkUpdate,
+    out=NetworkOut,
     filters={"tenant_id": str, "type": NetworkType},
 )

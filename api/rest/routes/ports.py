@@ -6,12 +6,12 @@ import asyncio
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
-from api.rest.resource_routes import add_resource_routes, set_location
+from api.rest.resource_routes import add_resource_routes
 from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate
 from api.store import resources
 
@@ -21,22 +21,13 @@ router = APIRouter(prefix="/ports", tags=["ports"])
 WAIT_POLL_SECONDS = 0.1
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_port(
-    body: PortCreate, caller: CallerDep, db: DatabaseDep, response: Response
-) -> PortOut:
-    with db.write() as session:
-        out = PortOut.of(resources.create_port(session, actor=caller, **body.model_dump()))
-    set_location(response, router, out.id)
-    return out
-
-
 add_resource_routes(
     router,
     resources.PORTS,
-    out=PortOut.of,
-    out_type=PortOut,
+    create=resources.create_port,
+    create_body=PortCreate,
     patch_body=PortUpdate,
+    out=PortOut,
     filters={
         "network_id": str,
         "host_id": str,

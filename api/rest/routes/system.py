@@ -38,9 +38,9 @@ def get_topology(caller: CallerDep, db: DatabaseDep) -> TopologyOut:
         found = resources.topology(session, actor=caller)
         return TopologyOut(
             revision=revision,
-            hosts=[HostOut.model_validate(h) for h in found.hosts],
-            tenants=[TenantOut.model_validate(t) for t in found.tenants],
-            networks=[NetworkOut.model_validate(n) for n in found.networks],
+            hosts=[HostOut.of(h) for h in found.hosts],
+            tenants=[TenantOut.of(t) for t in found.tenants],
+            networks=[NetworkOut.of(n) for n in found.networks],
             ports=[PortOut.of(p) for p in found.ports],
             load_balancers=[LoadBalancerOut.of(lb) for lb in found.load_balancers],
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, status
 
 from api.rest.auth import AdminDep
 from api.rest.deps import DatabaseDep
-from api.rest.resource_routes import add_resource_routes, set_location
+from api.rest.resource_routes import add_resource_routes
 from api.rest.schemas import TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
 from api.store import resources
 from api.store.principals import create_token
@@ -14,23 +14,13 @@ from api.store.principals import create_token
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-def create_tenant(
-    body: TenantCreate, admin: AdminDep, db: DatabaseDep, response: Response
-) -> TenantOut:
-    with db.write() as session:
-        tenant = resources.create_tenant(session, actor=admin, **body.model_dump())
-        out = TenantOut.model_validate(tenant)
-    set_location(response, router, out.id)
-    return out
-
-
 add_resource_routes(
     router,
     resources.TENANTS,
-    out=TenantOut.model_validate,
-    out_type=TenantOut,
+    create=resources.create_tenant,
+    create_body=TenantCreate,
     patch_body=TenantUpdate,
+    out=TenantOut,
     writer=AdminDep,
 )
 
