@@ -7,11 +7,12 @@ left alone. Ports themselves, with their ACTIVE status, are under /ports.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.libvirt.watch import HostInterfaces, host_interface_reports
 from api.rest.auth import require_admin
@@ -22,11 +23,15 @@ InterfaceState = Literal["bound", "pending", "unmatched"]
 
 
 class VmInterfaceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     vm_id: str = Field(description="The domain's UUID.")
     vm_name: str
     mac: str
     interface: str | None = Field(description="The tap device on the host.")
-    type: str = Field(description="libvirt's interface type: ethernet, bridge, ...")
+    type: str = Field(
+        validation_alias="kind", description="libvirt's interface type: ethernet, bridge, ..."
+    )
     state: InterfaceState = Field(
         description="bound: the port below is bound to this tap; pending: it will be "
         "(e.g. once a migration completes); unmatched: left alone, see reason."
@@ -39,6 +44,8 @@ class VmInterfaceOut(BaseModel):
 
 
 class HostVmInterfacesOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     host_id: str
     host_name: str
     libvirt_uri: str
@@ -71,26 +78,5 @@ def list_vm_interfaces(
 
 
 def _host_out(report: HostInterfaces, state: InterfaceState | None) -> HostVmInterfacesOut:
-    return HostVmInterfacesOut(
-        host_id=report.host_id,
-        host_name=report.host_name,
-        libvirt_uri=report.libvirt_uri,
-        connected=report.connected,
-        last_error=report.last_error,
-        updated_at=report.updated_at,
-        interfaces=[
-            VmInterfaceOut(
-                vm_id=item.vm_id,
-                vm_name=item.vm_name,
-                mac=item.mac,
-                interface=item.interface,
-                type=item.kind,
-                state=item.state,
-                port_id=item.port_id,
-                match=item.match,
-                reason=item.reason,
-            )
-            for item in report.interfaces
-            if state is None or item.state == state
-        ],
-    )
+    shown = [item for item in report.interfaces if state is None or item.state == state]
+    return HostVmInterfacesOut.model_validate(replace(report, interfaces=tuple(shown)))
