@@ -8,6 +8,7 @@ service runs when its own setting enables it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 
 from api.config import Settings
 from api.libvirt.watch import start_libvirt_watchers
@@ -17,13 +18,13 @@ from controller.service import FabricController
 
 
 def controller_config(settings: Settings) -> ControllerConfig:
+    """The controller's configuration: every field that has a setting of the same name."""
     return ControllerConfig(
-        integration_bridge=settings.integration_bridge,
-        datapath_type=settings.datapath_type,
-        openflow_listen_host=settings.openflow_listen_host,
-        openflow_port=settings.openflow_port,
-        openflow_advertise=settings.openflow_advertise,
-        reconcile_interval=settings.reconcile_interval,
+        **{
+            field.name: getattr(settings, field.name)
+            for field in fields(ControllerConfig)
+            if field.name in Settings.model_fields
+        }
     )
 
 
