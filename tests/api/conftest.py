@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from api.config import Settings
 from api.main import create_app
+from api.paths import API_PREFIX
 
 # Starlette asks for httpx2 in its test client; httpx is what the project ships.
 warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient", category=Warning)
@@ -85,7 +86,7 @@ def api_settings_factory(api_database_url: str) -> Callable[..., Settings]:
 
 
 class Caller:
-    """One bearer token against the app; paths are relative to /api/v1."""
+    """One bearer token against the app; paths are relative to API_PREFIX."""
 
     def __init__(self, client: TestClient, token: str | None) -> None:
         self.client = client
@@ -96,7 +97,7 @@ class Caller:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self._headers(), **kwargs.pop("headers", {})}
-        return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
+        return self.client.request(method, f"{API_PREFIX}{path}", headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
