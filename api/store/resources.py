@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.errors import Conflict, Forbidden, Invalid, NotFound
 from api.store.models import (
@@ -80,7 +80,7 @@ class Resource(Generic[M]):
     model: type[M]
     noun: str  # as in "load balancer <id> not found"
     # The column naming the owning tenant; None: admin only (hosts).
-    owner: Any
+    owner: InstrumentedAttribute[str] | None
     # Tenants read their own row, but only admins change it.
     admin_writes: bool = False
     # Names are unique (within the owning tenant, when the owner is not the row itself).
@@ -104,8 +104,10 @@ class Resource(Generic[M]):
 
 
 def _visible(stmt: Select[Any], resource: Resource[Any], actor: Principal) -> Select[Any]:
+    """`stmt` narrowed to the rows `actor` may see: the one place ownership is checked."""
     if resource.owner is None:
         check_admin(actor)
+        return stmt
     return stmt if actor.is_admin else stmt.where(resource.owner == actor.tenant_id)
 
 
@@ -118,13 +120,10 @@ def _count(session: Session, *conditions: ColumnElement[bool]) -> int:
 
 
 def find(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> M | None:
-    """The row if `actor` may see it; the one place ownership is checked."""
-    if resource.owner is None:
-        check_admin(actor)
-    obj = session.get(resource.model, id)
-    if obj is None or not (actor.is_admin or resource.owner_of(obj) == actor.tenant_id):
-        return None
-    return obj
+    """The row if it exists and `actor` may see it, else None (whichever it is)."""
+    model = resource.model
+    found: M | None = session.scalar(_visible(select(model), resource, actor).where(model.id == id))
+    return found
 
 
 def get(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> M:
