@@ -74,6 +74,11 @@ LibvirtUri = Annotated[str, AfterValidator(check_libvirt_uri)]
 VmId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 L4Port = Annotated[int, Field(ge=1, le=65535)]
 SegmentationId = Annotated[int, Field(ge=1, le=16_777_215)]
+Interval = Annotated[float, Field(ge=0.1, le=3600)]
+Timeout = Annotated[float, Field(ge=0.05, le=3600)]
+Threshold = Annotated[int, Field(ge=1, le=10)]
+PortIps = Annotated[list[IPv4], Field(max_length=64)]
+Backends = Annotated[list["BackendIn"], Field(max_length=256)]
 NetworkType = Literal["vlan", "vxlan"]
 PortStatus = Literal["DOWN", "ACTIVE", "ERROR"]
 Protocol = Literal["tcp", "udp"]
@@ -172,7 +177,7 @@ class HostCreate(RequestModel, HostFields):
     )
 
 
-class HostUpdate(PatchModel):
+class HostUpdate(PatchModel, HostFields):
     model_config = ConfigDict(json_schema_extra={"examples": [{"tunnel_ip": "192.0.2.12"}]})
     datapath_id: Immutable = None
     ovsdb_connected: Immutable = None
@@ -181,9 +186,6 @@ class HostUpdate(PatchModel):
 
     name: Name = UNCHANGED
     ovsdb_remote: OvsdbRemote = UNCHANGED
-    libvirt_uri: LibvirtUri | None = None
-    tunnel_ip: IPv4 | None = None
-    uplink: InterfaceName | None = None
 
 
 class HostOut(ResourceOut, HostFields):
@@ -208,7 +210,7 @@ class TenantCreate(RequestModel, TenantFields):
     )
 
 
-class TenantUpdate(PatchModel):
+class TenantUpdate(PatchModel, TenantFields):
     model_config = ConfigDict(json_schema_extra={"examples": [{"description": "ACME Corp. (EU)"}]})
 
     name: Name = UNCHANGED
@@ -281,7 +283,7 @@ class NetworkCreate(RequestModel, NetworkFields):
         return gateway
 
 
-class NetworkUpdate(PatchModel):
+class NetworkUpdate(PatchModel, NetworkFields):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "web-frontend"}]})
     tenant_id: Immutable = None
     type: Immutable = None
@@ -289,7 +291,6 @@ class NetworkUpdate(PatchModel):
     cidr: Immutable = None
 
     name: Name = UNCHANGED
-    gateway: IPv4 | None = None
 
 
 class NetworkOut(ResourceOut, NetworkFields):
@@ -300,7 +301,14 @@ class NetworkOut(ResourceOut, NetworkFields):
 # ---- ports -----------------------------------------------------------------------
 
 
-class PortCreate(RequestModel):
+class PortFields(BaseModel):
+    name: Name | None = None
+    host_id: Uuid | None = None
+    interface: InterfaceName | None = None
+    vm_id: VmId | None = None
+
+
+class PortCreate(RequestModel, PortFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -318,19 +326,14 @@ class PortCreate(RequestModel):
     )
 
     network_id: Uuid
-    name: Name | None = None
     mac: Mac | None = Field(default=None, description="Allocated (02:xx:...) when absent.")
-    ips: list[IPv4] | None = Field(
+    ips: PortIps | None = Field(
         default=None,
-        max_length=64,
         description="Absent: the lowest free address of the network's cidr. [] for none.",
     )
-    host_id: Uuid | None = None
-    interface: InterfaceName | None = None
-    vm_id: VmId | None = None
 
 
-class PortUpdate(PatchModel):
+class PortUpdate(PatchModel, PortFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -344,12 +347,8 @@ class PortUpdate(PatchModel):
     origin: Immutable = None
     status: Immutable = None
 
-    name: Name | None = None
     mac: Mac = UNCHANGED
-    ips: list[IPv4] = Field(default=UNCHANGED, max_length=64)
-    host_id: Uuid | None = None
-    interface: InterfaceName | None = None
-    vm_id: VmId | None = None
+    ips: PortIps = UNCHANGED
 
 
 class BindingOut(BaseModel):
@@ -391,10 +390,10 @@ def _columns(row: Any, model: type[BaseModel], *, exclude: set[str]) -> dict[str
 
 class HealthCheckIn(RequestModel):
     enabled: bool = True
-    interval: float = Field(default=2.0, ge=0.1, le=3600)
-    timeout: float = Field(default=1.0, ge=0.05, le=3600)
-    rise: int = Field(default=2, ge=1, le=10)
-    fall: int = Field(default=2, ge=1, le=10)
+    interval: Interval = 2.0
+    timeout: Timeout = 1.0
+    rise: Threshold = 2
+    fall: Threshold = 2
 
     @field_validator("timeout")
     @classmethod
@@ -406,10 +405,10 @@ class HealthCheckIn(RequestModel):
 
 class HealthCheckPatch(RequestModel):
     enabled: bool = UNCHANGED
-    interval: float = Field(default=UNCHANGED, ge=0.1, le=3600)
-    timeout: float = Field(default=UNCHANGED, ge=0.05, le=3600)
-    rise: int = Field(default=UNCHANGED, ge=1, le=10)
-    fall: int = Field(default=UNCHANGED, ge=1, le=10)
+    interval: Interval = UNCHANGED
+    timeout: Timeout = UNCHANGED
+    rise: Threshold = UNCHANGED
+    fall: Threshold = UNCHANGED
 
 
 class BackendIn(RequestModel):
@@ -425,7 +424,15 @@ class BackendIn(RequestModel):
         return self
 
 
-class LoadBalancerCreate(RequestModel):
+class LoadBalancerFields(BaseModel):
+    network_id: Uuid
+    name: Name
+    vip: IPv4
+    protocol: Protocol
+    port: L4Port
+
+
+class LoadBalancerCreate(RequestModel, LoadBalancerFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -445,13 +452,8 @@ class LoadBalancerCreate(RequestModel):
         }
     )
 
-    network_id: Uuid
-    name: Name
-    vip: IPv4
-    protocol: Protocol
-    port: L4Port
     health_check: HealthCheckIn = Field(default_factory=HealthCheckIn)
-    backends: list[BackendIn] = Field(default_factory=list, max_length=256)
+    backends: Backends = Field(default_factory=list)
 
 
 class LoadBalancerUpdate(PatchModel):
@@ -471,7 +473,7 @@ class LoadBalancerUpdate(PatchModel):
 
     name: Name = UNCHANGED
     health_check: HealthCheckPatch = UNCHANGED
-    backends: list[BackendIn] = Field(default=UNCHANGED, max_length=256)
+    backends: Backends = UNCHANGED
 
 
 class HealthCheckOut(BaseModel):
@@ -495,13 +497,8 @@ class BackendOut(BaseModel):
     health_at: datetime | None
 
 
-class LoadBalancerOut(ResourceOut):
+class LoadBalancerOut(ResourceOut, LoadBalancerFields):
     tenant_id: str
-    network_id: str
-    name: str
-    vip: str
-    protocol: Protocol
-    port: int
     health_check: HealthCheckOut
     backends: list[BackendOut]
 
