@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.lb_bench [--connections 500] [--rounds 3] [--kills 3]
 
-Root only. Builds the e2e load-balancer lab (tests/e2e/test_load_balancer.py):
+Root only. Builds the e2e load-balancer lab (tests.support.load_balancer.build):
 the real service as a child process, client c and backend b1 on host h1,
 backends b2 and b3 on host h2, a VXLAN network, TCP servers in the backends.
 
@@ -30,18 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.client import FabricClient
-from api.launcher import ServiceProcess
 from lab.hosts import Lab, SimVM
-from tests.e2e.test_load_balancer import (
+from tests.support.eventually import eventually
+from tests.support.fabric import fabric_of, running_service
+from tests.support.load_balancer import (
     BACKEND_PORT,
     FAST_HEALTH,
     LbLab,
     Servers,
     build,
 )
-from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
 
 _RATE_CLIENT = r"""
 import socket, sys, time
@@ -117,70 +115,71 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp, Lab() as netlab:
-        service = ServiceProcess(Path(tmp) / "service")
-        service.start()
+    with (
+        tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp,
+        Lab() as netlab,
+        running_service(Path(tmp) / "service") as service,
+        fabric_of(netlab, service) as fabric,
+    ):
         servers = Servers()
         try:
-            with FabricClient(service.base_url, service.admin_token) as client:
-                fabric = Fabric(lab=netlab, service=service, client=client)
-                lab = build(fabric, servers)
-                only_b2 = client.create(
-                    "load-balancers",
-                    network_id=lab.network,
-                    name="only-b2",
-                    vip=lab.lb["vip"],
-                    protocol="tcp",
-                    port=81,
-                    backends=lab.backends({"b2": 1}),
-                    health_check=FAST_HEALTH,
-                )
-                c, vip = lab.vms["c"], lab.lb["vip"]
-                eventually(lambda: rate(c, vip, 81, 1) > 0, timeout=30, what="listener 81")
-                figures: dict[str, list[float]] = {
-                    "VIP (b2 only)": [],
-                    "direct b2": [],
-                    "VIP 1:1:2": [],
+            client = fabric.client
+            lab = build(fabric, servers)
+            only_b2 = client.create(
+                "load-balancers",
+                network_id=lab.network,
+                name="only-b2",
+                vip=lab.lb["vip"],
+                protocol="tcp",
+                port=81,
+                backends=lab.backends({"b2": 1}),
+                health_check=FAST_HEALTH,
+            )
+            c, vip = lab.vms["c"], lab.lb["vip"]
+            eventually(lambda: rate(c, vip, 81, 1) > 0, timeout=30, what="listener 81")
+            figures: dict[str, list[float]] = {
+                "VIP (b2 only)": [],
+                "direct b2": [],
+                "VIP 1:1:2": [],
+            }
+            n = args.connections
+            for _ in range(args.rounds):
+                figures["VIP (b2 only)"].append(rate(c, vip, 81, n))
+                figures["direct b2"].append(rate(c, lab.vms["b2"].ip or "", BACKEND_PORT, n))
+                figures["VIP 1:1:2"].append(rate(c, vip, 80, n))
+            print(
+                f"connections per second ({n} sequential connections, best of "
+                f"{args.rounds} alternating rounds; all rounds in brackets):"
+            )
+            for name, values in figures.items():
+                shown = ", ".join(f"{v:.0f}" for v in values)
+                print(f"  {name:<14} {max(values):7.0f}   [{shown}]")
+            ratio = max(figures["VIP (b2 only)"]) / max(figures["direct b2"])
+            print(f"  VIP / direct for the same backend: {ratio:.2f}x (goal >= 0.8x)")
+
+            datapath = lab.fabric.hosts["h1"].appctl("dpif/dump-flows", "br-int")
+            hashes = sorted(
+                {
+                    part
+                    for line in datapath.splitlines()
+                    for part in line.replace("(", " ").replace(",", " ").split()
+                    if "hash" in part
                 }
-                n = args.connections
-                for _ in range(args.rounds):
-                    figures["VIP (b2 only)"].append(rate(c, vip, 81, n))
-                    figures["direct b2"].append(rate(c, lab.vms["b2"].ip or "", BACKEND_PORT, n))
-                    figures["VIP 1:1:2"].append(rate(c, vip, 80, n))
-                print(
-                    f"connections per second ({n} sequential connections, best of "
-                    f"{args.rounds} alternating rounds; all rounds in brackets):"
-                )
-                for name, values in figures.items():
-                    shown = ", ".join(f"{v:.0f}" for v in values)
-                    print(f"  {name:<14} {max(values):7.0f}   [{shown}]")
-                ratio = max(figures["VIP (b2 only)"]) / max(figures["direct b2"])
-                print(f"  VIP / direct for the same backend: {ratio:.2f}x (goal >= 0.8x)")
+            )
+            print(f"select-group hashing seen in h1's datapath flows: {hashes or 'none'}")
+            print(json.dumps({"group": lab.fabric.hosts["h1"].dump_groups()[:3]}, indent=1))
 
-                datapath = lab.fabric.hosts["h1"].appctl("dpif/dump-flows", "br-int")
-                hashes = sorted(
-                    {
-                        part
-                        for line in datapath.splitlines()
-                        for part in line.replace("(", " ").replace(",", " ").split()
-                        if "hash" in part
-                    }
-                )
-                print(f"select-group hashing seen in h1's datapath flows: {hashes or 'none'}")
-                print(json.dumps({"group": lab.fabric.hosts["h1"].dump_groups()[:3]}, indent=1))
-
-                times = removal_times(lab, servers, args.kills)
-                shown = ", ".join(f"{t * 1000:.0f}" for t in times)
-                print(
-                    f"backend death -> removed from h1's select group "
-                    f"(interval {FAST_HEALTH['interval']} s, fall {FAST_HEALTH['fall']}): "
-                    f"median {statistics.median(times) * 1000:.0f} ms, "
-                    f"max {max(times) * 1000:.0f} ms  [{shown}]"
-                )
-                client.delete("load-balancers", only_b2["id"])
+            times = removal_times(lab, servers, args.kills)
+            shown = ", ".join(f"{t * 1000:.0f}" for t in times)
+            print(
+                f"backend death -> removed from h1's select group "
+                f"(interval {FAST_HEALTH['interval']} s, fall {FAST_HEALTH['fall']}): "
+                f"median {statistics.median(times) * 1000:.0f} ms, "
+                f"max {max(times) * 1000:.0f} ms  [{shown}]"
+            )
+            client.delete("load-balancers", only_b2["id"])
         finally:
             servers.close()
-            service.stop()
 
 
 if __name__ == "__main__":

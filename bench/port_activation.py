@@ -19,54 +19,44 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.client import FabricClient
-from api.launcher import ServiceProcess
+from bench.stats import percentile
 from lab.hosts import Lab
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from tests.support.fabric import fabric_of, running_service
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ports", type=int, default=40)
     args = parser.parse_args()
-    service = ServiceProcess(Path(tempfile.mkdtemp(prefix="ofab-bench-")) / "service")
-    service.start()
-    try:
-        with Lab() as lab, FabricClient(service.base_url, service.admin_token) as client:
-            host_ids = {}
-            for name in ("h1", "h2"):
-                sim = lab.add_host(name, tunnel_ip=lab.next_tunnel_ip(), uplink=True)
-                host_ids[name] = client.create(
-                    "hosts", name=name, ovsdb_remote=sim.ovsdb_remote,
-                    tunnel_ip=sim.tunnel_ip, uplink=sim.uplink,
-                )["id"]  # fmt: skip
-            tenant = client.create("tenants", name="bench")["id"]
-            net = client.create(
-                "networks", tenant_id=tenant, name="n", type="vxlan", cidr="10.40.0.0/16"
-            )["id"]
-            wall: list[float] = []
-            service_side: list[float] = []
-            for i in range(args.ports):
-                host = "h1" if i % 2 == 0 else "h2"
-                mac = f"02:00:00:40:{i // 256:02x}:{i % 256:02x}"
-                ip = f"10.40.{i // 250}.{i % 250 + 2}"
-                vm = lab.host(host).add_vm(f"v{i}", mac=mac, ip=ip, prefix_len=16)
-                start = time.perf_counter()
-                port = client.create(
-                    "ports", network_id=net, mac=mac, ips=[ip],
-                    host_id=host_ids[host], interface=vm.host_interface,
-                )  # fmt: skip
-                port = client.wait_port_active(port["id"], timeout=30)
-                wall.append(time.perf_counter() - start)
-                if port["status"] != "ACTIVE":
-                    raise SystemExit(f"port {i} did not become ACTIVE: {port}")
-                service_side.append(float(port["activation_seconds"]))
-    finally:
-        service.stop()
+    with (
+        running_service(Path(tempfile.mkdtemp(prefix="ofab-bench-")) / "service") as service,
+        Lab() as lab,
+        fabric_of(lab, service) as fabric,
+    ):
+        client = fabric.client
+        for name in ("h1", "h2"):
+            fabric.add_host(name)
+        tenant = client.create("tenants", name="bench")["id"]
+        net = client.create(
+            "networks", tenant_id=tenant, name="n", type="vxlan", cidr="10.40.0.0/16"
+        )["id"]
+        wall: list[float] = []
+        service_side: list[float] = []
+        for i in range(args.ports):
+            host = "h1" if i % 2 == 0 else "h2"
+            mac = f"02:00:00:40:{i // 256:02x}:{i % 256:02x}"
+            ip = f"10.40.{i // 250}.{i % 250 + 2}"
+            vm = lab.host(host).add_vm(f"v{i}", mac=mac, ip=ip, prefix_len=16)
+            start = time.perf_counter()
+            port = client.create(
+                "ports", network_id=net, mac=mac, ips=[ip],
+                host_id=fabric.host_ids[host], interface=vm.host_interface,
+            )  # fmt: skip
+            port = client.wait_port_active(port["id"], timeout=30)
+            wall.append(time.perf_counter() - start)
+            if port["status"] != "ACTIVE":
+                raise SystemExit(f"port {i} did not become ACTIVE: {port}")
+            service_side.append(float(port["activation_seconds"]))
     for label, values in (
         ("client POST -> ACTIVE", wall),
         ("service activation_seconds", service_side),

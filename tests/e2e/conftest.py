@@ -7,27 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from api.client import FabricClient
 from api.launcher import ServiceProcess
 from lab.hosts import Lab
-from tests.support.fabric import Fabric
+from tests.support.fabric import Fabric, fabric_of, running_service
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[ServiceProcess]:
     # A short audit interval so drift in flows is found within seconds in tests.
-    svc = ServiceProcess(tmp_path / "service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "2"})
-    svc.start()
-    try:
+    with running_service(
+        tmp_path / "service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "2"}
+    ) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture
 def fabric(lab: Lab, service: ServiceProcess) -> Iterator[Fabric]:
-    with FabricClient(service.base_url, service.admin_token) as client:
-        yield Fabric(lab=lab, service=service, client=client)
+    with fabric_of(lab, service) as found:
+        yield found
 
 
 @pytest.hookimpl(wrapper=True)

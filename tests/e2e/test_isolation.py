@@ -103,12 +103,7 @@ def test_vxlan_network_spans_a_third_host(fabric: Fabric) -> None:
 
 
 def test_spoofed_and_tagged_frames_are_dropped(fabric: Fabric) -> None:
-    fabric.add_host("h1")
-    fabric.add_host("h2")
-    tenant = fabric.client.create("tenants", name="t")["id"]
-    net = fabric.network(tenant, "n", "vlan", "10.7.0.0/24")
-    attacker = fabric.add_vm("h1", net, "att", "10.7.0.1")
-    victim = fabric.add_vm("h2", net, "vic", "10.7.0.2")
+    attacker, victim = fabric.vm_pair("vlan", "10.7.0.0/24", names=("att", "vic"))
     assert attacker.ping("10.7.0.2")  # the path works for honest frames
 
     victim_mac = bytes.fromhex(victim.mac.replace(":", ""))
@@ -165,12 +160,7 @@ def test_spoofed_and_tagged_frames_are_dropped(fabric: Fabric) -> None:
 
 
 def test_deleting_a_port_stops_forwarding_and_recreating_restores_it(fabric: Fabric) -> None:
-    fabric.add_host("h1")
-    fabric.add_host("h2")
-    tenant = fabric.client.create("tenants", name="t")["id"]
-    net = fabric.network(tenant, "n", "vxlan", "10.8.0.0/24")
-    a = fabric.add_vm("h1", net, "a", "10.8.0.1")
-    b = fabric.add_vm("h2", net, "b", "10.8.0.2")
+    a, b = fabric.vm_pair("vxlan", "10.8.0.0/24")
     assert a.ping("10.8.0.2")
 
     fabric.client.delete("ports", fabric.port_ids["b"])
@@ -179,7 +169,9 @@ def test_deleting_a_port_stops_forwarding_and_recreating_restores_it(fabric: Fab
         pass
     assert not a.ping("10.8.0.2", count=3, timeout=3), "forwarding survived the port's deletion"
 
-    port = fabric.client.create("ports", network_id=net, ips=["10.8.0.2"], mac=b.mac)
+    port = fabric.client.create(
+        "ports", network_id=fabric.network_ids["n"], ips=["10.8.0.2"], mac=b.mac
+    )
     fabric.client.update(
         "ports", port["id"], host_id=fabric.host_ids["h2"], interface=b.host_interface
     )
@@ -189,17 +181,13 @@ def test_deleting_a_port_stops_forwarding_and_recreating_restores_it(fabric: Fab
 
 
 def test_deleting_a_network_removes_its_flows(fabric: Fabric) -> None:
-    h1 = fabric.add_host("h1")
-    fabric.add_host("h2")
-    tenant = fabric.client.create("tenants", name="t")["id"]
-    net = fabric.network(tenant, "n", "vlan", "10.9.0.0/24")
-    a = fabric.add_vm("h1", net, "a", "10.9.0.1")
-    fabric.add_vm("h2", net, "b", "10.9.0.2")
+    a, _b = fabric.vm_pair("vlan", "10.9.0.0/24")
+    h1 = fabric.hosts["h1"]
     assert a.ping("10.9.0.2")
     flows_before = len(h1.dump_flows("br-int"))
     for name in ("a", "b"):
         fabric.client.delete("ports", fabric.port_ids[name])
-    fabric.client.delete("networks", net)
+    fabric.client.delete("networks", fabric.network_ids["n"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(h1.dump_flows("br-int")) >= flows_before:
         time.sleep(0.2)

@@ -7,25 +7,14 @@ import time
 
 import pytest
 
-from lab.hosts import SimVM
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
 
 pytestmark = pytest.mark.e2e
 
 
-def _pair(fabric: Fabric, kind: str = "vxlan") -> tuple[SimVM, SimVM]:
-    fabric.add_host("h1")
-    fabric.add_host("h2")
-    tenant = fabric.client.create("tenants", name="t")["id"]
-    net = fabric.network(tenant, "n", kind, "10.30.0.0/24")
-    a = fabric.add_vm("h1", net, "a", "10.30.0.1")
-    b = fabric.add_vm("h2", net, "b", "10.30.0.2")
-    return a, b
-
-
 def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
-    a, _b = _pair(fabric)
+    a, _b = fabric.vm_pair("vxlan", "10.30.0.0/24")
     h1 = fabric.hosts["h1"]
 
     h1.vsctl("set", "bridge", "br-int", "fail_mode=standalone")
@@ -49,7 +38,7 @@ def test_ovsdb_drift_is_repaired(fabric: Fabric) -> None:
 
 
 def test_flows_removed_by_hand_come_back(fabric: Fabric) -> None:
-    a, _b = _pair(fabric)
+    a, _b = fabric.vm_pair("vxlan", "10.30.0.0/24")
     h1 = fabric.hosts["h1"]
     before = len(h1.dump_flows("br-int"))
     h1.ofctl("del-flows", "br-int")
@@ -59,7 +48,7 @@ def test_flows_removed_by_hand_come_back(fabric: Fabric) -> None:
 
 
 def test_foreign_flow_added_by_hand_is_removed(fabric: Fabric) -> None:
-    _pair(fabric)
+    fabric.vm_pair("vxlan", "10.30.0.0/24")
     h1 = fabric.hosts["h1"]
     h1.ofctl("add-flow", "br-int", "table=0,priority=60000,actions=NORMAL")
     eventually(
@@ -69,7 +58,7 @@ def test_foreign_flow_added_by_hand_is_removed(fabric: Fabric) -> None:
 
 
 def test_ovs_restart_is_rewired(fabric: Fabric) -> None:
-    a, _b = _pair(fabric, kind="vlan")
+    a, _b = fabric.vm_pair("vlan", "10.30.0.0/24")
     h2 = fabric.hosts["h2"]
     h2.stop_ovs()
     assert not a.ping("10.30.0.2", count=1, timeout=1)
@@ -82,7 +71,7 @@ def test_ovs_restart_is_rewired(fabric: Fabric) -> None:
 
 
 def test_controller_restart_drops_no_packets(fabric: Fabric) -> None:
-    a, _b = _pair(fabric)
+    a, _b = fabric.vm_pair("vxlan", "10.30.0.0/24")
     # Warm the path first: OVS's userspace tunnels drop the first packet while they
     # resolve the underlay neighbour, which has nothing to do with a restart.
     assert a.ping("10.30.0.2")
@@ -113,7 +102,7 @@ def test_unreachable_host_is_reported_and_does_not_block_others(fabric: Fabric) 
     bad = fabric.client.create(
         "hosts", name="ghost", ovsdb_remote="unix:/nonexistent/ovs-fabric/db.sock"
     )
-    a, _b = _pair(fabric)
+    a, _b = fabric.vm_pair("vxlan", "10.30.0.0/24")
     assert a.ping("10.30.0.2")
 
     def reported() -> bool:

@@ -1,8 +1,13 @@
-"""A lab whose hosts are registered with a running service, driven over REST."""
+"""The real service as a child process, and a lab whose hosts are registered with it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from ipaddress import ip_network
+from itertools import islice
+from pathlib import Path
 
 from api.client import FabricClient
 from api.launcher import ServiceProcess
@@ -19,6 +24,7 @@ class Fabric:
     hosts: dict[str, SimHost] = field(default_factory=dict)
     host_ids: dict[str, str] = field(default_factory=dict)
     port_ids: dict[str, str] = field(default_factory=dict)
+    network_ids: dict[str, str] = field(default_factory=dict)
 
     def add_host(self, name: str, *, tunnel: bool = True, uplink: bool = True) -> SimHost:
         sim = self.lab.add_host(
@@ -30,7 +36,20 @@ class Fabric:
 
     def network(self, tenant_id: str, name: str, kind: str, cidr: str) -> str:
         net = self.client.create("networks", tenant_id=tenant_id, name=name, type=kind, cidr=cidr)
+        self.network_ids[name] = str(net["id"])
         return str(net["id"])
+
+    def vm_pair(
+        self, kind: str, cidr: str, names: tuple[str, str] = ("a", "b")
+    ) -> tuple[SimVM, SimVM]:
+        """Hosts h1 and h2, network "n" (`kind`, `cidr`) of tenant "t", and on it a VM
+        per host with the network's first and second address, both ACTIVE."""
+        self.add_host("h1")
+        self.add_host("h2")
+        tenant = self.client.create("tenants", name="t")["id"]
+        net = self.network(tenant, "n", kind, cidr)
+        first, second = (str(ip) for ip in islice(ip_network(cidr).hosts(), 2))
+        return self.add_vm("h1", net, names[0], first), self.add_vm("h2", net, names[1], second)
 
     def add_vm(self, host: str, network_id: str, name: str, ip: str, *, wait: bool = True) -> SimVM:
         port = self.client.create("ports", network_id=network_id, name=name, ips=[ip])
@@ -53,3 +72,23 @@ class Fabric:
             assert port["status"] == "ACTIVE", (
                 f"port of {name} is {port['status']}: {port}\n{self.service.log_tail()}"
             )
+
+
+@contextlib.contextmanager
+def running_service(
+    workdir: Path, *, extra_env: dict[str, str] | None = None
+) -> Iterator[ServiceProcess]:
+    """The service started on `workdir` (its database, log, sockets), stopped afterwards."""
+    service = ServiceProcess(workdir, extra_env=extra_env)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@contextlib.contextmanager
+def fabric_of(lab: Lab, service: ServiceProcess) -> Iterator[Fabric]:
+    """A Fabric driving `service` as its admin, for hosts of `lab`."""
+    with FabricClient(service.base_url, service.admin_token) as client:
+        yield Fabric(lab=lab, service=service, client=client)
