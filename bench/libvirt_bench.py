@@ -26,7 +26,6 @@ the port; `metadata` the same with the port created from domain metadata.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import threading
@@ -39,12 +38,14 @@ from typing import Any
 import libvirt
 
 from api.client import ApiError, FabricClient
-from api.launcher import ServiceProcess
+from bench.stats import percentile
+from tests.support.eventually import eventually
 from tests.support.libvirt_env import (
     LIBVIRT_URI,
-    OVSDB_REMOTE,
     Domain,
     Domains,
+    LibvirtService,
+    libvirt_service,
     local_host,
     network_metadata,
     ovs_nic,
@@ -106,49 +107,25 @@ def main() -> None:
     parser.add_argument("--mode", choices=("mac", "interfaceid", "metadata"), default="mac")
     args = parser.parse_args()
 
-    with local_host() as (ovs, _daemons), tempfile.TemporaryDirectory() as workdir:
-        bridge = f"lvb{run_token()}"
-        service = ServiceProcess(
-            Path(workdir) / "service",
-            datapath_type="netdev",
-            extra_env={
-                "OVS_FABRIC_LIBVIRT_ENABLED": "true",
-                "OVS_FABRIC_INTEGRATION_BRIDGE": bridge,
-            },
-        )
+    with (
+        local_host() as (ovs, _daemons),
+        tempfile.TemporaryDirectory() as workdir,
+        libvirt_service(ovs, Path(workdir), tenant="bench", cidr="10.50.0.0/16") as service,
+    ):
         domains = Domains()
-        events: StartedEvents | None = None
+        events = StartedEvents()
         try:
-            service.start()
-            with FabricClient(service.base_url, service.admin_token) as client:
-                events = StartedEvents()
-                samples = run(client, ovs, domains, events, bridge, args.domains, args.mode)
+            samples = run(service, domains, events, args.domains, args.mode)
         finally:
             domains.cleanup()
-            if events is not None:
-                events.close()
-            service.stop()
-            ovs.delete_bridge(bridge)
+            events.close()
     report(samples, args.mode)
 
 
 def run(
-    client: FabricClient,
-    ovs: Any,
-    domains: Domains,
-    events: StartedEvents,
-    bridge: str,
-    count: int,
-    mode: str,
+    service: LibvirtService, domains: Domains, events: StartedEvents, count: int, mode: str
 ) -> list[Sample]:
-    host = client.create("hosts", name="local", ovsdb_remote=OVSDB_REMOTE, libvirt_uri=LIBVIRT_URI)
-    tenant = client.create("tenants", name="bench")
-    network = client.create(
-        "networks", tenant_id=tenant["id"], name="n", type="vlan", cidr="10.50.0.0/16"
-    )
-    wait_until(lambda: client.get("hosts", host["id"])["openflow_connected"], "the switch")
-    wait_until(lambda: ovs.bridge_exists(bridge), "the integration bridge")
-    wait_until(lambda: watched(client, host["id"]), "the libvirt watcher")
+    client, bridge = service.client, service.bridge
     samples = []
     for index in range(count):
         mac = random_mac()
@@ -156,9 +133,9 @@ def run(
         port_id: str | None = None
         if mode == "metadata":
             nic = ovs_nic(bridge, mac)
-            metadata = network_metadata(network["id"])
+            metadata = network_metadata(service.network_id)
         else:
-            port_id = client.create("ports", network_id=network["id"], mac=mac)["id"]
+            port_id = client.create("ports", network_id=service.network_id, mac=mac)["id"]
             nic = (
                 ovs_nic(bridge, mac, port_id)
                 if mode == "interfaceid"
@@ -168,9 +145,11 @@ def run(
         domain.start()
         started = events.wait(domain.uuid)
         if port_id is None:
-            port_id = wait_for_value(
+            port_id = eventually(
                 lambda d=domain: first_port_of(client, d),
                 "the created port",
+                timeout=WAIT_S,
+                interval=0.01,
             )
         port = client.wait_port_active(port_id, timeout=WAIT_S)
         if port["status"] != "ACTIVE":
@@ -190,16 +169,13 @@ def run(
             flush=True,
         )
         domain.destroy()
-        wait_until(
+        eventually(
             lambda p=port_id: unbound_or_gone(client, p),
             f"the port of {domain.name} released",
+            timeout=WAIT_S,
+            interval=0.05,
         )
     return samples
-
-
-def watched(client: FabricClient, host_id: str) -> bool:
-    found = client.request("GET", "/vm-interfaces", params={"host_id": host_id})
-    return any(h["connected"] for h in found["hosts"])
 
 
 def first_port_of(client: FabricClient, domain: Domain) -> str | None:
@@ -219,29 +195,6 @@ def unbound_or_gone(client: FabricClient, port_id: str) -> bool:
 
 def timestamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-def wait_until(check: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def wait_for_value(get: Any, what: str) -> str:
-    deadline = time.monotonic() + WAIT_S
-    while (value := get()) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return str(value)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def ms(seconds: float) -> str:

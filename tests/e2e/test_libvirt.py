@@ -13,23 +13,23 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api.client import ApiError, FabricClient
-from api.launcher import ServiceProcess
+from api.client import ApiError
 from tests.support.eventually import eventually
 from tests.support.libvirt_env import (
     LIBVIRT_URI,
-    OVSDB_REMOTE,
     Domain,
     Domains,
     LibvirtDaemons,
+    LibvirtService,
     LocalOvs,
     flows_on_port,
+    libvirt_service,
     local_host,
     network_metadata,
     ovs_nic,
@@ -50,14 +50,9 @@ def local() -> Iterator[tuple[LocalOvs, LibvirtDaemons]]:
 
 
 @dataclass
-class LibvirtFabric:
+class LibvirtFabric(LibvirtService):
     ovs: LocalOvs
     daemons: LibvirtDaemons
-    service: ServiceProcess
-    client: FabricClient
-    bridge: str
-    host_id: str
-    network_id: str
     domains: Domains
 
     def new_port(self, mac: str | None = None) -> dict[str, Any]:
@@ -99,78 +94,34 @@ class LibvirtFabric:
             timeout=WIRE_TIMEOUT,
         )
 
-    def watched_host(self, state: str | None = None) -> dict[str, Any] | None:
-        """This host as the service's libvirt watcher reports it (None: not watched yet)."""
-        params = {"host_id": self.host_id} | ({"state": state} if state else {})
-        found = self.client.request("GET", "/vm-interfaces", params=params)
-        assert found["watching"] is True
-        hosts: list[dict[str, Any]] = found["hosts"]
-        return hosts[0] if hosts else None
-
     def vm_interfaces(self, state: str | None = None) -> list[dict[str, Any]]:
         host = self.watched_host(state)
         assert host is not None, "the host is not watched"
         interfaces: list[dict[str, Any]] = host["interfaces"]
         return interfaces
 
-    def watching(self) -> bool:
-        host = self.watched_host()
-        return host is not None and bool(host["connected"])
-
 
 @pytest.fixture
 def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[LibvirtFabric]:
     ovs, daemons = local
-    bridge = f"lvb{run_token()}"
-    service = ServiceProcess(
-        tmp_path / "service",
-        datapath_type="netdev",
-        extra_env={
-            "OVS_FABRIC_LIBVIRT_ENABLED": "true",
-            # A bridge name of our own: netdev bridges show up as root-namespace devices.
-            "OVS_FABRIC_INTEGRATION_BRIDGE": bridge,
-            "OVS_FABRIC_RECONCILE_INTERVAL": "2",
-        },
-    )
-    domains = Domains()
-    try:
-        service.start()
-        with FabricClient(service.base_url, service.admin_token) as client:
-            host = client.create(
-                "hosts", name="local", ovsdb_remote=OVSDB_REMOTE, libvirt_uri=LIBVIRT_URI
-            )
-            tenant = client.create("tenants", name="t")
-            network = client.create(
-                "networks", tenant_id=tenant["id"], name="n", type="vlan", cidr="10.40.0.0/24"
-            )
-            # libvirt plugs virtualport NICs into the bridge itself: it must exist first.
-            eventually(
-                lambda: client.get("hosts", host["id"])["openflow_connected"],
-                f"the service managing {bridge}\n{service.log_tail()}",
-                timeout=WIRE_TIMEOUT,
-            )
-            fabric = LibvirtFabric(
+    with libvirt_service(
+        ovs,
+        tmp_path,
+        tenant="t",
+        cidr="10.40.0.0/24",
+        # A short audit interval so drift in flows is found within seconds in tests.
+        extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "2"},
+    ) as service:
+        domains = Domains()
+        try:
+            yield LibvirtFabric(
+                **{f.name: getattr(service, f.name) for f in fields(LibvirtService)},
                 ovs=ovs,
                 daemons=daemons,
-                service=service,
-                client=client,
-                bridge=bridge,
-                host_id=host["id"],
-                network_id=network["id"],
                 domains=domains,
             )
-            eventually(
-                fabric.watching,
-                f"the service watching libvirt\n{service.log_tail()}",
-                timeout=WIRE_TIMEOUT,
-            )
-            yield fabric
-    finally:
-        try:
-            domains.cleanup()
-            service.stop()
         finally:
-            ovs.delete_bridge(bridge)
+            domains.cleanup()
 
 
 # ---- the three matching rules ---------------------------------------------------------------

@@ -12,7 +12,8 @@ stops only what it started. `Domains` defines `<domain type='qemu'>` VMs (TCG,
 unique to the test run, and destroys and undefines them all at the end.
 
 Everything here works through the operators' tools (ovs-vsctl, ovs-ofctl,
-virsh), independent of the code under test. Also used by bench/libvirt_bench.py.
+virsh), independent of the code under test. `libvirt_service` starts the real service
+watching it. Also used by bench/libvirt_bench.py.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from api.client import FabricClient
+from api.launcher import ServiceProcess
 from lab.netns import poll_until, process_alive, read_pidfile, stop_processes
 from lab.netns import run as netns_run
 from lab.ovs_daemons import OvsDaemons
+from tests.support.eventually import eventually
 
 OVS_RUNDIR = Path("/var/run/openvswitch")
 OVS_DB_SOCK = OVS_RUNDIR / "db.sock"
@@ -388,6 +393,92 @@ def local_host() -> Iterator[tuple[LocalOvs, LibvirtDaemons]]:
         finally:
             ovs.stop()
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---- the service watching this host's libvirt ---------------------------------------------
+
+
+@dataclass
+class LibvirtService:
+    """The real service with its libvirt watcher, managing this host's bridge `bridge`."""
+
+    service: ServiceProcess
+    client: FabricClient
+    bridge: str
+    host_id: str
+    network_id: str
+
+    def watched_host(self, state: str | None = None) -> dict[str, Any] | None:
+        """This host as the service's libvirt watcher reports it (None: not watched yet)."""
+        params = {"host_id": self.host_id} | ({"state": state} if state else {})
+        found = self.client.request("GET", "/vm-interfaces", params=params)
+        assert found["watching"] is True
+        hosts: list[dict[str, Any]] = found["hosts"]
+        return hosts[0] if hosts else None
+
+    def watching(self) -> bool:
+        host = self.watched_host()
+        return host is not None and bool(host["connected"])
+
+
+@contextlib.contextmanager
+def libvirt_service(
+    ovs: LocalOvs,
+    workdir: Path,
+    *,
+    tenant: str,
+    cidr: str,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[LibvirtService]:
+    """The service started on `workdir`, this host registered with its libvirt URI, one
+    VLAN network `cidr` of tenant `tenant`; returns once the service manages the bridge
+    and watches libvirt. The service is stopped and the bridge deleted afterwards."""
+    bridge = f"lvb{run_token()}"
+    service = ServiceProcess(
+        workdir / "service",
+        datapath_type="netdev",
+        extra_env={
+            "OVS_FABRIC_LIBVIRT_ENABLED": "true",
+            # A bridge name of our own: netdev bridges show up as root-namespace devices.
+            "OVS_FABRIC_INTEGRATION_BRIDGE": bridge,
+            **(extra_env or {}),
+        },
+    )
+    try:
+        service.start()
+        with FabricClient(service.base_url, service.admin_token) as client:
+            host = client.create(
+                "hosts", name="local", ovsdb_remote=OVSDB_REMOTE, libvirt_uri=LIBVIRT_URI
+            )
+            owner = client.create("tenants", name=tenant)
+            network = client.create(
+                "networks", tenant_id=owner["id"], name="n", type="vlan", cidr=cidr
+            )
+            # libvirt plugs virtualport NICs into the bridge itself: it must exist first.
+            eventually(
+                lambda: client.get("hosts", host["id"])["openflow_connected"],
+                f"the service managing {bridge}\n{service.log_tail()}",
+                timeout=DAEMON_WAIT_S,
+            )
+            eventually(lambda: ovs.bridge_exists(bridge), f"bridge {bridge}", timeout=DAEMON_WAIT_S)
+            found = LibvirtService(
+                service=service,
+                client=client,
+                bridge=bridge,
+                host_id=host["id"],
+                network_id=network["id"],
+            )
+            eventually(
+                found.watching,
+                f"the service watching libvirt\n{service.log_tail()}",
+                timeout=DAEMON_WAIT_S,
+            )
+            yield found
+    finally:
+        try:
+            service.stop()
+        finally:
+            ovs.delete_bridge(bridge)
 
 
 # ---- processes -----------------------------------------------------------------------------
