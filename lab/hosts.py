@@ -528,6 +528,12 @@ class Lab:
         return capture
 
 
+def _entries(ofctl_dump: str) -> list[str]:
+    """The flow or group lines of an ovs-ofctl dump, without its reply headers."""
+    return [line.strip() for line in ofctl_dump.splitlines()
+            if line.strip() and not line.lstrip().startswith(("OFPST_", "NXST_"))]
+
+
 def _bridge_vlan_filtering(netns: str, bridge: str) -> bool:
     details = json.loads(run(["ip", "-n", netns, "-d", "-j", "link", "show", bridge]).stdout)
     info = details[0].get("linkinfo", {}).get("info_data", {})
@@ -552,7 +558,19 @@ class HostFacts:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-class SimHost:
+class _Namespaced:
+    """A simulated machine: one network namespace of the lab."""
+
+    netns: str
+
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside this machine's namespace."""
+        return run(in_netns(self.netns, cmd), check=check, timeout=timeout, input=input)
+
+
+class SimHost(_Namespaced):
     """One simulated hypervisor: a namespace with its own OVS instance."""
 
     def __init__(
@@ -598,12 +616,6 @@ class SimHost:
 
     # -- commands
 
-    def run(
-        self, *cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the host's namespace."""
-        return run(in_netns(self.netns, cmd), check=check, timeout=timeout, input=input)
-
     def vsctl(self, *args: str, timeout: float = 30.0) -> str:
         cmd = ["ovs-vsctl", f"--db={self.ovsdb_remote}", f"--timeout={max(1, int(timeout))}"]
         return run([*cmd, *args], timeout=timeout + 5).stdout.strip()
@@ -643,14 +655,10 @@ class SimHost:
     def dump_flows(self, bridge: str = "br-int", *, stats: bool = False) -> list[str]:
         """Flow lines of the bridge, without counters unless `stats`."""
         options = [] if stats else ["--no-stats"]
-        output = self.ofctl(*options, "dump-flows", bridge=bridge)
-        return [line.strip() for line in output.splitlines()
-                if line.strip() and not line.lstrip().startswith(("OFPST_", "NXST_"))]
+        return _entries(self.ofctl(*options, "dump-flows", bridge=bridge))
 
     def dump_groups(self, bridge: str = "br-int") -> list[str]:
-        output = self.ofctl("dump-groups", bridge=bridge)
-        return [line.strip() for line in output.splitlines()
-                if line.strip() and not line.lstrip().startswith(("OFPST_", "NXST_"))]
+        return _entries(self.ofctl("dump-groups", bridge=bridge))
 
     def send_raw(self, interface: str, frame: bytes, *, count: int = 1) -> None:
         send_raw_frame(self.netns, interface, frame, count=count)
@@ -791,7 +799,7 @@ class SimHost:
         return "\n".join(parts)
 
 
-class SimVM:
+class SimVM(_Namespaced):
     """A simulated VM: a namespace with one `eth0`."""
 
     def __init__(
@@ -812,12 +820,6 @@ class SimVM:
 
     def __repr__(self) -> str:
         return f"SimVM({self.name!r}, host={self.host.name!r}, mac={self.mac!r}, ip={self.ip!r})"
-
-    def run(
-        self, *cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the VM's namespace."""
-        return run(in_netns(self.netns, cmd), check=check, timeout=timeout, input=input)
 
     def _ping_counts(
         self, ip: str, count: int, timeout: float | None, source: str | None

@@ -13,11 +13,14 @@ from lab.hosts import Lab, SimHost, SimVM, build_arp_frame
 pytestmark = pytest.mark.e2e
 
 
-def _standalone_br_int(host: SimHost, *ports: str) -> None:
-    """br-int as a plain learning switch (NORMAL), with the host's trunk on it."""
-    host.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev")
-    for port in ports:
-        host.vsctl("add-port", "br-int", port)
+def _trunked_hosts(lab: Lab) -> tuple[SimHost, SimHost]:
+    """Hosts h1 and h2 on the trunk only, each br-int a plain learning switch (NORMAL)
+    with the host's trunk on it."""
+    hosts = lab.add_host("h1", tunnel_ip=None), lab.add_host("h2", tunnel_ip=None)
+    for host in hosts:
+        host.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev")
+        host.vsctl("add-port", "br-int", "trunk0")
+    return hosts
 
 
 def _plug(vm: SimVM, *settings: str) -> None:
@@ -25,13 +28,10 @@ def _plug(vm: SimVM, *settings: str) -> None:
 
 
 def test_vlan_trunk_joins_access_ports_and_keeps_vlans_apart(lab: Lab) -> None:
-    h1 = lab.add_host("h1", tunnel_ip=None)
-    h2 = lab.add_host("h2", tunnel_ip=None)
+    h1, h2 = _trunked_hosts(lab)
     a = h1.add_vm("a", mac="02:00:00:00:01:01", ip="10.0.0.1")
     b = h2.add_vm("b", mac="02:00:00:00:01:02", ip="10.0.0.2")
     c = h2.add_vm("c", mac="02:00:00:00:01:03", ip="10.0.0.3")
-    for host in (h1, h2):
-        _standalone_br_int(host, "trunk0")
     _plug(a, "tag=100")
     _plug(b, "tag=100")
     _plug(c, "tag=200")
@@ -119,13 +119,10 @@ def test_vxlan_over_the_underlay_carries_vm_traffic_by_tunnel_id(lab: Lab) -> No
 
 
 def test_raw_tagged_frames_reach_their_vlan_only_and_captures_show_it(lab: Lab) -> None:
-    h1 = lab.add_host("h1", tunnel_ip=None)
-    h2 = lab.add_host("h2", tunnel_ip=None)
+    h1, h2 = _trunked_hosts(lab)
     sender = h1.add_vm("s", mac="02:00:00:00:03:01", ip="10.0.0.1")
     in_100 = h2.add_vm("v100", mac="02:00:00:00:03:02", ip="10.0.0.2")
     in_200 = h2.add_vm("v200", mac="02:00:00:00:03:03", ip="10.0.0.3")
-    for host in (h1, h2):
-        _standalone_br_int(host, "trunk0")
     _plug(sender)  # no tag: a trunk port, so the sender chooses the VLAN
     _plug(in_100, "tag=100")
     _plug(in_200, "tag=200")

@@ -139,22 +139,14 @@ class OpenFlowConnection:
     ) -> dict[int, tuple[int, int]]:
         """Send messages (xids replaced) then a barrier; the errors they caused by xid.
         The switch answers a barrier only after everything sent before it."""
-        errors: dict[int, tuple[int, int]] = {}
         payload = bytearray()
         for message in messages:
             payload += ofmsg.with_xid(message, self.xid())
         barrier_xid = self.xid()
         payload += ofmsg.barrier_request(barrier_xid)
         self.send(bytes(payload))
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.receive(max(deadline - time.monotonic(), 0.001))
-            xid = ofmsg.parse_header(message)[3]
-            if message[1] == ofmsg.OFPT_ERROR:
-                error_type, code, _ = ofmsg.parse_error(message)
-                errors[xid] = (error_type, code)
-            elif xid == barrier_xid and message[1] == ofmsg.OFPT_BARRIER_REPLY:
-                return errors
+        errors, _reply = self._errors_until(barrier_xid, timeout)
+        return errors
 
     def multipart(self, request: bytes, timeout: float = 10.0) -> bytes:
         """Send a multipart request (its xid is replaced) and join the reply bodies."""
@@ -196,22 +188,26 @@ class OpenFlowConnection:
 
     def await_commit(self, commit_xid: int, timeout: float = 60.0) -> BundleOutcome:
         """Collect errors until the commit is answered (a COMMIT_REPLY or an error)."""
-        outcome = BundleOutcome(committed=False)
+        errors, answer = self._errors_until(commit_xid, timeout)
+        control = None if answer[1] == ofmsg.OFPT_ERROR else ofmsg.parse_bundle_control(answer)
+        committed = control is not None and control[1] == ofmsg.ONF_BCT_COMMIT_REPLY
+        return BundleOutcome(committed=committed, errors=errors)
+
+    def _errors_until(self, xid: int, timeout: float) -> tuple[dict[int, tuple[int, int]], bytes]:
+        """Read until the answer to `xid` (its reply, or an error for it) arrives.
+
+        Returns the (type, code) of every error seen on the way, by xid, and that answer.
+        """
+        errors: dict[int, tuple[int, int]] = {}
         deadline = time.monotonic() + timeout
         while True:
             message = self.receive(max(deadline - time.monotonic(), 0.001))
-            xid = ofmsg.parse_header(message)[3]
+            message_xid = ofmsg.parse_header(message)[3]
             if message[1] == ofmsg.OFPT_ERROR:
                 error_type, code, _ = ofmsg.parse_error(message)
-                outcome.errors[xid] = (error_type, code)
-                if xid == commit_xid:
-                    return outcome
-            elif xid == commit_xid:
-                control = ofmsg.parse_bundle_control(message)
-                outcome.committed = control is not None and control[1] == (
-                    ofmsg.ONF_BCT_COMMIT_REPLY
-                )
-                return outcome
+                errors[message_xid] = (error_type, code)
+            if message_xid == xid:
+                return errors, message
 
 
 @contextlib.contextmanager
