@@ -104,43 +104,33 @@ def rate(count: int, seconds: float) -> str:
 
 
 def end_to_end(flows: list[Flow]) -> None:
-    from tests.support.ofclient import OpenFlowConnection, unix_listener
+    from tests.support.ofclient import controller_connection
     from tests.support.ovs_instance import running_ovs, unique_name
 
     with running_ovs() as ovs:
-        bridge = unique_name("ofb")
-        ovs.vsctl(
-            "add-br", bridge, "--", "set", "bridge", bridge,
-            "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure",
-        )  # fmt: skip
-        path = ovs.rundir / "bench-controller.sock"
-        with unix_listener(path) as listener:
-            ovs.vsctl("set-controller", bridge, f"unix:{path}")
-            conn = OpenFlowConnection.accept(listener)
-            try:
-                ofmsg.encode_flow.cache_clear()
-                start = time.perf_counter()
-                messages = (ofmsg.encode_flow(f).flow_mod for f in flows)
-                outcome, _ = conn.bundle(messages, timeout=600)
-                ours = time.perf_counter() - start
-                assert outcome.committed and not outcome.errors, outcome
-                installed = ovs.ofctl("dump-aggregate", bridge)
-                assert f"flow_count={len(flows)}" in installed, installed
-                ovs.ofctl("del-flows", bridge)
-            finally:
-                conn.close()
-            with tempfile.NamedTemporaryFile("w", suffix=".flows") as text:
-                text.write(ofctl_text(flows))
-                text.flush()
-                mgmt = f"unix:{ovs.rundir / (bridge + '.mgmt')}"
-                start = time.perf_counter()
-                subprocess.run(
-                    ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows", mgmt, text.name],
-                    check=True,
-                )
-                ofctl = time.perf_counter() - start
+        bridge = ovs.add_bridge(unique_name("ofb"))
+        with controller_connection(ovs, bridge, "bench-controller.sock") as conn:
+            ofmsg.encode_flow.cache_clear()
+            start = time.perf_counter()
+            messages = (ofmsg.encode_flow(f).flow_mod for f in flows)
+            outcome, _ = conn.bundle(messages, timeout=600)
+            ours = time.perf_counter() - start
+            assert outcome.committed and not outcome.errors, outcome
             installed = ovs.ofctl("dump-aggregate", bridge)
             assert f"flow_count={len(flows)}" in installed, installed
+            ovs.ofctl("del-flows", bridge)
+        with tempfile.NamedTemporaryFile("w", suffix=".flows") as text:
+            text.write(ofctl_text(flows))
+            text.flush()
+            mgmt = f"unix:{ovs.rundir / (bridge + '.mgmt')}"
+            start = time.perf_counter()
+            subprocess.run(
+                ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows", mgmt, text.name],
+                check=True,
+            )
+            ofctl = time.perf_counter() - start
+        installed = ovs.ofctl("dump-aggregate", bridge)
+        assert f"flow_count={len(flows)}" in installed, installed
     print(f"end to end, {len(flows)} flows in one bundle, to the commit reply:")
     print(f"  ofmsg + raw connection : {rate(len(flows), ours)}")
     print(f"  ovs-ofctl --bundle     : {rate(len(flows), ofctl)}")

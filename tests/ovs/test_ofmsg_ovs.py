@@ -44,7 +44,7 @@ from controller.core.flows import (
     mac_to_int,
     match,
 )
-from tests.support.ofclient import OpenFlowConnection, unix_listener
+from tests.support.ofclient import OpenFlowConnection, controller_connection
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
 pytestmark = pytest.mark.ovs
@@ -192,24 +192,13 @@ class Switch:
 @pytest.fixture(scope="module")
 def switch() -> Iterator[Switch]:
     with running_ovs() as ovs:
-        bridge = unique_name("ofm")
-        ovs.vsctl(
-            "add-br", bridge, "--", "set", "bridge", bridge,
-            "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure",
-        )  # fmt: skip
-        yield Switch(ovs, bridge)
+        yield Switch(ovs, ovs.add_bridge(unique_name("ofm")))
 
 
 @pytest.fixture(scope="module")
 def connection(switch: Switch) -> Iterator[OpenFlowConnection]:
-    path = switch.ovs.rundir / "ofmsg-controller.sock"
-    with unix_listener(path) as listener:
-        switch.ovs.vsctl("set-controller", switch.bridge, f"unix:{path}")
-        conn = OpenFlowConnection.accept(listener)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    with controller_connection(switch.ovs, switch.bridge, "ofmsg-controller.sock") as conn:
+        yield conn
 
 
 @pytest.fixture(autouse=True)

@@ -81,18 +81,7 @@ def switch(openflow: tuple[RecordingSink, int]) -> Iterator[tuple[OvsInstance, D
     sink, port = openflow
     with running_ovs() as ovs:
         dpid = random.getrandbits(47) | 1
-        ovs.vsctl(
-            "add-br",
-            "br-int",
-            "--",
-            "set",
-            "bridge",
-            "br-int",
-            "datapath_type=netdev",
-            "protocols=OpenFlow13",
-            "fail_mode=secure",
-            f"other_config:datapath-id={dpid:016x}",
-        )
+        ovs.add_bridge("br-int", f"other_config:datapath-id={dpid:016x}")
         relay = UnixToTcpRelay(ovs.rundir / "ofp.sock", ("127.0.0.1", port))
         relay.start()
         try:

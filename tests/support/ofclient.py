@@ -3,7 +3,8 @@
 It puts `controller.ofmsg` bytes on a real switch with no os-ken in between:
 accept the switch's connection, do the HELLO/FEATURES handshake by hand, then
 send bytes and read whole messages (echo requests are answered on the way).
-Pair it with `ovs_instance.running_ovs()` for a throwaway switch.
+Pair it with `ovs_instance.running_ovs()` for a throwaway switch
+(`controller_connection` connects one of its bridges to us).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.core import ofmsg
+
+if TYPE_CHECKING:
+    from tests.support.ovs_instance import OvsInstance
 
 _HEADER = struct.Struct("!BBHI")
 _MULTIPART_REPLY_HEAD = struct.Struct("!HH4x")
@@ -225,3 +230,18 @@ def unix_listener(path: Path) -> Iterator[socket.socket]:
     finally:
         listener.close()
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def controller_connection(
+    ovs: OvsInstance, bridge: str, socket_name: str = "controller.sock"
+) -> Iterator[OpenFlowConnection]:
+    """`bridge` of `ovs` connected to us: its OpenFlow connection, closed afterwards."""
+    path = ovs.rundir / socket_name
+    with unix_listener(path) as listener:
+        ovs.vsctl("set-controller", bridge, f"unix:{path}")
+        conn = OpenFlowConnection.accept(listener)
+        try:
+            yield conn
+        finally:
+            conn.close()

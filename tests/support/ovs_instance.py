@@ -80,6 +80,15 @@ class OvsInstance:
 
     # ---- the operator's view, independent of the code under test ------------
 
+    def add_bridge(self, name: str, *settings: str) -> str:
+        """A netdev bridge speaking OpenFlow 1.3 only, fail_mode=secure, plus `settings`
+        (`column=value` of its Bridge row); returns its name."""
+        self.vsctl(
+            "add-br", name, "--", "set", "bridge", name,
+            "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure", *settings,
+        )  # fmt: skip
+        return name
+
     def vsctl(self, *args: str) -> str:
         return run(["ovs-vsctl", f"--db={self.remote}", "--timeout=10", *args]).stdout
 
