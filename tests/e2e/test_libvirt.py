@@ -94,6 +94,13 @@ class LibvirtFabric(LibvirtService):
             timeout=WIRE_TIMEOUT,
         )
 
+    def wait_unbound(self, port_id: str, what: str) -> None:
+        eventually(
+            lambda: self.client.get("ports", port_id)["binding"]["host_id"] is None,
+            what,
+            timeout=WIRE_TIMEOUT,
+        )
+
     def vm_interfaces(self, state: str | None = None) -> list[dict[str, Any]]:
         host = self.watched_host(state)
         assert host is not None, "the host is not watched"
@@ -142,11 +149,7 @@ def test_interfaceid_names_the_port_and_destroy_unbinds_it(fabric: LibvirtFabric
     vm.destroy()
 
     fabric.wait_gone(tap, ofport)
-    eventually(
-        lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
-        "the API port unbound",
-        timeout=WIRE_TIMEOUT,
-    )
+    fabric.wait_unbound(port["id"], "the API port unbound")
     after = fabric.client.get("ports", port["id"])
     assert (after["binding"]["interface"], after["binding"]["vm_id"]) == (None, None)
     assert after["status"] == "DOWN"
@@ -168,10 +171,8 @@ def test_mac_names_the_port_of_an_ethernet_tap_the_service_attaches(
     vm.destroy()
 
     fabric.wait_gone(tap, ofport)
-    eventually(
-        lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
-        "the API port unbound (it stays: it was created through the API)",
-        timeout=WIRE_TIMEOUT,
+    fabric.wait_unbound(
+        port["id"], "the API port unbound (it stays: it was created through the API)"
     )
 
 
@@ -315,11 +316,7 @@ def test_a_vm_that_died_while_libvirtd_was_down_is_unwired_after_reconnect(
         fabric.daemons.start_libvirtd()
 
     fabric.wait_gone(tap, ofport)
-    eventually(
-        lambda: fabric.client.get("ports", port["id"])["binding"]["host_id"] is None,
-        "the dead VM's port unbound",
-        timeout=WIRE_TIMEOUT,
-    )
+    fabric.wait_unbound(port["id"], "the dead VM's port unbound")
 
 
 def test_events_missed_while_the_service_is_down_are_caught_up(fabric: LibvirtFabric) -> None:
@@ -336,8 +333,4 @@ def test_events_missed_while_the_service_is_down_are_caught_up(fabric: LibvirtFa
 
     fabric.wait_wired(new_port["id"], new_vm, new_mac, owned=True)
     fabric.wait_gone(old_tap, old_ofport)
-    eventually(
-        lambda: fabric.client.get("ports", old_port["id"])["binding"]["host_id"] is None,
-        "the stopped VM's port unbound",
-        timeout=WIRE_TIMEOUT,
-    )
+    fabric.wait_unbound(old_port["id"], "the stopped VM's port unbound")
