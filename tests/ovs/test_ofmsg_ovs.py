@@ -12,162 +12,252 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller.core import flows as of
 from controller.core import ofmsg
-from controller.core.flows import (
-    ARP_REQUEST,
-    CT_ESTABLISHED,
-    CT_INVALID,
-    CT_NEW,
-    CT_TRACKED,
-    ETH_TYPE_ARP,
-    ETH_TYPE_IPV4,
-    IP_PROTO_ICMP,
-    IP_PROTO_TCP,
-    IP_PROTO_UDP,
-    MULTICAST_BIT,
-    OFPP_CONTROLLER,
-    OFPP_IN_PORT,
-    VLAN_PRESENT,
-    Bucket,
-    Ct,
-    Flow,
-    Group,
-    GroupAction,
-    Nat,
-    Output,
-    PopVlan,
-    PushVlan,
-    RegMove,
-    Resubmit,
-    SetField,
-    ip_to_int,
-    mac_to_int,
-    match,
-)
 from tests.support.ofclient import OpenFlowConnection, controller_connection
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
 pytestmark = pytest.mark.ovs
 
-MAC = mac_to_int
-IP = ip_to_int
+MAC = of.mac_to_int
+IP = of.ip_to_int
 
 # Each flow with the text ovs-ofctl (OVS 3.1) prints for it after "priority=".
-FLOWS_AS_OVS_SHOWS_THEM: list[tuple[Flow, str]] = [
+FLOWS_AS_OVS_SHOWS_THEM: list[tuple[of.Flow, str]] = [
     (
-        Flow(0, 100, match(in_port=1, vlan_vid=VLAN_PRESENT | 10, eth_dst=MAC("02:00:00:00:00:01")),
-             (PopVlan(), Output(2))),
+        of.Flow(
+            0,
+            100,
+            of.match(in_port=1, vlan_vid=of.VLAN_PRESENT | 10, eth_dst=MAC("02:00:00:00:00:01")),
+            (of.PopVlan(), of.Output(2)),
+        ),
         "priority=100,in_port=1,dl_vlan=10,dl_dst=02:00:00:00:00:01 actions=pop_vlan,output:2",
     ),
     (
-        Flow(0, 101, match(in_port=2, vlan_vid=0),
-             (PushVlan(), SetField("vlan_vid", VLAN_PRESENT | 20), Output(1))),
+        of.Flow(
+            0,
+            101,
+            of.match(in_port=2, vlan_vid=0),
+            (of.PushVlan(), of.SetField("vlan_vid", of.VLAN_PRESENT | 20), of.Output(1)),
+        ),
         "priority=101,in_port=2,vlan_tci=0x0000/0x1fff"
         " actions=push_vlan:0x8100,set_field:4116->vlan_vid,output:1",
     ),
     (
-        Flow(0, 102, match(vlan_vid=(VLAN_PRESENT, VLAN_PRESENT)), goto_table=1,
-             write_metadata=(0x42, 0xFF)),
+        of.Flow(
+            0,
+            102,
+            of.match(vlan_vid=(of.VLAN_PRESENT, of.VLAN_PRESENT)),
+            goto_table=1,
+            write_metadata=(0x42, 0xFF),
+        ),
         "priority=102,vlan_tci=0x1000/0x1000 actions=write_metadata:0x42/0xff,goto_table:1",
     ),
     (
-        Flow(0, 103, match(eth_src=(MAC("02:00:00:00:00:00"), MAC("ff:ff:ff:00:00:00")),
-                           eth_dst=(MULTICAST_BIT, MULTICAST_BIT)),
-             (Output(OFPP_CONTROLLER, max_len=128),)),
+        of.Flow(
+            0,
+            103,
+            of.match(
+                eth_src=(MAC("02:00:00:00:00:00"), MAC("ff:ff:ff:00:00:00")),
+                eth_dst=(of.MULTICAST_BIT, of.MULTICAST_BIT),
+            ),
+            (of.Output(of.OFPP_CONTROLLER, max_len=128),),
+        ),
         "priority=103,dl_src=02:00:00:00:00:00/ff:ff:ff:00:00:00,"
         "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=CONTROLLER:128",
     ),
     (
-        Flow(1, 10, match(metadata=(0x42, 0xFF), eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST,
-                          arp_spa=IP("10.0.0.1"), arp_tpa=(IP("10.0.0.0"), IP("255.255.255.0")),
-                          arp_sha=MAC("02:00:00:00:00:01"), arp_tha=0),
-             (Output(OFPP_IN_PORT),)),
+        of.Flow(
+            1,
+            10,
+            of.match(
+                metadata=(0x42, 0xFF),
+                eth_type=of.ETH_TYPE_ARP,
+                arp_op=of.ARP_REQUEST,
+                arp_spa=IP("10.0.0.1"),
+                arp_tpa=(IP("10.0.0.0"), IP("255.255.255.0")),
+                arp_sha=MAC("02:00:00:00:00:01"),
+                arp_tha=0,
+            ),
+            (of.Output(of.OFPP_IN_PORT),),
+        ),
         "priority=10,arp,metadata=0x42/0xff,arp_spa=10.0.0.1,arp_tpa=10.0.0.0/24,arp_op=1,"
         "arp_sha=02:00:00:00:00:01,arp_tha=00:00:00:00:00:00 actions=IN_PORT",
     ),
     (
-        Flow(1, 11, match(eth_type=ETH_TYPE_IPV4, ipv4_src=(IP("10.1.0.0"), IP("255.255.0.0")),
-                          ipv4_dst=IP("10.2.0.5"), ip_proto=IP_PROTO_UDP, udp_src=68, udp_dst=67),
-             (SetField("eth_dst", MAC("02:00:00:00:00:09")), SetField("ipv4_dst", IP("10.2.0.6")),
-              Output(3))),
+        of.Flow(
+            1,
+            11,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV4,
+                ipv4_src=(IP("10.1.0.0"), IP("255.255.0.0")),
+                ipv4_dst=IP("10.2.0.5"),
+                ip_proto=of.IP_PROTO_UDP,
+                udp_src=68,
+                udp_dst=67,
+            ),
+            (
+                of.SetField("eth_dst", MAC("02:00:00:00:00:09")),
+                of.SetField("ipv4_dst", IP("10.2.0.6")),
+                of.Output(3),
+            ),
+        ),
         "priority=11,udp,nw_src=10.1.0.0/16,nw_dst=10.2.0.5,tp_src=68,tp_dst=67"
         " actions=set_field:02:00:00:00:00:09->eth_dst,set_field:10.2.0.6->ip_dst,output:3",
     ),
     (
-        Flow(1, 12, match(eth_type=ETH_TYPE_IPV4, ip_proto=IP_PROTO_ICMP, icmpv4_type=8,
-                          icmpv4_code=0),
-             (SetField("reg3", 77), Resubmit(2))),
+        of.Flow(
+            1,
+            12,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV4, ip_proto=of.IP_PROTO_ICMP, icmpv4_type=8, icmpv4_code=0
+            ),
+            (of.SetField("reg3", 77), of.Resubmit(2)),
+        ),
         "priority=12,icmp,icmp_type=8,icmp_code=0 actions=set_field:0x4d->reg3,resubmit(,2)",
     ),
     (
-        Flow(1, 13, match(eth_type=ETH_TYPE_IPV4, ip_proto=IP_PROTO_TCP, tcp_src=(0x400, 0xFC00),
-                          tcp_dst=443, tcp_flags=(0x002, 0x012)),
-             (Ct(zone=9, table=2),)),
+        of.Flow(
+            1,
+            13,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV4,
+                ip_proto=of.IP_PROTO_TCP,
+                tcp_src=(0x400, 0xFC00),
+                tcp_dst=443,
+                tcp_flags=(0x002, 0x012),
+            ),
+            (of.Ct(zone=9, table=2),),
+        ),
         "priority=13,tcp,tp_src=0x400/0xfc00,tp_dst=443,tcp_flags=+syn-ack"
         " actions=ct(table=2,zone=9)",
     ),
     (
-        Flow(2, 14, match(ct_state=(CT_TRACKED | CT_NEW, CT_TRACKED | CT_NEW), ct_zone=9,
-                          ct_mark=(1, 0xF), eth_type=ETH_TYPE_IPV4),
-             (Ct(zone=9, commit=True, table=3, nat=Nat(IP("10.0.0.5"), 8080)),)),
+        of.Flow(
+            2,
+            14,
+            of.match(
+                ct_state=(of.CT_TRACKED | of.CT_NEW, of.CT_TRACKED | of.CT_NEW),
+                ct_zone=9,
+                ct_mark=(1, 0xF),
+                eth_type=of.ETH_TYPE_IPV4,
+            ),
+            (of.Ct(zone=9, commit=True, table=3, nat=of.Nat(IP("10.0.0.5"), 8080)),),
+        ),
         "priority=14,ct_state=+new+trk,ct_zone=9,ct_mark=0x1/0xf,ip"
         " actions=ct(commit,table=3,zone=9,nat(dst=10.0.0.5:8080))",
     ),
     (
-        Flow(2, 15, match(ct_state=(CT_TRACKED | CT_ESTABLISHED, CT_TRACKED | CT_ESTABLISHED),
-                          eth_type=ETH_TYPE_IPV4),
-             (Ct(zone=9, table=3, nat=Nat()),)),
+        of.Flow(
+            2,
+            15,
+            of.match(
+                ct_state=(of.CT_TRACKED | of.CT_ESTABLISHED, of.CT_TRACKED | of.CT_ESTABLISHED),
+                eth_type=of.ETH_TYPE_IPV4,
+            ),
+            (of.Ct(zone=9, table=3, nat=of.Nat()),),
+        ),
         "priority=15,ct_state=+est+trk,ip actions=ct(table=3,zone=9,nat)",
     ),
     (
-        Flow(2, 16, match(ct_state=(CT_TRACKED | CT_INVALID, CT_TRACKED | CT_INVALID))),
+        of.Flow(
+            2, 16, of.match(ct_state=(of.CT_TRACKED | of.CT_INVALID, of.CT_TRACKED | of.CT_INVALID))
+        ),
         "priority=16,ct_state=+inv+trk actions=drop",
     ),
     (
-        Flow(3, 17, match(tunnel_id=5000, reg0=1, reg1=(2, 0xFF), reg2=3, reg3=4, reg4=5, reg5=6,
-                          reg6=7, reg7=(0x8080, 0xF0F0)),
-             (RegMove("reg0", "reg1", 16, src_ofs=0, dst_ofs=8), RegMove("eth_src", "eth_dst", 48),
-              RegMove("in_port", "reg2", 16), SetField("tunnel_id", 77), Output(4))),
+        of.Flow(
+            3,
+            17,
+            of.match(
+                tunnel_id=5000,
+                reg0=1,
+                reg1=(2, 0xFF),
+                reg2=3,
+                reg3=4,
+                reg4=5,
+                reg5=6,
+                reg6=7,
+                reg7=(0x8080, 0xF0F0),
+            ),
+            (
+                of.RegMove("reg0", "reg1", 16, src_ofs=0, dst_ofs=8),
+                of.RegMove("eth_src", "eth_dst", 48),
+                of.RegMove("in_port", "reg2", 16),
+                of.SetField("tunnel_id", 77),
+                of.Output(4),
+            ),
+        ),
         "priority=17,reg0=0x1,reg1=0x2/0xff,reg2=0x3,reg3=0x4,reg4=0x5,reg5=0x6,reg6=0x7,"
         "reg7=0x8080/0xf0f0,tun_id=0x1388 actions=move:NXM_NX_REG0[0..15]->NXM_NX_REG1[8..23],"
         "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],move:OXM_OF_IN_PORT[0..15]->NXM_NX_REG2[0..15],"
         "set_field:0x4d->tun_id,output:4",
     ),
     (
-        Flow(3, 18, match(in_port=5), (GroupAction(7),)),
+        of.Flow(3, 18, of.match(in_port=5), (of.GroupAction(7),)),
         "priority=18,in_port=5 actions=group:7",
     ),
     (
-        Flow(3, 20, match(eth_type=ETH_TYPE_IPV4, ipv4_dst=IP("10.0.0.100"), ip_proto=IP_PROTO_TCP,
-                          tcp_dst=80),
-             (Ct(zone=1, commit=True, nat=Nat(IP("10.0.0.7"))), SetField("ipv4_src", IP("1.2.3.4")),
-              SetField("tcp_dst", 81), Output(1))),
+        of.Flow(
+            3,
+            20,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV4,
+                ipv4_dst=IP("10.0.0.100"),
+                ip_proto=of.IP_PROTO_TCP,
+                tcp_dst=80,
+            ),
+            (
+                of.Ct(zone=1, commit=True, nat=of.Nat(IP("10.0.0.7"))),
+                of.SetField("ipv4_src", IP("1.2.3.4")),
+                of.SetField("tcp_dst", 81),
+                of.Output(1),
+            ),
+        ),
         "priority=20,tcp,nw_dst=10.0.0.100,tp_dst=80 actions=ct(commit,zone=1,nat(dst=10.0.0.7)),"
         "set_field:1.2.3.4->ip_src,set_field:81->tcp_dst,output:1",
     ),
-]  # fmt: skip
+]
 
-GROUPS_AS_OVS_SHOWS_THEM: list[tuple[Group, str]] = [
+GROUPS_AS_OVS_SHOWS_THEM: list[tuple[of.Group, str]] = [
     (
-        Group(7, "select", (
-            Bucket((Ct(zone=5, commit=True, table=2, nat=Nat(IP("10.0.0.11"), 8080)),), weight=30),
-            Bucket((Ct(zone=5, commit=True, table=2, nat=Nat(IP("10.0.0.12"), 8080)),), weight=70),
-        )),
+        of.Group(
+            7,
+            "select",
+            (
+                of.Bucket(
+                    (of.Ct(zone=5, commit=True, table=2, nat=of.Nat(IP("10.0.0.11"), 8080)),),
+                    weight=30,
+                ),
+                of.Bucket(
+                    (of.Ct(zone=5, commit=True, table=2, nat=of.Nat(IP("10.0.0.12"), 8080)),),
+                    weight=70,
+                ),
+            ),
+        ),
         "group_id=7,type=select,bucket=weight:30,actions=ct(commit,table=2,zone=5,"
         "nat(dst=10.0.0.11:8080)),bucket=weight:70,actions=ct(commit,table=2,zone=5,"
         "nat(dst=10.0.0.12:8080))",
     ),
     (
-        Group(8, "all", (Bucket((Output(1),)),
-                         Bucket((PushVlan(), SetField("vlan_vid", VLAN_PRESENT | 5), Output(2))))),
+        of.Group(
+            8,
+            "all",
+            (
+                of.Bucket((of.Output(1),)),
+                of.Bucket(
+                    (of.PushVlan(), of.SetField("vlan_vid", of.VLAN_PRESENT | 5), of.Output(2))
+                ),
+            ),
+        ),
         "group_id=8,type=all,bucket=actions=output:1,"
         "bucket=actions=push_vlan:0x8100,set_field:4101->vlan_vid,output:2",
     ),
     (
-        Group(9, "indirect", (Bucket((Output(3),)),)),
+        of.Group(9, "indirect", (of.Bucket((of.Output(3),)),)),
         "group_id=9,type=indirect,bucket=actions=output:3",
     ),
-]  # fmt: skip
+]
 
 FLOWS = [flow for flow, _ in FLOWS_AS_OVS_SHOWS_THEM]
 GROUPS = [group for group, _ in GROUPS_AS_OVS_SHOWS_THEM]
@@ -288,8 +378,10 @@ def test_delete_all_service_flows_spares_foreign_cookies_and_groups_go_by_id(
 def test_a_failing_flow_fails_the_commit_and_is_named_by_its_add_xid(
     switch: Switch, connection: OpenFlowConnection
 ) -> None:
-    good = Flow(4, 1, match(in_port=9), (Output(1),))
-    to_missing_group = Flow(4, 2, match(in_port=3), (GroupAction(99),))  # checked at commit
+    good = of.Flow(4, 1, of.match(in_port=9), (of.Output(1),))
+    to_missing_group = of.Flow(
+        4, 2, of.match(in_port=3), (of.GroupAction(99),)
+    )  # checked at commit
     messages = [ofmsg.encode_flow(f).flow_mod for f in (good, to_missing_group, FLOWS[0])]
 
     outcome, add_xids = connection.bundle(messages, bundle_id=0xB00)
@@ -306,8 +398,8 @@ def test_a_flow_rejected_on_add_is_named_by_its_add_xid_while_the_rest_commits(
 ) -> None:
     # OVS checks prerequisites as each message is added, not at commit: the commit of
     # the others still succeeds. Whoever sends bundles must look at the add errors too.
-    good = Flow(4, 1, match(in_port=9), (Output(1),))
-    no_prerequisite = Flow(4, 2, match(tcp_dst=80), (Output(1),))
+    good = of.Flow(4, 1, of.match(in_port=9), (of.Output(1),))
+    no_prerequisite = of.Flow(4, 2, of.match(tcp_dst=80), (of.Output(1),))
     messages = [ofmsg.encode_flow(f).flow_mod for f in (good, no_prerequisite)]
 
     outcome, add_xids = connection.bundle(messages, bundle_id=0xB01)
@@ -339,5 +431,7 @@ def test_a_discarded_bundle_installs_nothing(
 
 def test_packet_out_is_accepted(connection: OpenFlowConnection) -> None:
     frame = bytes.fromhex("ffffffffffff0200000000010806") + bytes(46)
-    message = ofmsg.packet_out(in_port=OFPP_CONTROLLER, actions=(Output(0xFFFFFFFE),), data=frame)
+    message = ofmsg.packet_out(
+        in_port=of.OFPP_CONTROLLER, actions=(of.Output(0xFFFFFFFE),), data=frame
+    )
     assert connection.send_with_barrier([message]) == {}

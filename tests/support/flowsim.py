@@ -1,7 +1,7 @@
 """A small OpenFlow 1.3 evaluator: which copies of a packet leave the switch, where, and how.
 
 Give it flows and groups (e.g. a `DatapathConfig`) and a packet as a dict of
-header fields named as in `controller.flows.FIELD_BITS`; it returns every
+header fields named as in `controller.core.flows.FIELD_BITS`; it returns every
 emitted copy with its output port and headers. Semantics modelled:
 
 - per table, the highest-priority matching flow (masks honoured); two matching
@@ -30,28 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.core.flows import (
-    CT_NEW,
-    CT_TRACKED,
-    FIELD_BITS,
-    IP_PROTO_TCP,
-    IP_PROTO_UDP,
-    OFPP_ALL,
-    OFPP_IN_PORT,
-    VLAN_NONE,
-    VLAN_PRESENT,
-    Action,
-    Ct,
-    Flow,
-    Group,
-    GroupAction,
-    Output,
-    PopVlan,
-    PushVlan,
-    RegMove,
-    Resubmit,
-    SetField,
-)
+from controller.core import flows as flowlib
 
 Headers = dict[str, int]
 
@@ -76,18 +55,18 @@ class CtVerdict:
     rewrite: Mapping[str, int] = field(default_factory=dict)  # e.g. un-NAT of a reply
 
 
-CtModel = Callable[[Mapping[str, int], Ct], CtVerdict]
+CtModel = Callable[[Mapping[str, int], flowlib.Ct], CtVerdict]
 
 
-def new_connection(headers: Mapping[str, int], ct: Ct) -> CtVerdict:
+def new_connection(headers: Mapping[str, int], ct: flowlib.Ct) -> CtVerdict:
     """Default conntrack model: every packet starts a new connection."""
-    return CtVerdict(CT_TRACKED | CT_NEW)
+    return CtVerdict(flowlib.CT_TRACKED | flowlib.CT_NEW)
 
 
 def fixed_state(state: int, **rewrite: int) -> CtModel:
     """A conntrack model answering every packet with `state` (and header rewrites)."""
 
-    def model(headers: Mapping[str, int], ct: Ct) -> CtVerdict:
+    def model(headers: Mapping[str, int], ct: flowlib.Ct) -> CtVerdict:
         return CtVerdict(state, dict(rewrite))
 
     return model
@@ -95,22 +74,22 @@ def fixed_state(state: int, **rewrite: int) -> CtModel:
 
 @dataclass(frozen=True)
 class CtCall:
-    ct: Ct
+    ct: flowlib.Ct
     headers: Mapping[str, int]  # the packet as it entered conntrack
 
 
 class HasFlowsAndGroups(Protocol):
     @property
-    def flows(self) -> tuple[Flow, ...]: ...
+    def flows(self) -> tuple[flowlib.Flow, ...]: ...
 
     @property
-    def groups(self) -> tuple[Group, ...]: ...
+    def groups(self) -> tuple[flowlib.Group, ...]: ...
 
 
 @dataclass
 class Run:
     emitted: list[Emitted] = field(default_factory=list)
-    trace: list[Flow] = field(default_factory=list)  # every flow hit, in order
+    trace: list[flowlib.Flow] = field(default_factory=list)  # every flow hit, in order
     ct_calls: list[CtCall] = field(default_factory=list)
     steps: int = 0
     depth: int = 0
@@ -123,17 +102,17 @@ _MAX_DEPTH = 64  # OVS's own limit on nested resubmits
 class FlowSimulator:
     def __init__(
         self,
-        flows: Iterable[Flow],
-        groups: Iterable[Group] = (),
+        flows: Iterable[flowlib.Flow],
+        groups: Iterable[flowlib.Group] = (),
         *,
         ct_model: CtModel = new_connection,
     ) -> None:
-        self._tables: dict[int, list[Flow]] = {}
+        self._tables: dict[int, list[flowlib.Flow]] = {}
         for flow in flows:
             self._tables.setdefault(flow.table, []).append(flow)
         for table in self._tables.values():
             table.sort(key=lambda f: -f.priority)
-        self._groups: dict[int, Group] = {}
+        self._groups: dict[int, flowlib.Group] = {}
         for group in groups:
             if group.group_id in self._groups:
                 raise SimulationError(f"group id {group.group_id} defined twice")
@@ -155,8 +134,8 @@ class FlowSimulator:
 
     # ---- evaluation -------------------------------------------------------------------------
 
-    def lookup(self, table: int, headers: Mapping[str, int]) -> Flow | None:
-        best: Flow | None = None
+    def lookup(self, table: int, headers: Mapping[str, int]) -> flowlib.Flow | None:
+        best: flowlib.Flow | None = None
         for flow in self._tables.get(table, ()):
             if best is not None and flow.priority < best.priority:
                 break
@@ -188,39 +167,43 @@ class FlowSimulator:
             run.depth -= 1
 
     def _apply(
-        self, actions: Iterable[Action], headers: Headers, run: Run, weights: tuple[int, ...]
+        self,
+        actions: Iterable[flowlib.Action],
+        headers: Headers,
+        run: Run,
+        weights: tuple[int, ...],
     ) -> None:
         for action in actions:
-            if isinstance(action, Output):
+            if isinstance(action, flowlib.Output):
                 self._output(action.port, headers, run, weights)
-            elif isinstance(action, GroupAction):
+            elif isinstance(action, flowlib.GroupAction):
                 self._group(action.group_id, headers, run, weights)
-            elif isinstance(action, PushVlan):
-                if headers.get("vlan_vid", VLAN_NONE) & VLAN_PRESENT:
+            elif isinstance(action, flowlib.PushVlan):
+                if headers.get("vlan_vid", flowlib.VLAN_NONE) & flowlib.VLAN_PRESENT:
                     raise SimulationError("push_vlan on a tagged frame: QinQ is not modelled")
-                headers["vlan_vid"] = VLAN_PRESENT  # a new outermost tag starts with VID 0
-            elif isinstance(action, PopVlan):
-                if not headers.get("vlan_vid", VLAN_NONE) & VLAN_PRESENT:
+                headers["vlan_vid"] = flowlib.VLAN_PRESENT  # a new outermost tag starts with VID 0
+            elif isinstance(action, flowlib.PopVlan):
+                if not headers.get("vlan_vid", flowlib.VLAN_NONE) & flowlib.VLAN_PRESENT:
                     raise SimulationError("pop_vlan on an untagged frame")
-                headers["vlan_vid"] = VLAN_NONE
-            elif isinstance(action, SetField):
+                headers["vlan_vid"] = flowlib.VLAN_NONE
+            elif isinstance(action, flowlib.SetField):
                 _set_field(headers, action)
-            elif isinstance(action, RegMove):
+            elif isinstance(action, flowlib.RegMove):
                 _reg_move(headers, action)
-            elif isinstance(action, Resubmit):
+            elif isinstance(action, flowlib.Resubmit):
                 self._run_table(action.table, headers, run, weights)
-            elif isinstance(action, Ct):
+            elif isinstance(action, flowlib.Ct):
                 self._conntrack(action, headers, run, weights)
             else:
                 raise SimulationError(f"action not modelled: {action!r}")
 
     def _output(self, port: int, headers: Headers, run: Run, weights: tuple[int, ...]) -> None:
         in_port = headers["in_port"]
-        if port == OFPP_IN_PORT:
+        if port == flowlib.OFPP_IN_PORT:
             port = in_port
         elif port == in_port:
             return
-        elif port == OFPP_ALL:
+        elif port == flowlib.OFPP_ALL:
             raise SimulationError("output to OFPP_ALL is not modelled")
         run.emitted.append(Emitted(port, dict(headers), weights))
 
@@ -236,7 +219,9 @@ class FlowSimulator:
             taken = (*weights, bucket.weight) if group.type == "select" else weights
             self._apply(bucket.actions, dict(headers), run, taken)
 
-    def _conntrack(self, ct: Ct, headers: Headers, run: Run, weights: tuple[int, ...]) -> None:
+    def _conntrack(
+        self, ct: flowlib.Ct, headers: Headers, run: Run, weights: tuple[int, ...]
+    ) -> None:
         run.ct_calls.append(CtCall(ct, dict(headers)))
         verdict = self._ct_model(dict(headers), ct)
         tracked = headers if ct.table is None else dict(headers)
@@ -265,7 +250,7 @@ def simulate(
 
 
 def _check_value(name: str, value: int) -> None:
-    bits = FIELD_BITS.get(name)
+    bits = flowlib.FIELD_BITS.get(name)
     if bits is None:
         raise SimulationError(f"unknown field {name!r}")
     if not 0 <= value < (1 << bits):
@@ -280,7 +265,7 @@ def _checked_packet(packet: Mapping[str, int]) -> Headers:
     return dict(packet)
 
 
-def _matches(flow: Flow, headers: Mapping[str, int]) -> bool:
+def _matches(flow: flowlib.Flow, headers: Mapping[str, int]) -> bool:
     for f in flow.match.fields:
         value = headers.get(f.name, 0)
         if f.mask is not None:
@@ -290,29 +275,29 @@ def _matches(flow: Flow, headers: Mapping[str, int]) -> bool:
     return True
 
 
-def _set_field(headers: Headers, action: SetField) -> None:
+def _set_field(headers: Headers, action: flowlib.SetField) -> None:
     _check_value(action.field, action.value)
     if action.field == "vlan_vid":
-        if not headers.get("vlan_vid", VLAN_NONE) & VLAN_PRESENT:
+        if not headers.get("vlan_vid", flowlib.VLAN_NONE) & flowlib.VLAN_PRESENT:
             raise SimulationError("set_field vlan_vid on an untagged frame")
-        if not action.value & VLAN_PRESENT:
+        if not action.value & flowlib.VLAN_PRESENT:
             raise SimulationError("set_field vlan_vid needs VLAN_PRESENT in its value")
     headers[action.field] = action.value
 
 
 def _set_l4_dst(headers: Headers, port: int) -> None:
     proto = headers.get("ip_proto")
-    if proto == IP_PROTO_TCP:
+    if proto == flowlib.IP_PROTO_TCP:
         headers["tcp_dst"] = port
-    elif proto == IP_PROTO_UDP:
+    elif proto == flowlib.IP_PROTO_UDP:
         headers["udp_dst"] = port
     else:
         raise SimulationError(f"NAT to a port needs TCP or UDP, not ip_proto={proto}")
 
 
-def _reg_move(headers: Headers, action: RegMove) -> None:
+def _reg_move(headers: Headers, action: flowlib.RegMove) -> None:
     for name, ofs in ((action.src, action.src_ofs), (action.dst, action.dst_ofs)):
-        bits = FIELD_BITS.get(name)
+        bits = flowlib.FIELD_BITS.get(name)
         if bits is None:
             raise SimulationError(f"unknown field {name!r} in {action!r}")
         if action.n_bits <= 0 or ofs < 0 or ofs + action.n_bits > bits:

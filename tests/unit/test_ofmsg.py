@@ -15,33 +15,8 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from controller.core import flows as of
 from controller.core import ofmsg
-from controller.core.flows import (
-    FIELD_BITS,
-    OFPP_ANY,
-    OFPP_CONTROLLER,
-    VLAN_PRESENT,
-    Action,
-    Bucket,
-    Ct,
-    Flow,
-    Group,
-    GroupAction,
-    Match,
-    MatchField,
-    Nat,
-    Output,
-    PopVlan,
-    PushVlan,
-    RegMove,
-    Resubmit,
-    SetField,
-    int_to_ip,
-    int_to_mac,
-    ip_to_int,
-    mac_to_int,
-    match,
-)
 
 pytestmark = pytest.mark.unit
 
@@ -62,13 +37,13 @@ DP = FakeDatapath()
 
 def user_value(name: str, value: int) -> Any:
     if name in MAC_FIELDS:
-        return int_to_mac(value)
+        return of.int_to_mac(value)
     if name in IPV4_FIELDS:
-        return int_to_ip(value)
+        return of.int_to_ip(value)
     return value
 
 
-def oracle_match(m: Match) -> Any:
+def oracle_match(m: of.Match) -> Any:
     kwargs: dict[str, Any] = {}
     for f in m.fields:
         value = user_value(f.name, f.value)
@@ -76,18 +51,18 @@ def oracle_match(m: Match) -> Any:
     return parser.OFPMatch(**kwargs)
 
 
-def oracle_action(action: Action) -> Any:
-    if isinstance(action, Output):
+def oracle_action(action: of.Action) -> Any:
+    if isinstance(action, of.Output):
         return parser.OFPActionOutput(action.port, action.max_len)
-    if isinstance(action, GroupAction):
+    if isinstance(action, of.GroupAction):
         return parser.OFPActionGroup(action.group_id)
-    if isinstance(action, PushVlan):
+    if isinstance(action, of.PushVlan):
         return parser.OFPActionPushVlan(action.ethertype)
-    if isinstance(action, PopVlan):
+    if isinstance(action, of.PopVlan):
         return parser.OFPActionPopVlan()
-    if isinstance(action, SetField):
+    if isinstance(action, of.SetField):
         return parser.OFPActionSetField(**{action.field: user_value(action.field, action.value)})
-    if isinstance(action, RegMove):
+    if isinstance(action, of.RegMove):
         return parser.NXActionRegMove(
             src_field=action.src,
             dst_field=action.dst,
@@ -95,16 +70,16 @@ def oracle_action(action: Action) -> Any:
             src_ofs=action.src_ofs,
             dst_ofs=action.dst_ofs,
         )
-    if isinstance(action, Resubmit):
+    if isinstance(action, of.Resubmit):
         return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)
-    if isinstance(action, Ct):
+    if isinstance(action, of.Ct):
         nested = []
         if action.nat is not None:
             nat = action.nat
             nested.append(
                 parser.NXActionNAT(
                     flags=0 if nat.dst_ip is None else 2,  # NX_NAT_F_DST
-                    range_ipv4_min="" if nat.dst_ip is None else int_to_ip(nat.dst_ip),
+                    range_ipv4_min="" if nat.dst_ip is None else of.int_to_ip(nat.dst_ip),
                     range_proto_min=nat.dst_port,
                 )
             )
@@ -119,11 +94,11 @@ def oracle_action(action: Action) -> Any:
     raise AssertionError(f"no oracle for {action!r}")
 
 
-def oracle_flow_mod(flow: Flow, cookie: int) -> bytes:
+def oracle_flow_mod(flow: of.Flow, cookie: int) -> bytes:
     return serialized(oracle_flow_mod_msg(flow, cookie))
 
 
-def oracle_flow_mod_msg(flow: Flow, cookie: int) -> Any:
+def oracle_flow_mod_msg(flow: of.Flow, cookie: int) -> Any:
     instructions: list[Any] = []
     if flow.actions:
         instructions.append(
@@ -169,24 +144,24 @@ def sample(bits: int) -> int:
     return RNG.getrandbits(bits) | 1 | (1 << (bits - 1))
 
 
-def field_matches() -> list[Match]:
+def field_matches() -> list[of.Match]:
     out = []
-    for name, bits in FIELD_BITS.items():
-        out.append(match(**{name: sample(bits)}))
-        out.append(match(**{name: (sample(bits), sample(bits))}))
+    for name, bits in of.FIELD_BITS.items():
+        out.append(of.match(**{name: sample(bits)}))
+        out.append(of.match(**{name: (sample(bits), sample(bits))}))
     return out
 
 
 SINGLE_FIELD_MATCHES = field_matches()
 
 MULTI_FIELD_MATCHES = [
-    match(),
-    match(in_port=3, eth_type=0x0800, ip_proto=6, tcp_dst=80, ipv4_dst=ip_to_int("10.0.0.9")),
-    match(vlan_vid=VLAN_PRESENT | 5, eth_dst=mac_to_int("02:00:00:00:00:01")),
-    match(vlan_vid=(VLAN_PRESENT, VLAN_PRESENT)),
-    match(vlan_vid=0),
-    match(eth_dst=(0x010000000000, 0x010000000000), reg3=7, metadata=(0x10, 0xFF)),
-    match(
+    of.match(),
+    of.match(in_port=3, eth_type=0x0800, ip_proto=6, tcp_dst=80, ipv4_dst=of.ip_to_int("10.0.0.9")),
+    of.match(vlan_vid=of.VLAN_PRESENT | 5, eth_dst=of.mac_to_int("02:00:00:00:00:01")),
+    of.match(vlan_vid=(of.VLAN_PRESENT, of.VLAN_PRESENT)),
+    of.match(vlan_vid=0),
+    of.match(eth_dst=(0x010000000000, 0x010000000000), reg3=7, metadata=(0x10, 0xFF)),
+    of.match(
         ct_state=(0x21, 0x21),
         ct_zone=9,
         ct_mark=(1, 3),
@@ -195,68 +170,77 @@ MULTI_FIELD_MATCHES = [
         eth_type=0x0800,
         ip_proto=6,
     ),
-    match(
+    of.match(
         eth_type=0x0806,
         arp_op=1,
-        arp_spa=ip_to_int("10.0.0.1"),
-        arp_tpa=ip_to_int("10.0.0.2"),
-        arp_sha=mac_to_int("02:00:00:00:00:03"),
+        arp_spa=of.ip_to_int("10.0.0.1"),
+        arp_tpa=of.ip_to_int("10.0.0.2"),
+        arp_sha=of.mac_to_int("02:00:00:00:00:03"),
         arp_tha=0,
     ),
-    match(tunnel_id=0x1234, in_port=7, reg7=(0, 0xFFFF0000)),
-    match(eth_type=0x0800, ip_proto=17, udp_src=68, udp_dst=67, ipv4_src=(0x0A000000, 0xFF000000)),
-    match(eth_type=0x0800, ip_proto=1, icmpv4_type=8, icmpv4_code=0),
-    match(**{f"reg{i}": i + 1 for i in range(8)}),
+    of.match(tunnel_id=0x1234, in_port=7, reg7=(0, 0xFFFF0000)),
+    of.match(
+        eth_type=0x0800, ip_proto=17, udp_src=68, udp_dst=67, ipv4_src=(0x0A000000, 0xFF000000)
+    ),
+    of.match(eth_type=0x0800, ip_proto=1, icmpv4_type=8, icmpv4_code=0),
+    of.match(**{f"reg{i}": i + 1 for i in range(8)}),
 ]
 
-ACTION_LISTS: list[tuple[Action, ...]] = [
-    (Output(1),),
-    (Output(OFPP_CONTROLLER, max_len=128),),
-    (Output(0xFFFFFFF8),),
-    (GroupAction(42),),
-    (PushVlan(), SetField("vlan_vid", VLAN_PRESENT | 100), Output(2)),
-    (PushVlan(0x88A8),),
-    (PopVlan(), Output(1)),
-    (RegMove("reg0", "reg1", 32),),
-    (RegMove("in_port", "reg2", 16, src_ofs=0, dst_ofs=16),),
-    (RegMove("eth_src", "eth_dst", 48),),
-    (RegMove("ct_mark", "reg5", 8, src_ofs=24, dst_ofs=0), RegMove("reg6", "tunnel_id", 32)),
-    (RegMove("tcp_flags", "reg0", 12),),  # an 8-byte experimenter header inside reg_move
-    (Resubmit(5),),
-    (Resubmit(0), Resubmit(254), Output(4)),
-    (Ct(),),
-    (Ct(zone=7, table=3),),
-    (Ct(zone=65535, commit=True),),
-    (Ct(zone=5, nat=Nat()),),
-    (Ct(zone=5, table=9, nat=Nat()),),
-    (Ct(zone=3, commit=True, table=4, nat=Nat(dst_ip=ip_to_int("10.0.0.5"))),),
-    (Ct(zone=3, commit=True, table=4, nat=Nat(dst_ip=ip_to_int("10.0.0.5"), dst_port=8080)),),
-    (Ct(zone=1, commit=True, nat=Nat(dst_ip=ip_to_int("192.168.1.1"), dst_port=80)), Output(3)),
-    *[(SetField(name, sample(bits)),) for name, bits in FIELD_BITS.items()],
+ACTION_LISTS: list[tuple[of.Action, ...]] = [
+    (of.Output(1),),
+    (of.Output(of.OFPP_CONTROLLER, max_len=128),),
+    (of.Output(0xFFFFFFF8),),
+    (of.GroupAction(42),),
+    (of.PushVlan(), of.SetField("vlan_vid", of.VLAN_PRESENT | 100), of.Output(2)),
+    (of.PushVlan(0x88A8),),
+    (of.PopVlan(), of.Output(1)),
+    (of.RegMove("reg0", "reg1", 32),),
+    (of.RegMove("in_port", "reg2", 16, src_ofs=0, dst_ofs=16),),
+    (of.RegMove("eth_src", "eth_dst", 48),),
+    (of.RegMove("ct_mark", "reg5", 8, src_ofs=24, dst_ofs=0), of.RegMove("reg6", "tunnel_id", 32)),
+    (of.RegMove("tcp_flags", "reg0", 12),),  # an 8-byte experimenter header inside reg_move
+    (of.Resubmit(5),),
+    (of.Resubmit(0), of.Resubmit(254), of.Output(4)),
+    (of.Ct(),),
+    (of.Ct(zone=7, table=3),),
+    (of.Ct(zone=65535, commit=True),),
+    (of.Ct(zone=5, nat=of.Nat()),),
+    (of.Ct(zone=5, table=9, nat=of.Nat()),),
+    (of.Ct(zone=3, commit=True, table=4, nat=of.Nat(dst_ip=of.ip_to_int("10.0.0.5"))),),
+    (
+        of.Ct(
+            zone=3, commit=True, table=4, nat=of.Nat(dst_ip=of.ip_to_int("10.0.0.5"), dst_port=8080)
+        ),
+    ),
+    (
+        of.Ct(zone=1, commit=True, nat=of.Nat(dst_ip=of.ip_to_int("192.168.1.1"), dst_port=80)),
+        of.Output(3),
+    ),
+    *[(of.SetField(name, sample(bits)),) for name, bits in of.FIELD_BITS.items()],
 ]
 
 
-def all_flows() -> list[Flow]:
-    flows: list[Flow] = []
+def all_flows() -> list[of.Flow]:
+    flows: list[of.Flow] = []
     for i, m in enumerate(SINGLE_FIELD_MATCHES + MULTI_FIELD_MATCHES):
-        flows.append(Flow(table=i % 10, priority=100 + i, match=m, actions=(Output(i + 1),)))
+        flows.append(of.Flow(table=i % 10, priority=100 + i, match=m, actions=(of.Output(i + 1),)))
     for i, actions in enumerate(ACTION_LISTS):
-        flows.append(Flow(table=1, priority=i, match=match(in_port=i + 1), actions=actions))
-    m = match(reg1=5)
+        flows.append(of.Flow(table=1, priority=i, match=of.match(in_port=i + 1), actions=actions))
+    m = of.match(reg1=5)
     flows += [
-        Flow(table=0, priority=0),  # drop
-        Flow(table=0, priority=1, goto_table=1),
-        Flow(table=2, priority=65535, match=m, actions=(PopVlan(),), goto_table=200),
-        Flow(table=2, priority=10, match=m, write_metadata=(0x1234, 0xFFFF)),
-        Flow(
+        of.Flow(table=0, priority=0),  # drop
+        of.Flow(table=0, priority=1, goto_table=1),
+        of.Flow(table=2, priority=65535, match=m, actions=(of.PopVlan(),), goto_table=200),
+        of.Flow(table=2, priority=10, match=m, write_metadata=(0x1234, 0xFFFF)),
+        of.Flow(
             table=2,
             priority=11,
             match=m,
-            actions=(Ct(zone=2, table=3),),
+            actions=(of.Ct(zone=2, table=3),),
             write_metadata=(1 << 63, 1 << 63),
             goto_table=3,
         ),
-        Flow(table=254, priority=7, actions=(Output(OFPP_CONTROLLER),)),
+        of.Flow(table=254, priority=7, actions=(of.Output(of.OFPP_CONTROLLER),)),
     ]
     return flows
 
@@ -265,7 +249,7 @@ FLOWS = all_flows()
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=[f"flow{i}" for i in range(len(FLOWS))])
-def test_flow_mod_bytes_equal_os_ken(flow: Flow) -> None:
+def test_flow_mod_bytes_equal_os_ken(flow: of.Flow) -> None:
     encoded = ofmsg.encode_flow(flow)
     assert encoded.table == flow.table
     assert encoded.flow_mod == oracle_flow_mod(flow, encoded.cookie)
@@ -274,28 +258,28 @@ def test_flow_mod_bytes_equal_os_ken(flow: Flow) -> None:
 
 def test_the_sample_covers_every_field_exact_and_masked() -> None:
     seen = {(f.name, f.mask is None) for m in SINGLE_FIELD_MATCHES for f in m.fields}
-    assert seen == {(name, exact) for name in FIELD_BITS for exact in (True, False)}
+    assert seen == {(name, exact) for name in of.FIELD_BITS for exact in (True, False)}
     assert {type(a) for actions in ACTION_LISTS for a in actions} == {
-        Output,
-        GroupAction,
-        PushVlan,
-        PopVlan,
-        SetField,
-        RegMove,
-        Resubmit,
-        Ct,
+        of.Output,
+        of.GroupAction,
+        of.PushVlan,
+        of.PopVlan,
+        of.SetField,
+        of.RegMove,
+        of.Resubmit,
+        of.Ct,
     }
 
 
 def test_tagged_vlan_match_sets_the_present_bit_in_a_basic_oxm() -> None:
-    flow = Flow(table=0, priority=1, match=match(vlan_vid=VLAN_PRESENT | 0xABC))
+    flow = of.Flow(table=0, priority=1, match=of.match(vlan_vid=of.VLAN_PRESENT | 0xABC))
     body = ofmsg.encode_flow(flow).flow_mod[48:]
     # ofp_match: type OXM, length 4 + 6; OXM_OF_VLAN_VID (class 0x8000, field 6), 0x1ABC.
     assert body[:16] == bytes.fromhex("0001000a 80000c02 1abc 000000000000".replace(" ", ""))
 
 
 def test_registers_and_conntrack_use_nxm_1_headers() -> None:
-    flow = Flow(table=0, priority=1, match=match(reg2=(5, 0xF), ct_state=0x21))
+    flow = of.Flow(table=0, priority=1, match=of.match(reg2=(5, 0xF), ct_state=0x21))
     body = ofmsg.encode_flow(flow).flow_mod[48:]
     reg2_masked = (1 << 16) | (2 << 9) | 0x100 | 8
     ct_state = (1 << 16) | (105 << 9) | 4
@@ -304,21 +288,21 @@ def test_registers_and_conntrack_use_nxm_1_headers() -> None:
 
 
 def test_a_masked_field_is_sent_with_its_value_masked() -> None:
-    raw = Match((MatchField("reg0", 0xFF, 0x0F),))  # not built by match(), so not canonical
-    canonical = match(reg0=(0x0F, 0x0F))
+    raw = of.Match((of.MatchField("reg0", 0xFF, 0x0F),))  # not built by match(), so not canonical
+    canonical = of.match(reg0=(0x0F, 0x0F))
     assert (
-        ofmsg.encode_flow(Flow(table=0, priority=1, match=raw)).flow_mod
-        == ofmsg.encode_flow(Flow(table=0, priority=1, match=canonical)).flow_mod
+        ofmsg.encode_flow(of.Flow(table=0, priority=1, match=raw)).flow_mod
+        == ofmsg.encode_flow(of.Flow(table=0, priority=1, match=canonical)).flow_mod
     )
 
 
 # ---- cookies ----------------------------------------------------------------------
 
-KNOWN_FLOW = Flow(
+KNOWN_FLOW = of.Flow(
     table=3,
     priority=100,
-    match=match(vlan_vid=VLAN_PRESENT | 10, eth_dst=mac_to_int("02:00:00:00:00:01")),
-    actions=(PopVlan(), Output(1)),
+    match=of.match(vlan_vid=of.VLAN_PRESENT | 10, eth_dst=of.mac_to_int("02:00:00:00:00:01")),
+    actions=(of.PopVlan(), of.Output(1)),
 )
 
 
@@ -328,11 +312,11 @@ def test_cookie_of_a_known_flow_is_stable() -> None:
 
 
 def test_equal_flows_give_equal_cookies_and_are_memoized() -> None:
-    twin = Flow(
+    twin = of.Flow(
         table=3,
         priority=100,
-        match=match(eth_dst=mac_to_int("02:00:00:00:00:01"), vlan_vid=VLAN_PRESENT | 10),
-        actions=(PopVlan(), Output(1)),
+        match=of.match(eth_dst=of.mac_to_int("02:00:00:00:00:01"), vlan_vid=of.VLAN_PRESENT | 10),
+        actions=(of.PopVlan(), of.Output(1)),
     )
     assert twin is not KNOWN_FLOW
     assert ofmsg.encode_flow(twin) is ofmsg.encode_flow(KNOWN_FLOW)
@@ -341,16 +325,20 @@ def test_equal_flows_give_equal_cookies_and_are_memoized() -> None:
 def test_different_flows_get_different_cookies() -> None:
     variants = [
         KNOWN_FLOW,
-        Flow(table=4, priority=100, match=KNOWN_FLOW.match, actions=KNOWN_FLOW.actions),
-        Flow(table=3, priority=101, match=KNOWN_FLOW.match, actions=KNOWN_FLOW.actions),
-        Flow(table=3, priority=100, match=KNOWN_FLOW.match, actions=(PopVlan(), Output(2))),
-        Flow(table=3, priority=100, match=KNOWN_FLOW.match, actions=(Output(1),)),
-        Flow(table=3, priority=100, match=KNOWN_FLOW.match),
-        Flow(table=3, priority=100, match=KNOWN_FLOW.match, goto_table=4),
-        Flow(
+        of.Flow(table=4, priority=100, match=KNOWN_FLOW.match, actions=KNOWN_FLOW.actions),
+        of.Flow(table=3, priority=101, match=KNOWN_FLOW.match, actions=KNOWN_FLOW.actions),
+        of.Flow(
+            table=3, priority=100, match=KNOWN_FLOW.match, actions=(of.PopVlan(), of.Output(2))
+        ),
+        of.Flow(table=3, priority=100, match=KNOWN_FLOW.match, actions=(of.Output(1),)),
+        of.Flow(table=3, priority=100, match=KNOWN_FLOW.match),
+        of.Flow(table=3, priority=100, match=KNOWN_FLOW.match, goto_table=4),
+        of.Flow(
             table=3,
             priority=100,
-            match=match(vlan_vid=VLAN_PRESENT | 11, eth_dst=mac_to_int("02:00:00:00:00:01")),
+            match=of.match(
+                vlan_vid=of.VLAN_PRESENT | 11, eth_dst=of.mac_to_int("02:00:00:00:00:01")
+            ),
             actions=KNOWN_FLOW.actions,
         ),
     ]
@@ -398,31 +386,36 @@ def test_delete_all_service_flows_matches_os_ken() -> None:
 
 
 GROUPS = [
-    Group(
+    of.Group(
         1,
         "all",
-        (Bucket((Output(1),)), Bucket((PushVlan(), SetField("vlan_vid", 0x1005), Output(2)))),
+        (
+            of.Bucket((of.Output(1),)),
+            of.Bucket((of.PushVlan(), of.SetField("vlan_vid", 0x1005), of.Output(2))),
+        ),
     ),
-    Group(
+    of.Group(
         2,
         "select",
         (
-            Bucket(
-                (Ct(zone=4, commit=True, table=6, nat=Nat(ip_to_int("10.0.0.11"), 80)),), weight=30
+            of.Bucket(
+                (of.Ct(zone=4, commit=True, table=6, nat=of.Nat(of.ip_to_int("10.0.0.11"), 80)),),
+                weight=30,
             ),
-            Bucket(
-                (Ct(zone=4, commit=True, table=6, nat=Nat(ip_to_int("10.0.0.12"), 80)),), weight=70
+            of.Bucket(
+                (of.Ct(zone=4, commit=True, table=6, nat=of.Nat(of.ip_to_int("10.0.0.12"), 80)),),
+                weight=70,
             ),
         ),
     ),
-    Group(0xFFFFFF00, "indirect", (Bucket((Output(7),), watch_port=7),)),
-    Group(4, "all", ()),
+    of.Group(0xFFFFFF00, "indirect", (of.Bucket((of.Output(7),), watch_port=7),)),
+    of.Group(4, "all", ()),
 ]
 GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT}
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=[f"group{g.group_id}" for g in GROUPS])
-def test_group_add_matches_os_ken(group: Group) -> None:
+def test_group_add_matches_os_ken(group: of.Group) -> None:
     buckets = [
         parser.OFPBucket(
             weight=b.weight,
@@ -449,12 +442,12 @@ def with_trailing_padding(message: bytes) -> bytes:
 
 
 def test_os_ken_padding_quirk_is_what_the_group_oracle_repairs() -> None:
-    nat = Nat(ip_to_int("10.0.0.11"), 80)
-    bucket = parser.OFPBucket(weight=1, actions=[oracle_action(Ct(zone=1, nat=nat))])
+    nat = of.Nat(of.ip_to_int("10.0.0.11"), 80)
+    bucket = parser.OFPBucket(weight=1, actions=[oracle_action(of.Ct(zone=1, nat=nat))])
     raw = serialized(parser.OFPGroupMod(DP, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [bucket]))
     assert len(raw) % 8 == 6  # short by the 2 pad bytes of the 22-byte NXAST_NAT
     assert with_trailing_padding(raw) == ofmsg.group_add(
-        Group(1, "select", (Bucket((Ct(zone=1, nat=nat),), weight=1),))
+        of.Group(1, "select", (of.Bucket((of.Ct(zone=1, nat=nat),), weight=1),))
     )
 
 
@@ -465,7 +458,7 @@ def test_group_delete_matches_os_ken() -> None:
 
 def test_unknown_group_type_is_refused() -> None:
     with pytest.raises(ValueError, match="group type"):
-        ofmsg.group_add(Group(1, "fast_failover", ()))
+        ofmsg.group_add(of.Group(1, "fast_failover", ()))
 
 
 @pytest.mark.parametrize(
@@ -484,7 +477,7 @@ def test_bundle_control_matches_os_ken(build: Any, control_type: int) -> None:
 
 
 @pytest.mark.parametrize("flow", FLOWS[::7], ids=[f"flow{i}" for i in range(0, len(FLOWS), 7)])
-def test_bundle_add_matches_os_ken_and_rewrites_the_inner_xid(flow: Flow) -> None:
+def test_bundle_add_matches_os_ken_and_rewrites_the_inner_xid(flow: of.Flow) -> None:
     encoded = ofmsg.encode_flow(flow)
     flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
     inner = oracle_flow_mod_msg(flow, encoded.cookie)
@@ -536,16 +529,16 @@ def test_group_desc_request_matches_os_ken() -> None:
 
 
 @pytest.mark.parametrize("actions", ACTION_LISTS[:8], ids=[f"a{i}" for i in range(8)])
-def test_packet_out_matches_os_ken(actions: tuple[Action, ...]) -> None:
+def test_packet_out_matches_os_ken(actions: tuple[of.Action, ...]) -> None:
     data = bytes(range(60))
     oracle = parser.OFPPacketOut(
         DP,
         buffer_id=ofp.OFP_NO_BUFFER,
-        in_port=OFPP_CONTROLLER,
+        in_port=of.OFPP_CONTROLLER,
         actions=[oracle_action(a) for a in actions],
         data=data,
     )
-    ours = ofmsg.packet_out(in_port=OFPP_CONTROLLER, actions=actions, data=data, xid=5)
+    ours = ofmsg.packet_out(in_port=of.OFPP_CONTROLLER, actions=actions, data=data, xid=5)
     assert ours == serialized(oracle, xid=5)
 
 
@@ -569,42 +562,42 @@ def test_packet_out_without_actions_is_header_then_data() -> None:
 @pytest.mark.parametrize(
     "flow",
     [
-        Flow(table=256, priority=1),
-        Flow(table=0, priority=70000),
-        Flow(table=0, priority=1, actions=(Output(-1),)),
-        Flow(table=0, priority=1, actions=(SetField("vlan_vid", 1 << 16),)),
-        Flow(table=0, priority=1, match=Match((MatchField("reg0", 1 << 32),))),
-        Flow(table=0, priority=1, goto_table=300),
+        of.Flow(table=256, priority=1),
+        of.Flow(table=0, priority=70000),
+        of.Flow(table=0, priority=1, actions=(of.Output(-1),)),
+        of.Flow(table=0, priority=1, actions=(of.SetField("vlan_vid", 1 << 16),)),
+        of.Flow(table=0, priority=1, match=of.Match((of.MatchField("reg0", 1 << 32),))),
+        of.Flow(table=0, priority=1, goto_table=300),
     ],
     ids=["table", "priority", "port", "set_field", "match", "goto"],
 )
-def test_values_out_of_range_are_refused_as_value_errors(flow: Flow) -> None:
+def test_values_out_of_range_are_refused_as_value_errors(flow: of.Flow) -> None:
     with pytest.raises(ValueError, match="cannot encode"):
         ofmsg.encode_flow(flow)
 
 
 def test_a_group_with_values_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot encode"):
-        ofmsg.group_add(Group(1, "select", (Bucket((Output(1),), weight=1 << 16),)))
+        ofmsg.group_add(of.Group(1, "select", (of.Bucket((of.Output(1),), weight=1 << 16),)))
     with pytest.raises(ValueError, match="cannot encode"):
-        ofmsg.group_add(Group(1 << 32, "all", ()))
+        ofmsg.group_add(of.Group(1 << 32, "all", ()))
 
 
 def test_invalid_actions_are_refused_before_reaching_the_switch() -> None:
     with pytest.raises(TypeError, match="not an action"):
         ofmsg.encode_actions(("output:1",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="out of range"):
-        ofmsg.encode_actions((RegMove("reg0", "reg1", 8, src_ofs=30),))
+        ofmsg.encode_actions((of.RegMove("reg0", "reg1", 8, src_ofs=30),))
     with pytest.raises(ValueError, match="unknown field"):
-        ofmsg.encode_actions((SetField("ip_dscp", 1),))
+        ofmsg.encode_actions((of.SetField("ip_dscp", 1),))
     with pytest.raises(ValueError, match="needs an address"):
-        ofmsg.encode_actions((Ct(nat=Nat(dst_port=80)),))
+        ofmsg.encode_actions((of.Ct(nat=of.Nat(dst_port=80)),))
 
 
 # ---- parsers ----------------------------------------------------------------------
 
 
-def flow_stats_entry(table_id: int, cookie: int, flow: Flow) -> bytes:
+def flow_stats_entry(table_id: int, cookie: int, flow: of.Flow) -> bytes:
     """One ofp_flow_stats: fixed part by hand, match and instructions from os-ken."""
     buf = bytearray()
     oracle_match(flow.match).serialize(buf, 0)
@@ -695,5 +688,5 @@ def test_parse_error_refuses_other_messages() -> None:
 
 def test_output_to_any_is_a_plain_port_number() -> None:
     # The reserved ports are 32-bit in OpenFlow 1.3 actions, unlike the 16-bit NX ones.
-    encoded = ofmsg.encode_actions((Output(OFPP_ANY),))
+    encoded = ofmsg.encode_actions((of.Output(of.OFPP_ANY),))
     assert encoded[4:8] == b"\xff\xff\xff\xff"
