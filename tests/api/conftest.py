@@ -177,6 +177,13 @@ def api(api_settings: Settings, api_factory: Callable[[Settings], ApiHarness]) -
 
 
 @pytest.fixture
+def net(api: ApiHarness) -> dict[str, Any]:
+    """Tenant "acme"'s network "web", 10.0.0.0/24 with gateway 10.0.0.1."""
+    tenant, _ = api.tenant("acme")
+    return api.network(tenant["id"], "web", cidr="10.0.0.0/24", gateway="10.0.0.1")
+
+
+@pytest.fixture
 def api_unchanged(api: ApiHarness) -> Callable[[], Any]:
     """Call it to get a context manager that asserts the fabric did not change inside it."""
 

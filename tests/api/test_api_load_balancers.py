@@ -14,15 +14,6 @@ from controller.core.model import BackendHealthUpdate
 pytestmark = pytest.mark.api
 
 
-@pytest.fixture
-def net(api: Any) -> dict[str, Any]:
-    tenant, _ = api.tenant("acme")
-    network: dict[str, Any] = api.network(
-        tenant["id"], "web", cidr="10.0.0.0/24", gateway="10.0.0.1"
-    )
-    return network
-
-
 def listener(net: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {
         "network_id": net["id"],

@@ -14,15 +14,6 @@ from controller.core.model import PortStatusUpdate
 pytestmark = pytest.mark.api
 
 
-@pytest.fixture
-def net(api: Any) -> dict[str, Any]:
-    tenant, _ = api.tenant("acme")
-    network: dict[str, Any] = api.network(
-        tenant["id"], "web", cidr="10.0.0.0/24", gateway="10.0.0.1"
-    )
-    return network
-
-
 def test_port_gets_a_local_mac_and_the_lowest_free_address(api: Any, net: dict[str, Any]) -> None:
     response = api.admin.post("/ports", json={"network_id": net["id"], "name": "web-1"})
     assert response.status_code == 201, response.text
