@@ -134,40 +134,20 @@ def test_what_is_not_a_domain_is_refused(xml: str, message: str) -> None:
         parse_domain(xml)
 
 
+def ovs_tap(kind: str = "bridge", bridge: str = "br-int") -> DomainInterface:
+    """A tap libvirt plugs into the OVS bridge `bridge` (interface type `kind`)."""
+    return DomainInterface(
+        mac="m", kind=kind, target="vnet0", source_bridge=bridge, virtualport="openvswitch"
+    )
+
+
 @pytest.mark.parametrize(
     ("interface", "reason"),
     [
         (DomainInterface(mac="m", kind="ethernet", target="tap1"), None),
-        (
-            DomainInterface(
-                mac="m",
-                kind="bridge",
-                target="vnet0",
-                source_bridge="br-int",
-                virtualport="openvswitch",
-            ),
-            None,
-        ),
-        (
-            DomainInterface(
-                mac="m",
-                kind="network",
-                target="vnet0",
-                source_bridge="br-int",
-                virtualport="openvswitch",
-            ),
-            None,
-        ),
-        (
-            DomainInterface(
-                mac="m",
-                kind="bridge",
-                target="vnet0",
-                source_bridge="br-ex",
-                virtualport="openvswitch",
-            ),
-            "OVS bridge 'br-ex', not the integration bridge 'br-int'",
-        ),
+        (ovs_tap(), None),
+        (ovs_tap(kind="network"), None),
+        (ovs_tap(bridge="br-ex"), "OVS bridge 'br-ex', not the integration bridge 'br-int'"),
         (
             DomainInterface(mac="m", kind="bridge", target="vnet0", source_bridge="virbr0"),
             "Linux bridge 'virbr0'",

@@ -350,12 +350,12 @@ def test_different_flows_get_different_cookies() -> None:
 # ---- deletes, groups, bundles, requests ----------------------------------------------
 
 
-def test_flow_delete_by_cookie_matches_os_ken() -> None:
-    cookie = ofmsg.encode_flow(KNOWN_FLOW).cookie
+def os_ken_delete_by_cookie(cookie: int, cookie_mask: int) -> bytes:
+    """os-ken's OFPFC_DELETE, in every table, of the flows whose cookie matches under the mask."""
     oracle = parser.OFPFlowMod(
         DP,
         cookie=cookie,
-        cookie_mask=0xFFFFFFFFFFFFFFFF,
+        cookie_mask=cookie_mask,
         table_id=ofp.OFPTT_ALL,
         command=ofp.OFPFC_DELETE,
         priority=0,
@@ -365,24 +365,18 @@ def test_flow_delete_by_cookie_matches_os_ken() -> None:
         match=parser.OFPMatch(),
         instructions=[],
     )
-    assert ofmsg.flow_delete_by_cookie(cookie) == serialized(oracle)
+    return serialized(oracle)
+
+
+def test_flow_delete_by_cookie_matches_os_ken() -> None:
+    cookie = ofmsg.encode_flow(KNOWN_FLOW).cookie
+    assert ofmsg.flow_delete_by_cookie(cookie) == os_ken_delete_by_cookie(
+        cookie, 0xFFFFFFFFFFFFFFFF
+    )
 
 
 def test_delete_all_service_flows_matches_os_ken() -> None:
-    oracle = parser.OFPFlowMod(
-        DP,
-        cookie=0x0FAB << 48,
-        cookie_mask=0xFFFF << 48,
-        table_id=ofp.OFPTT_ALL,
-        command=ofp.OFPFC_DELETE,
-        priority=0,
-        buffer_id=ofp.OFP_NO_BUFFER,
-        out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY,
-        match=parser.OFPMatch(),
-        instructions=[],
-    )
-    assert ofmsg.delete_all_service_flows() == serialized(oracle)
+    assert ofmsg.delete_all_service_flows() == os_ken_delete_by_cookie(0x0FAB << 48, 0xFFFF << 48)
 
 
 GROUPS = [
