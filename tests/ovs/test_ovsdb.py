@@ -184,6 +184,10 @@ def test_ensure_tunnels_creates_updates_and_removes_only_our_tunnels(
     ovs: OvsInstance, client: OvsdbClient, bridge: str
 ) -> None:
     vx_a, vx_b, foreign = unique_name("vxa"), unique_name("vxb"), unique_name("vxf")
+
+    def options(interface: str) -> object:
+        return vsctl_json(ovs, "Interface", interface, "options")
+
     ovs.vsctl(
         "add-port", bridge, foreign, "--", "set", "Interface", foreign,
         "type=vxlan", "options:remote_ip=192.0.2.99", "options:key=7",
@@ -195,28 +199,15 @@ def test_ensure_tunnels_creates_updates_and_removes_only_our_tunnels(
 
     assert ports_of(ovs, bridge) == {vx_a, vx_b, foreign}
     assert vsctl_json(ovs, "Interface", vx_a, "type") == "vxlan"
-    assert vsctl_json(ovs, "Interface", vx_a, "options") == {
-        "key": "flow",
-        "remote_ip": "192.0.2.2",
-    }
-    assert vsctl_json(ovs, "Interface", vx_b, "options") == {
-        "key": "flow",
-        "remote_ip": "192.0.2.3",
-        "local_ip": "192.0.2.1",
-    }
+    assert options(vx_a) == {"key": "flow", "remote_ip": "192.0.2.2"}
+    assert options(vx_b) == {"key": "flow", "remote_ip": "192.0.2.3", "local_ip": "192.0.2.1"}
     assert vsctl_json(ovs, "Interface", vx_a, "external_ids") == {"ovs-fabric-role": "tunnel"}
 
     # vx_a's peer moved; vx_b's peer left the fabric.
     assert client.ensure_tunnels(bridge, {vx_a: ("192.0.2.20", None)}) is True
     assert ports_of(ovs, bridge) == {vx_a, foreign}
-    assert vsctl_json(ovs, "Interface", vx_a, "options") == {
-        "key": "flow",
-        "remote_ip": "192.0.2.20",
-    }
-    assert vsctl_json(ovs, "Interface", foreign, "options") == {
-        "key": "7",
-        "remote_ip": "192.0.2.99",
-    }
+    assert options(vx_a) == {"key": "flow", "remote_ip": "192.0.2.20"}
+    assert options(foreign) == {"key": "7", "remote_ip": "192.0.2.99"}
 
     # A local_ip that is no longer wanted goes away; hand-made options too.
     assert client.ensure_tunnels(bridge, {vx_a: ("192.0.2.20", "192.0.2.1")}) is True
@@ -225,10 +216,7 @@ def test_ensure_tunnels_creates_updates_and_removes_only_our_tunnels(
         lambda: client.ensure_tunnels(bridge, {vx_a: ("192.0.2.20", None)}),
         "ensure_tunnels to repair the options",
     )
-    assert vsctl_json(ovs, "Interface", vx_a, "options") == {
-        "key": "flow",
-        "remote_ip": "192.0.2.20",
-    }
+    assert options(vx_a) == {"key": "flow", "remote_ip": "192.0.2.20"}
 
     infos = client.interfaces(bridge)
     assert infos[vx_a].type == "vxlan"
