@@ -39,20 +39,8 @@ import libvirt
 
 from api.client import ApiError, FabricClient
 from bench.stats import percentile
+from tests.support import libvirt_env
 from tests.support.eventually import eventually
-from tests.support.libvirt_env import (
-    LIBVIRT_URI,
-    Domain,
-    Domains,
-    LibvirtService,
-    libvirt_service,
-    local_host,
-    network_metadata,
-    ovs_nic,
-    random_mac,
-    run_token,
-    tap_nic,
-)
 
 WAIT_S = 30.0
 
@@ -70,7 +58,7 @@ class StartedEvents:
     def __init__(self) -> None:
         libvirt.virEventRegisterDefaultImpl()
         threading.Thread(target=self._loop, daemon=True).start()
-        self._connection = libvirt.openReadOnly(LIBVIRT_URI)
+        self._connection = libvirt.openReadOnly(libvirt_env.LIBVIRT_URI)
         self._times: dict[str, float] = {}
         self._seen = threading.Condition()
         self._connection.domainEventRegisterAny(
@@ -108,11 +96,13 @@ def main() -> None:
     args = parser.parse_args()
 
     with (
-        local_host() as (ovs, _daemons),
+        libvirt_env.local_host() as (ovs, _daemons),
         tempfile.TemporaryDirectory() as workdir,
-        libvirt_service(ovs, Path(workdir), tenant="bench", cidr="10.50.0.0/16") as service,
+        libvirt_env.libvirt_service(
+            ovs, Path(workdir), tenant="bench", cidr="10.50.0.0/16"
+        ) as service,
     ):
-        domains = Domains()
+        domains = libvirt_env.Domains()
         events = StartedEvents()
         try:
             samples = run(service, domains, events, args.domains, args.mode)
@@ -123,23 +113,27 @@ def main() -> None:
 
 
 def run(
-    service: LibvirtService, domains: Domains, events: StartedEvents, count: int, mode: str
+    service: libvirt_env.LibvirtService,
+    domains: libvirt_env.Domains,
+    events: StartedEvents,
+    count: int,
+    mode: str,
 ) -> list[Sample]:
     client, bridge = service.client, service.bridge
     samples = []
     for index in range(count):
-        mac = random_mac()
+        mac = libvirt_env.random_mac()
         metadata = ""
         port_id: str | None = None
         if mode == "metadata":
-            nic = ovs_nic(bridge, mac)
-            metadata = network_metadata(service.network_id)
+            nic = libvirt_env.ovs_nic(bridge, mac)
+            metadata = libvirt_env.network_metadata(service.network_id)
         else:
             port_id = client.create("ports", network_id=service.network_id, mac=mac)["id"]
             nic = (
-                ovs_nic(bridge, mac, port_id)
+                libvirt_env.ovs_nic(bridge, mac, port_id)
                 if mode == "interfaceid"
-                else tap_nic(f"tvb{run_token()}", mac)
+                else libvirt_env.tap_nic(f"tvb{libvirt_env.run_token()}", mac)
             )
         domain = domains.define([nic], metadata=metadata, start=False)
         domain.start()
@@ -178,7 +172,7 @@ def run(
     return samples
 
 
-def first_port_of(client: FabricClient, domain: Domain) -> str | None:
+def first_port_of(client: FabricClient, domain: libvirt_env.Domain) -> str | None:
     ports = client.list("ports", vm_id=domain.uuid)
     return str(ports[0]["id"]) if ports else None
 
