@@ -5,20 +5,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from api.libvirt.domain_xml import (
-    BindingPlan,
-    BindPort,
-    CreatePort,
-    DomainActivity,
-    DomainDescription,
-    DomainInterface,
-    NetworkRequest,
-    NetworkResolution,
-    ObservedDomain,
-    PortRecord,
-    ReleasePort,
-    plan_bindings,
-)
+from api.libvirt import domain_xml
 from api.libvirt.vm_ports import WatchedHost
 from api.libvirt.watch import EventEffect, domain_activity, hosts_to_watch, lifecycle_effect
 
@@ -36,14 +23,19 @@ MAC2 = "52:54:00:00:00:02"
 
 
 def domain(
-    vm: str, activity: DomainActivity, *nics: tuple[str, str], network: NetworkRequest | None = None
-) -> ObservedDomain:
+    vm: str,
+    activity: domain_xml.DomainActivity,
+    *nics: tuple[str, str],
+    network: domain_xml.NetworkRequest | None = None,
+) -> domain_xml.ObservedDomain:
     interfaces = tuple(
-        DomainInterface(mac=mac, kind="ethernet", target=tap, alias=f"net{i}")
+        domain_xml.DomainInterface(mac=mac, kind="ethernet", target=tap, alias=f"net{i}")
         for i, (mac, tap) in enumerate(nics)
     )
-    return ObservedDomain(
-        DomainDescription(uuid=vm, name=f"vm-{vm[:4]}", interfaces=interfaces, network=network),
+    return domain_xml.ObservedDomain(
+        domain_xml.DomainDescription(
+            uuid=vm, name=f"vm-{vm[:4]}", interfaces=interfaces, network=network
+        ),
         activity,
     )
 
@@ -56,22 +48,22 @@ def port(
     tap: str | None = None,
     vm: str | None = None,
     origin: str = "api",
-) -> PortRecord:
-    return PortRecord(
+) -> domain_xml.PortRecord:
+    return domain_xml.PortRecord(
         id=port_id, network_id=NET, mac=mac, host_id=host, interface=tap, vm_id=vm, origin=origin
     )
 
 
 def plan_on(
     host: str,
-    domains: list[ObservedDomain],
-    ports: list[PortRecord],
+    domains: list[domain_xml.ObservedDomain],
+    ports: list[domain_xml.PortRecord],
     *,
     scope: frozenset[str] | None = None,
     keep: frozenset[str] = frozenset(),
-    networks: dict[NetworkRequest, NetworkResolution] | None = None,
-) -> BindingPlan:
-    return plan_bindings(
+    networks: dict[domain_xml.NetworkRequest, domain_xml.NetworkResolution] | None = None,
+) -> domain_xml.BindingPlan:
+    return domain_xml.plan_bindings(
         host_id=host,
         domains=domains,
         ports=ports,
@@ -90,7 +82,7 @@ def test_a_started_vm_binds_its_free_port() -> None:
         SOURCE, [domain(VM1, "running", (MAC1, "tap1"))], [port(P1, MAC1)], scope=frozenset({VM1})
     )
 
-    assert result.actions == (BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
 
 
 def test_a_vm_already_wired_changes_nothing() -> None:
@@ -107,7 +99,7 @@ def test_a_restarted_vm_with_a_new_tap_name_is_rebound() -> None:
 
     result = plan_on(SOURCE, [domain(VM1, "running", (MAC1, "vnet7"))], [before])
 
-    assert result.actions == (BindPort(port_id=P1, interface="vnet7", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="vnet7", vm_id=VM1),)
 
 
 @pytest.mark.parametrize(("origin", "deleted"), [("libvirt", True), ("api", False)])
@@ -119,7 +111,7 @@ def test_a_stopped_vm_deletes_ports_it_created_and_unbinds_api_ports(
     result = plan_on(SOURCE, [], [bound], scope=frozenset({VM1}))
 
     (action,) = result.actions
-    assert isinstance(action, ReleasePort)
+    assert isinstance(action, domain_xml.ReleasePort)
     assert (action.port_id, action.delete) == (P1, deleted)
 
 
@@ -138,7 +130,9 @@ def test_full_reconcile_releases_bindings_of_vms_that_no_longer_run() -> None:
     result = plan_on(SOURCE, [domain(VM1, "running", (MAC1, "tap1"))], [stale, live])
 
     assert result.actions == (
-        ReleasePort(port_id=P2, delete=True, reason=f"VM {VM2} is not running on this host"),
+        domain_xml.ReleasePort(
+            port_id=P2, delete=True, reason=f"VM {VM2} is not running on this host"
+        ),
     )
 
 
@@ -161,8 +155,10 @@ def test_a_tap_name_now_used_by_a_running_vm_evicts_its_old_holder_first() -> No
     )
 
     assert result.actions == (
-        ReleasePort(port_id=P2, delete=False, reason="interface vnet0 now belongs to another VM"),
-        BindPort(port_id=P1, interface="vnet0", vm_id=VM1),
+        domain_xml.ReleasePort(
+            port_id=P2, delete=False, reason="interface vnet0 now belongs to another VM"
+        ),
+        domain_xml.BindPort(port_id=P1, interface="vnet0", vm_id=VM1),
     ), "the release comes first: (host, interface) is unique"
 
 
@@ -171,7 +167,7 @@ def test_a_port_stale_on_this_host_may_be_taken_by_a_running_vm_in_a_full_reconc
 
     result = plan_on(SOURCE, [domain(VM1, "running", (MAC1, "tap1"))], [stale])
 
-    assert result.actions == (BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
 
 
 def test_a_port_of_another_running_vm_is_not_taken() -> None:
@@ -191,7 +187,7 @@ def test_two_interfaces_claiming_one_port_bind_it_once() -> None:
         [port(P1, MAC1)],
     )
 
-    assert result.actions == (BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
     assert [r.state for r in result.reports] == ["bound", "unmatched"]
 
 
@@ -204,12 +200,14 @@ def test_hot_unplugged_interface_releases_its_port() -> None:
     )
 
     assert result.actions == (
-        ReleasePort(port_id=P2, delete=True, reason=f"VM {VM1} no longer has interface tap2"),
+        domain_xml.ReleasePort(
+            port_id=P2, delete=True, reason=f"VM {VM1} no longer has interface tap2"
+        ),
     )
 
 
 def test_hot_plugged_interface_with_metadata_gets_a_new_port() -> None:
-    request = NetworkRequest(network_id=NET)
+    request = domain_xml.NetworkRequest(network_id=NET)
     kept = port(P1, MAC1, host=SOURCE, tap="tap1", vm=VM1, origin="libvirt")
 
     result = plan_on(
@@ -217,11 +215,13 @@ def test_hot_plugged_interface_with_metadata_gets_a_new_port() -> None:
         [domain(VM1, "running", (MAC1, "tap1"), (MAC2, "tap2"), network=request)],
         [kept],
         scope=frozenset({VM1}),
-        networks={request: NetworkResolution(network_id=NET)},
+        networks={request: domain_xml.NetworkResolution(network_id=NET)},
     )
 
     assert result.actions == (
-        CreatePort(network_id=NET, mac=MAC2, interface="tap2", vm_id=VM1, name="vm-aaaa-net1"),
+        domain_xml.CreatePort(
+            network_id=NET, mac=MAC2, interface="tap2", vm_id=VM1, name="vm-aaaa-net1"
+        ),
     )
 
 
@@ -249,7 +249,7 @@ def test_a_paused_vm_does_not_take_a_port_bound_elsewhere() -> None:
 def test_a_paused_vm_binds_a_free_port() -> None:
     result = plan_on(SOURCE, [domain(VM1, "paused", (MAC1, "tap1"))], [port(P1, MAC1)])
 
-    assert result.actions == (BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="tap1", vm_id=VM1),)
 
 
 def test_completed_migration_moves_the_binding_to_the_destination() -> None:
@@ -259,7 +259,7 @@ def test_completed_migration_moves_the_binding_to_the_destination() -> None:
         DEST, [domain(VM1, "running", (MAC1, "vnet3"))], [on_source], scope=frozenset({VM1})
     )
 
-    assert result.actions == (BindPort(port_id=P1, interface="vnet3", vm_id=VM1),)
+    assert result.actions == (domain_xml.BindPort(port_id=P1, interface="vnet3", vm_id=VM1),)
 
 
 def test_the_source_keeps_the_binding_while_migrating_out() -> None:
@@ -282,7 +282,9 @@ def test_the_source_keeps_the_binding_after_migrated_away_until_the_grace_ends()
     assert during_grace.actions == ()
     assert event_during_grace.actions == ()
     assert after_grace.actions == (
-        ReleasePort(port_id=P1, delete=True, reason=f"VM {VM1} is not running on this host"),
+        domain_xml.ReleasePort(
+            port_id=P1, delete=True, reason=f"VM {VM1} is not running on this host"
+        ),
     ), "no destination took it: the source's flows go"
 
 
@@ -359,7 +361,7 @@ def test_lifecycle_events(event: int, detail: int, effect: EventEffect) -> None:
         (libvirt.VIR_DOMAIN_CRASHED, 0, "inactive"),
     ],
 )
-def test_domain_states(state: int, reason: int, activity: DomainActivity) -> None:
+def test_domain_states(state: int, reason: int, activity: domain_xml.DomainActivity) -> None:
     assert domain_activity(state, reason) == activity
 
 
@@ -367,11 +369,13 @@ def test_migration_sequence_unbinds_the_source_only_after_the_destination_bound(
     """Replay both hosts' views through a migration and check the order of bindings."""
     ports = {P1: port(P1, MAC1, host=SOURCE, tap="tap1", vm=VM1, origin="libvirt")}
 
-    def apply(host: str, plan: BindingPlan) -> list[str]:
+    def apply(host: str, plan: domain_xml.BindingPlan) -> list[str]:
         done = []
         for action in plan.actions:
-            current = ports[action.port_id] if not isinstance(action, CreatePort) else None
-            if isinstance(action, BindPort) and current is not None:
+            current = (
+                ports[action.port_id] if not isinstance(action, domain_xml.CreatePort) else None
+            )
+            if isinstance(action, domain_xml.BindPort) and current is not None:
                 ports[action.port_id] = port(
                     current.id,
                     current.mac,
@@ -381,7 +385,7 @@ def test_migration_sequence_unbinds_the_source_only_after_the_destination_bound(
                     origin=current.origin,
                 )
                 done.append(f"bind {host[:4]}")
-            elif isinstance(action, ReleasePort):
+            elif isinstance(action, domain_xml.ReleasePort):
                 del ports[action.port_id]
                 done.append(f"release {host[:4]}")
         return done
