@@ -120,19 +120,13 @@ def test_spoofed_and_tagged_frames_are_dropped(fabric: Fabric) -> None:
             + bytes([10, 7, 0, 2])
         )
 
+    def broadcast_arp(eth_src: bytes, sender_mac: bytes, sender_ip: bytes) -> bytes:
+        return broadcast + eth_src + b"\x08\x06" + arp(sender_mac, sender_ip)
+
     frames = {
-        "spoofed source MAC": broadcast
-        + spoof_mac
-        + b"\x08\x06"
-        + arp(spoof_mac, bytes([10, 7, 0, 1])),
-        "spoofed ARP sender IP": broadcast
-        + own_mac
-        + b"\x08\x06"
-        + arp(own_mac, bytes([10, 7, 0, 99])),
-        "spoofed ARP sender MAC": broadcast
-        + own_mac
-        + b"\x08\x06"
-        + arp(spoof_mac, bytes([10, 7, 0, 1])),
+        "spoofed source MAC": broadcast_arp(spoof_mac, spoof_mac, bytes([10, 7, 0, 1])),
+        "spoofed ARP sender IP": broadcast_arp(own_mac, own_mac, bytes([10, 7, 0, 99])),
+        "spoofed ARP sender MAC": broadcast_arp(own_mac, spoof_mac, bytes([10, 7, 0, 1])),
         "802.1Q tagged": victim_mac
         + own_mac
         + b"\x81\x00\x00\x0a\x08\x06"
