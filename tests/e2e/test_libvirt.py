@@ -107,6 +107,11 @@ class LibvirtFabric(LibvirtService):
         interfaces: list[dict[str, Any]] = host["interfaces"]
         return interfaces
 
+    def sole_vm_interface(self) -> tuple[str, str, str]:
+        """(state, port id, matching rule) of the one VM interface the watcher reports."""
+        (seen,) = self.vm_interfaces()
+        return seen["state"], seen["port_id"], seen["match"]
+
 
 @pytest.fixture
 def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[LibvirtFabric]:
@@ -143,8 +148,7 @@ def test_interfaceid_names_the_port_and_destroy_unbinds_it(fabric: LibvirtFabric
     # libvirt plugged the tap itself: the service only tags it and adds flows.
     tap = fabric.wait_wired(port["id"], vm, mac, owned=False)
     ofport = fabric.ovs.ofport(tap)
-    (seen,) = fabric.vm_interfaces()
-    assert (seen["state"], seen["port_id"], seen["match"]) == ("bound", port["id"], "interfaceid")
+    assert fabric.sole_vm_interface() == ("bound", port["id"], "interfaceid")
 
     vm.destroy()
 
@@ -194,8 +198,7 @@ def test_metadata_network_creates_a_port_that_goes_with_the_vm(fabric: LibvirtFa
     assert port["ips"] == ["10.40.0.1"], "an address allocated like any API port"
     tap = fabric.wait_wired(port["id"], vm, mac, owned=False)
     ofport = fabric.ovs.ofport(tap)
-    (seen,) = fabric.vm_interfaces()
-    assert (seen["state"], seen["port_id"], seen["match"]) == ("bound", port["id"], "metadata")
+    assert fabric.sole_vm_interface() == ("bound", port["id"], "metadata")
 
     vm.destroy()
 
