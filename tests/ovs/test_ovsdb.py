@@ -87,6 +87,17 @@ def ports_of(ovs: OvsInstance, bridge: str) -> set[str]:
 # ---- bridges ------------------------------------------------------------------------
 
 
+def assert_bridge_as_intended(ovs: OvsInstance, bridge: str) -> None:
+    """The Bridge columns ensure_bridge owns hold what the `intent` fixture asks for."""
+    assert vsctl_json(ovs, "Bridge", bridge, "datapath_type") == "netdev"
+    assert vsctl_json(ovs, "Bridge", bridge, "fail_mode") == "secure"
+    assert vsctl_json(ovs, "Bridge", bridge, "protocols") == "OpenFlow13"
+    assert vsctl_json(ovs, "Bridge", bridge, "other_config") == {
+        "datapath-id": DPID,
+        "disable-in-band": "true",
+    }
+
+
 def test_ensure_bridge_creates_exactly_the_intended_bridge(
     ovs: OvsInstance, client: OvsdbClient, intent: BridgeIntent
 ) -> None:
@@ -94,13 +105,7 @@ def test_ensure_bridge_creates_exactly_the_intended_bridge(
 
     name = intent.name
     assert ovs.vsctl("list-br").split() == [name]
-    assert vsctl_json(ovs, "Bridge", name, "datapath_type") == "netdev"
-    assert vsctl_json(ovs, "Bridge", name, "fail_mode") == "secure"
-    assert vsctl_json(ovs, "Bridge", name, "protocols") == "OpenFlow13"
-    assert vsctl_json(ovs, "Bridge", name, "other_config") == {
-        "datapath-id": DPID,
-        "disable-in-band": "true",
-    }
+    assert_bridge_as_intended(ovs, name)
     assert vsctl_json(ovs, "Bridge", name, "external_ids") == {"ovs-fabric-managed": "true"}
     assert ovs.vsctl("get-controller", name).split() == list(intent.controller_targets)
     assert ports_of(ovs, name) == set()  # only the bridge's own local port
@@ -162,13 +167,7 @@ def test_ensure_bridge_repairs_drift(
 
     eventually(lambda: client.ensure_bridge(intent), "ensure_bridge to repair the drift")
 
-    assert vsctl_json(ovs, "Bridge", bridge, "datapath_type") == "netdev"
-    assert vsctl_json(ovs, "Bridge", bridge, "fail_mode") == "secure"
-    assert vsctl_json(ovs, "Bridge", bridge, "protocols") == "OpenFlow13"
-    assert vsctl_json(ovs, "Bridge", bridge, "other_config") == {
-        "datapath-id": DPID,
-        "disable-in-band": "true",
-    }
+    assert_bridge_as_intended(ovs, bridge)
     assert ovs.vsctl("get-controller", bridge).split() == list(intent.controller_targets)
     external_ids = vsctl_json(ovs, "Bridge", bridge, "external_ids")
     assert isinstance(external_ids, dict)
