@@ -112,6 +112,12 @@ class LibvirtFabric(LibvirtService):
         (seen,) = self.vm_interfaces()
         return seen["state"], seen["port_id"], seen["match"]
 
+    def wait_unmatched(self, what: str) -> dict[str, Any]:
+        """Wait until the watcher reports an unmatched VM interface; return the one it reports."""
+        eventually(lambda: bool(self.vm_interfaces("unmatched")), what, timeout=WIRE_TIMEOUT)
+        (seen,) = self.vm_interfaces("unmatched")
+        return seen
+
 
 @pytest.fixture
 def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[LibvirtFabric]:
@@ -233,12 +239,7 @@ def test_metadata_may_name_the_network_and_its_tenant(fabric: LibvirtFabric) -> 
     (port,) = fabric.client.list("ports", vm_id=named.uuid)
     assert port["network_id"] == fabric.network_id
     fabric.wait_wired(port["id"], named, named_mac, owned=True)
-    eventually(
-        lambda: bool(fabric.vm_interfaces("unmatched")),
-        "the ambiguous one reported",
-        timeout=WIRE_TIMEOUT,
-    )
-    (seen,) = fabric.vm_interfaces("unmatched")
+    seen = fabric.wait_unmatched("the ambiguous one reported")
     assert seen["vm_id"] == ambiguous.uuid
     assert "tenant" in seen["reason"]
     assert fabric.client.list("ports", vm_id=ambiguous.uuid) == []
@@ -251,12 +252,7 @@ def test_an_interface_matching_nothing_is_left_alone_and_reported(fabric: Libvir
 
     vm = fabric.domains.define([tap_nic(tap_name, mac)])
 
-    eventually(
-        lambda: bool(fabric.vm_interfaces("unmatched")),
-        "the interface reported",
-        timeout=WIRE_TIMEOUT,
-    )
-    (seen,) = fabric.vm_interfaces("unmatched")
+    seen = fabric.wait_unmatched("the interface reported")
     assert seen["vm_id"] == vm.uuid
     assert seen["mac"] == mac
     assert seen["interface"] == tap_name
