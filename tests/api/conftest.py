@@ -123,7 +123,8 @@ class Caller:
 
 
 class ApiHarness:
-    """The app under test with an admin caller and helpers to build tenants and networks."""
+    """The app under test: an admin caller, helpers to build tenants and networks, and the
+    checks every test makes (an RFC 9457 problem; nothing changed)."""
 
     def __init__(self, client: TestClient) -> None:
         self.client = client
@@ -153,6 +154,25 @@ class ApiHarness:
         state: dict[str, Any] = response.json()
         return state
 
+    @contextlib.contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Assert that the fabric did not change inside the block."""
+        before = self.state()
+        yield
+        assert self.state() == before
+
+    @staticmethod
+    def problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
+        """`response` is an RFC 9457 problem with `status` whose detail contains `fragments`."""
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        body: dict[str, Any] = response.json()
+        assert body["status"] == status
+        assert {"type", "title", "status", "detail"} <= body.keys()
+        for fragment in fragments:
+            assert fragment in body["detail"], (fragment, body["detail"])
+        return body
+
 
 @pytest.fixture
 def api_factory() -> Iterator[Callable[[Settings], ApiHarness]]:
@@ -181,33 +201,3 @@ def net(api: ApiHarness) -> dict[str, Any]:
     """Tenant "acme"'s network "web", 10.0.0.0/24 with gateway 10.0.0.1."""
     tenant, _ = api.tenant("acme")
     return api.network(tenant["id"], "web", cidr="10.0.0.0/24", gateway="10.0.0.1")
-
-
-@pytest.fixture
-def api_unchanged(api: ApiHarness) -> Callable[[], Any]:
-    """Call it to get a context manager that asserts the fabric did not change inside it."""
-
-    @contextlib.contextmanager
-    def unchanged() -> Iterator[None]:
-        before = api.state()
-        yield
-        assert api.state() == before
-
-    return unchanged
-
-
-def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
-    """`response` is an RFC 9457 problem with `status` whose detail contains `fragments`."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    for fragment in fragments:
-        assert fragment in body["detail"], (fragment, body["detail"])
-    return body
-
-
-@pytest.fixture
-def api_problem() -> Callable[..., dict[str, Any]]:
-    return assert_problem

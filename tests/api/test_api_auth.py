@@ -34,24 +34,20 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
-def test_missing_token_is_401_problem(
-    api: Any, api_problem: Callable[..., Any], method: str, path: str
-) -> None:
+def test_missing_token_is_401_problem(api: Any, method: str, path: str) -> None:
     response = api.caller(None).request(method, path, json={})
-    api_problem(response, 401, "missing bearer token")
+    api.problem(response, 401, "missing bearer token")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
-def test_unknown_token_is_401_problem(
-    api: Any, api_problem: Callable[..., Any], method: str, path: str
-) -> None:
-    api_problem(api.caller("not-a-token").request(method, path, json={}), 401, "unknown")
+def test_unknown_token_is_401_problem(api: Any, method: str, path: str) -> None:
+    api.problem(api.caller("not-a-token").request(method, path, json={}), 401, "unknown")
 
 
-def test_basic_auth_is_not_a_bearer_token(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_basic_auth_is_not_a_bearer_token(api: Any) -> None:
     response = api.client.get("/api/v1/networks", headers={"Authorization": "Basic YWRtaW46eA=="})
-    api_problem(response, 401)
+    api.problem(response, 401)
 
 
 def test_health_needs_no_token(api: Any) -> None:
@@ -71,35 +67,30 @@ def test_health_needs_no_token(api: Any) -> None:
     ],
 )
 def test_tenant_token_on_admin_endpoints_is_403(
-    api: Any,
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
+    api: Any, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     tenant, caller = api.tenant("acme")
     api.host("h-existing")
-    with api_unchanged():
+    with api.unchanged():
         response = caller.request(method, path.format(own=tenant["id"]), json=body)
-        api_problem(response, 403, "admin token")
+        api.problem(response, 403, "admin token")
 
 
-def test_host_detail_is_admin_only_too(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_host_detail_is_admin_only_too(api: Any) -> None:
     host = api.host()
     _tenant, caller = api.tenant("acme")
-    api_problem(caller.get(f"/hosts/{host['id']}"), 403)
-    api_problem(caller.delete(f"/hosts/{host['id']}"), 403)
+    api.problem(caller.get(f"/hosts/{host['id']}"), 403)
+    api.problem(caller.delete(f"/hosts/{host['id']}"), 403)
     assert api.admin.get(f"/hosts/{host['id']}").status_code == 200
 
 
-def test_tenant_sees_only_itself(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_tenant_sees_only_itself(api: Any) -> None:
     acme, acme_caller = api.tenant("acme")
     globex, _ = api.tenant("globex")
     listing = acme_caller.get("/tenants").json()
     assert [t["id"] for t in listing["items"]] == [acme["id"]] and listing["total"] == 1
     assert acme_caller.get(f"/tenants/{acme['id']}").json()["name"] == "acme"
-    api_problem(acme_caller.get(f"/tenants/{globex['id']}"), 404)
+    api.problem(acme_caller.get(f"/tenants/{globex['id']}"), 404)
     assert api.admin.get("/tenants").json()["total"] == 2
 
 
@@ -119,11 +110,11 @@ def test_tokens_are_stored_only_as_hashes(api: Any, api_settings: Settings) -> N
     assert api.admin.revision() == 1
 
 
-def test_token_for_unknown_tenant_is_404(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_token_for_unknown_tenant_is_404(api: Any) -> None:
     response = api.admin.post(
         "/tenants/00000000-0000-0000-0000-000000000000/tokens", json={"name": "x"}
     )
-    api_problem(response, 404, "tenant")
+    api.problem(response, 404, "tenant")
 
 
 def test_generated_admin_token_is_printed_once_and_works(
@@ -151,8 +142,8 @@ def test_configured_admin_token_is_registered_without_printing(
     assert "admin token" not in capsys.readouterr().out
 
 
-def test_deleting_a_tenant_revokes_its_tokens(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_deleting_a_tenant_revokes_its_tokens(api: Any) -> None:
     tenant, caller = api.tenant("acme")
     assert caller.get("/networks").status_code == 200
     assert api.admin.delete(f"/tenants/{tenant['id']}").status_code == 204
-    api_problem(caller.get("/networks"), 401)
+    api.problem(caller.get("/networks"), 401)

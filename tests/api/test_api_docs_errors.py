@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,15 +64,15 @@ def test_request_examples_are_accepted(api: Any) -> None:
     assert api.admin.create("/load-balancers", lb_example)["backends"][1]["ip"] == "10.0.0.10"
 
 
-def test_malformed_json_is_a_422_problem(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_malformed_json_is_a_422_problem(api: Any) -> None:
     response = api.admin.post(
         "/tenants", content=b'{"name": "acme",', headers={"Content-Type": "application/json"}
     )
-    problem = api_problem(response, 422)
+    problem = api.problem(response, 422)
     assert problem["errors"][0]["type"] == "json_invalid"
-    api_problem(api.admin.post("/tenants", json=["acme"]), 422)
+    api.problem(api.admin.post("/tenants", json=["acme"]), 422)
 
 
-def test_unknown_routes_and_methods_are_problems(api: Any, api_problem: Callable[..., Any]) -> None:
-    api_problem(api.admin.get("/nothing-here"), 404)
-    api_problem(api.admin.request("PUT", "/tenants"), 405)
+def test_unknown_routes_and_methods_are_problems(api: Any) -> None:
+    api.problem(api.admin.get("/nothing-here"), 404)
+    api.problem(api.admin.request("PUT", "/tenants"), 405)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,13 +113,7 @@ def test_load_balancer_lifecycle(api: Any, net: dict[str, Any]) -> None:
     ],
 )
 def test_bad_load_balancers_change_nothing(
-    api: Any,
-    net: dict[str, Any],
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    fields: dict[str, Any],
-    status: int,
-    fragment: str,
+    api: Any, net: dict[str, Any], fields: dict[str, Any], status: int, fragment: str
 ) -> None:
     member = api.admin.create("/ports", {"network_id": net["id"], "ips": ["10.0.0.7"]})
     other_net = api.network(
@@ -134,26 +127,22 @@ def test_bad_load_balancers_change_nothing(
             backend["port_id"] = backend["port_id"].format(
                 member=member["id"], stranger=stranger["id"]
             )
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post("/load-balancers", json=listener(net, **fields)), status, fragment
         )
 
 
-def test_network_without_cidr_cannot_have_a_vip(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_network_without_cidr_cannot_have_a_vip(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     plain = api.network(tenant["id"], "plain")
-    with api_unchanged():
-        api_problem(api.admin.post("/load-balancers", json=listener(plain)), 422, "no cidr")
+    with api.unchanged():
+        api.problem(api.admin.post("/load-balancers", json=listener(plain)), 422, "no cidr")
 
 
-def test_port_with_no_address_cannot_be_a_backend(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any]
-) -> None:
+def test_port_with_no_address_cannot_be_a_backend(api: Any, net: dict[str, Any]) -> None:
     bare = api.admin.create("/ports", {"network_id": net["id"], "ips": []})
-    api_problem(
+    api.problem(
         api.admin.post(
             "/load-balancers", json=listener(net, backends=[{"port_id": bare["id"], "port": 80}])
         ),
@@ -162,9 +151,7 @@ def test_port_with_no_address_cannot_be_a_backend(
     )
 
 
-def test_patch_replaces_backends_and_keeps_known_health(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_patch_replaces_backends_and_keeps_known_health(api: Any, net: dict[str, Any]) -> None:
     lb = api.admin.create(
         "/load-balancers",
         listener(net, backends=[{"ip": "10.0.0.10", "port": 80}, {"ip": "10.0.0.11", "port": 80}]),
@@ -208,8 +195,8 @@ def test_patch_replaces_backends_and_keeps_known_health(
     }
     assert tuned["backends"] == patched["backends"]
 
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.patch(f"/load-balancers/{lb['id']}", json={"health_check": {"timeout": 9}}),
             422,
             "timeout",
@@ -220,13 +207,13 @@ def test_patch_replaces_backends_and_keeps_known_health(
             ("protocol", "udp"),
             ("network_id", net["id"]),
         ):
-            api_problem(
+            api.problem(
                 api.admin.patch(f"/load-balancers/{lb['id']}", json={field: value}),
                 422,
                 field,
                 "cannot be changed",
             )
-        api_problem(
+        api.problem(
             api.admin.patch(
                 f"/load-balancers/{lb['id']}",
                 json={"backends": [{"ip": "10.0.0.5", "port": 80, "weight": 0}]},
@@ -238,16 +225,14 @@ def test_patch_replaces_backends_and_keeps_known_health(
     assert emptied["backends"] == []
 
 
-def test_backend_port_is_protected(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_backend_port_is_protected(api: Any, net: dict[str, Any]) -> None:
     member = api.admin.create("/ports", {"network_id": net["id"], "ips": ["10.0.0.10"]})
     lb = api.admin.create(
         "/load-balancers", listener(net, backends=[{"port_id": member["id"], "port": 80}])
     )
-    with api_unchanged():
-        api_problem(api.admin.delete(f"/ports/{member['id']}"), 409, lb["id"])
-        api_problem(
+    with api.unchanged():
+        api.problem(api.admin.delete(f"/ports/{member['id']}"), 409, lb["id"])
+        api.problem(
             api.admin.patch(f"/ports/{member['id']}", json={"ips": ["10.0.0.11"]}), 409, "backend"
         )
     # adding an address is fine; the backend's address stays

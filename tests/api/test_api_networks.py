@@ -30,12 +30,12 @@ def test_tenant_creates_networks_in_its_own_tenant_with_lowest_free_ids(api: Any
     assert caller.create("/networks", {"name": "again", "type": "vlan"})["segmentation_id"] == 1
 
 
-def test_admin_may_choose_a_segmentation_id(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_admin_may_choose_a_segmentation_id(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     chosen = api.network(tenant["id"], "storage", type="vlan", segmentation_id=120)
     assert chosen["segmentation_id"] == 120
     assert api.network(tenant["id"], "next", type="vlan")["segmentation_id"] == 1
-    api_problem(
+    api.problem(
         api.admin.post(
             "/networks",
             json={"tenant_id": tenant["id"], "name": "dup", "type": "vlan", "segmentation_id": 120},
@@ -63,12 +63,7 @@ def test_admin_may_choose_a_segmentation_id(api: Any, api_problem: Callable[...,
     ],
 )
 def test_out_of_range_segmentation_ids_are_422(
-    api: Any,
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    network_type: str,
-    segmentation_id: Any,
-    status: int,
+    api: Any, network_type: str, segmentation_id: Any, status: int
 ) -> None:
     tenant, _ = api.tenant("acme")
     body = {
@@ -77,43 +72,37 @@ def test_out_of_range_segmentation_ids_are_422(
         "type": network_type,
         "segmentation_id": segmentation_id,
     }
-    with api_unchanged():
-        api_problem(api.admin.post("/networks", json=body), status, "segmentation_id")
+    with api.unchanged():
+        api.problem(api.admin.post("/networks", json=body), status, "segmentation_id")
 
 
-def test_tenant_may_not_choose_a_segmentation_id(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_tenant_may_not_choose_a_segmentation_id(api: Any) -> None:
     _, caller = api.tenant("acme")
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             caller.post("/networks", json={"name": "n", "type": "vlan", "segmentation_id": 10}),
             403,
             "segmentation_id",
         )
 
 
-def test_tenant_cannot_create_networks_for_another_tenant(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_tenant_cannot_create_networks_for_another_tenant(api: Any) -> None:
     other, _ = api.tenant("globex")
     _, caller = api.tenant("acme")
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             caller.post("/networks", json={"tenant_id": other["id"], "name": "n", "type": "vlan"}),
             403,
             "own tenant",
         )
 
 
-def test_admin_must_name_an_existing_tenant(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
-    with api_unchanged():
-        api_problem(
+def test_admin_must_name_an_existing_tenant(api: Any) -> None:
+    with api.unchanged():
+        api.problem(
             api.admin.post("/networks", json={"name": "n", "type": "vlan"}), 422, "tenant_id"
         )
-        api_problem(
+        api.problem(
             api.admin.post(
                 "/networks",
                 json={
@@ -130,7 +119,6 @@ def test_admin_must_name_an_existing_tenant(
 def test_configured_ranges_and_reservations_are_honoured(
     api_factory: Callable[..., Any],
     api_settings_factory: Callable[..., Any],
-    api_problem: Callable[..., Any],
 ) -> None:
     api = api_factory(
         api_settings_factory(vlan_ranges="100-102", vlan_reserved="101", vni_ranges="5000-5001")
@@ -139,12 +127,12 @@ def test_configured_ranges_and_reservations_are_honoured(
     ids = [api.network(tenant["id"], f"v{i}", type="vlan")["segmentation_id"] for i in range(2)]
     assert ids == [100, 102]
     before = api.state()
-    api_problem(
+    api.problem(
         api.admin.post("/networks", json={"tenant_id": tenant["id"], "name": "v3", "type": "vlan"}),
         409,
         "no free VLAN id",
     )
-    api_problem(
+    api.problem(
         api.admin.post(
             "/networks",
             json={"tenant_id": tenant["id"], "name": "r", "type": "vlan", "segmentation_id": 101},
@@ -152,7 +140,7 @@ def test_configured_ranges_and_reservations_are_honoured(
         422,
         "outside",
     )
-    api_problem(
+    api.problem(
         api.admin.post(
             "/networks",
             json={"tenant_id": tenant["id"], "name": "r", "type": "vlan", "segmentation_id": 7},
@@ -181,30 +169,24 @@ def test_configured_ranges_and_reservations_are_honoured(
     ],
 )
 def test_bad_network_bodies_are_422_naming_the_field(
-    api: Any,
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    extra: dict[str, Any],
-    field: str,
+    api: Any, extra: dict[str, Any], field: str
 ) -> None:
     tenant, _ = api.tenant("acme")
     body = {"tenant_id": tenant["id"], "name": "n", "type": "vxlan", **extra}
-    with api_unchanged():
-        problem = api_problem(api.admin.post("/networks", json=body), 422, field)
+    with api.unchanged():
+        problem = api.problem(api.admin.post("/networks", json=body), 422, field)
         assert any(field in map(str, e["loc"]) for e in problem["errors"])
 
 
-def test_network_names_are_unique_per_tenant(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_network_names_are_unique_per_tenant(api: Any) -> None:
     _, acme_caller = api.tenant("acme")
     _, globex_caller = api.tenant("globex")
     acme_caller.create("/networks", {"name": "web", "type": "vxlan"})
     other = acme_caller.create("/networks", {"name": "db", "type": "vxlan"})
     globex_caller.create("/networks", {"name": "web", "type": "vxlan"})  # fine: other tenant
-    with api_unchanged():
-        api_problem(acme_caller.post("/networks", json={"name": "web", "type": "vlan"}), 409, "web")
-        api_problem(acme_caller.patch(f"/networks/{other['id']}", json={"name": "web"}), 409)
+    with api.unchanged():
+        api.problem(acme_caller.post("/networks", json={"name": "web", "type": "vlan"}), 409, "web")
+        api.problem(acme_caller.patch(f"/networks/{other['id']}", json={"name": "web"}), 409)
 
 
 @pytest.mark.parametrize(
@@ -212,16 +194,12 @@ def test_network_names_are_unique_per_tenant(
     [("type", "vlan"), ("tenant_id", None), ("segmentation_id", 99), ("cidr", "10.9.0.0/24")],
 )
 def test_immutable_network_fields_are_422_naming_the_field(
-    api: Any,
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    field: str,
-    value: Any,
+    api: Any, field: str, value: Any
 ) -> None:
     tenant, _ = api.tenant("acme")
     network = api.network(tenant["id"], cidr="10.0.0.0/24")
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.patch(f"/networks/{network['id']}", json={field: value}),
             422,
             field,
@@ -229,17 +207,15 @@ def test_immutable_network_fields_are_422_naming_the_field(
         )
 
 
-def test_gateway_can_be_changed_within_the_cidr(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_gateway_can_be_changed_within_the_cidr(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     network = api.network(tenant["id"], cidr="10.0.0.0/24", gateway="10.0.0.1")
     port = api.admin.create("/ports", {"network_id": network["id"], "ips": ["10.0.0.50"]})
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.patch(f"/networks/{network['id']}", json={"gateway": "10.1.0.1"}), 422
         )
-        api_problem(
+        api.problem(
             api.admin.patch(f"/networks/{network['id']}", json={"gateway": "10.0.0.50"}),
             409,
             port["id"],
@@ -249,14 +225,12 @@ def test_gateway_can_be_changed_within_the_cidr(
     cleared = api.admin.patch(f"/networks/{network['id']}", json={"gateway": None}).json()
     assert cleared["gateway"] is None
     plain = api.network(tenant["id"], "plain")
-    api_problem(
+    api.problem(
         api.admin.patch(f"/networks/{plain['id']}", json={"gateway": "10.0.0.1"}), 422, "no cidr"
     )
 
 
-def test_network_with_ports_or_load_balancers_cannot_be_deleted(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_network_with_ports_or_load_balancers_cannot_be_deleted(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     with_port = api.network(tenant["id"], "a", cidr="10.0.0.0/24")
     port = api.admin.create("/ports", {"network_id": with_port["id"]})
@@ -271,16 +245,16 @@ def test_network_with_ports_or_load_balancers_cannot_be_deleted(
             "port": 80,
         },
     )
-    with api_unchanged():
-        api_problem(api.admin.delete(f"/networks/{with_port['id']}"), 409, "1 port")
-        api_problem(api.admin.delete(f"/networks/{with_lb['id']}"), 409, "1 load balancer")
+    with api.unchanged():
+        api.problem(api.admin.delete(f"/networks/{with_port['id']}"), 409, "1 port")
+        api.problem(api.admin.delete(f"/networks/{with_lb['id']}"), 409, "1 load balancer")
     api.admin.delete(f"/ports/{port['id']}")
     api.admin.delete(f"/load-balancers/{lb['id']}")
     assert api.admin.delete(f"/networks/{with_port['id']}").status_code == 204
     assert api.admin.delete(f"/networks/{with_lb['id']}").status_code == 204
 
 
-def test_filters_and_pagination(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_filters_and_pagination(api: Any) -> None:
     acme, _ = api.tenant("acme")
     globex, _ = api.tenant("globex")
     created = [
@@ -305,5 +279,5 @@ def test_filters_and_pagination(api: Any, api_problem: Callable[..., Any]) -> No
     assert api.admin.get("/networks", params={"offset": 50}).json()["items"] == []
 
     for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"type": "gre"}, {"limit": "x"}):
-        api_problem(api.admin.get("/networks", params=params), 422)
+        api.problem(api.admin.get("/networks", params=params), 422)
     assert api.admin.get("/networks", params={"limit": 1000}).status_code == 200

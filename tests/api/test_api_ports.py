@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,26 +40,22 @@ def test_allocation_skips_load_balancer_vips(api: Any, net: dict[str, Any]) -> N
     assert api.admin.create("/ports", {"network_id": net["id"]})["ips"] == ["10.0.0.3"]
 
 
-def test_exhausted_subnet_is_409(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_exhausted_subnet_is_409(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     tiny = api.network(tenant["id"], "tiny", cidr="10.0.0.0/30", gateway="10.0.0.1")
     assert api.admin.create("/ports", {"network_id": tiny["id"]})["ips"] == ["10.0.0.2"]
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post("/ports", json={"network_id": tiny["id"]}), 409, "no free address"
         )
 
 
-def test_network_without_cidr_gives_no_ip_and_refuses_one(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_network_without_cidr_gives_no_ip_and_refuses_one(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     plain = api.network(tenant["id"], "plain")
     assert api.admin.create("/ports", {"network_id": plain["id"]})["ips"] == []
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post("/ports", json={"network_id": plain["id"], "ips": ["10.0.0.5"]}),
             422,
             "no cidr",
@@ -94,41 +89,31 @@ def test_network_without_cidr_gives_no_ip_and_refuses_one(
     ],
 )
 def test_bad_port_bodies_change_nothing(
-    api: Any,
-    net: dict[str, Any],
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    extra: dict[str, Any],
-    status: int,
-    fragment: str,
+    api: Any, net: dict[str, Any], extra: dict[str, Any], status: int, fragment: str
 ) -> None:
     api.admin.create(
         "/ports", {"network_id": net["id"], "mac": "02:00:00:00:00:77", "ips": ["10.0.0.7"]}
     )
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post("/ports", json={"network_id": net["id"], **extra}), status, fragment
         )
 
 
-def test_ip_used_as_a_vip_is_409(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_ip_used_as_a_vip_is_409(api: Any, net: dict[str, Any]) -> None:
     api.admin.create(
         "/load-balancers",
         {"network_id": net["id"], "name": "lb", "vip": "10.0.0.100", "protocol": "tcp", "port": 80},
     )
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post("/ports", json={"network_id": net["id"], "ips": ["10.0.0.100"]}),
             409,
             "VIP",
         )
 
 
-def test_binding_and_rebinding(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_binding_and_rebinding(api: Any, net: dict[str, Any]) -> None:
     h1, h2 = api.host("h1"), api.host("h2")
     port = api.admin.create(
         "/ports",
@@ -142,8 +127,8 @@ def test_binding_and_rebinding(
     )
     assert binding["bound_at"] is not None
 
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.post(
                 "/ports", json={"network_id": net["id"], "host_id": h1["id"], "interface": "tap0"}
             ),
@@ -168,8 +153,8 @@ def test_binding_and_rebinding(
 
     unbound = api.admin.patch(f"/ports/{port['id']}", json={"host_id": None}).json()
     assert unbound["binding"]["host_id"] is None and unbound["binding"]["interface"] is None
-    with api_unchanged():
-        api_problem(
+    with api.unchanged():
+        api.problem(
             api.admin.patch(f"/ports/{port['id']}", json={"interface": "tap1"}), 422, "host_id"
         )
 
@@ -183,9 +168,7 @@ def test_tenant_binds_its_port_to_a_host_it_cannot_list(api: Any) -> None:
     assert bound.status_code == 200 and bound.json()["binding"]["host_id"] == host["id"]
 
 
-def test_patch_replaces_ips_and_mac(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any]
-) -> None:
+def test_patch_replaces_ips_and_mac(api: Any, net: dict[str, Any]) -> None:
     port = api.admin.create("/ports", {"network_id": net["id"]})
     taken = api.admin.create("/ports", {"network_id": net["id"]})
     changed = api.admin.patch(
@@ -194,9 +177,9 @@ def test_patch_replaces_ips_and_mac(
     ).json()
     assert changed["ips"] == ["10.0.0.20", port["ips"][0]] and changed["mac"] == "02:aa:bb:cc:dd:ee"
     assert changed["revision"] > port["revision"]
-    api_problem(api.admin.patch(f"/ports/{port['id']}", json={"ips": taken["ips"]}), 409)
-    api_problem(api.admin.patch(f"/ports/{port['id']}", json={"mac": taken["mac"]}), 409)
-    api_problem(
+    api.problem(api.admin.patch(f"/ports/{port['id']}", json={"ips": taken["ips"]}), 409)
+    api.problem(api.admin.patch(f"/ports/{port['id']}", json={"mac": taken["mac"]}), 409)
+    api.problem(
         api.admin.patch(f"/ports/{port['id']}", json={"network_id": net["id"]}), 422, "network_id"
     )
     # its own address is no conflict
@@ -241,11 +224,9 @@ def test_wait_returns_once_the_controller_reports_active(api: Any, net: dict[str
 @pytest.mark.parametrize(
     "params", [{"wait": "forever"}, {"wait": "active", "timeout": 0}, {"timeout": "x"}]
 )
-def test_bad_wait_parameters_are_422(
-    api: Any, net: dict[str, Any], api_problem: Callable[..., Any], params: dict[str, Any]
-) -> None:
+def test_bad_wait_parameters_are_422(api: Any, net: dict[str, Any], params: dict[str, Any]) -> None:
     port = api.admin.create("/ports", {"network_id": net["id"]})
-    api_problem(api.admin.get(f"/ports/{port['id']}", params=params), 422)
+    api.problem(api.admin.get(f"/ports/{port['id']}", params=params), 422)
 
 
 def test_filters(api: Any, net: dict[str, Any]) -> None:
@@ -270,8 +251,8 @@ def test_filters(api: Any, net: dict[str, Any]) -> None:
     assert (page["total"], len(page["items"])) == (3, 2)
 
 
-def test_delete_port(api: Any, net: dict[str, Any], api_problem: Callable[..., Any]) -> None:
+def test_delete_port(api: Any, net: dict[str, Any]) -> None:
     port = api.admin.create("/ports", {"network_id": net["id"]})
     assert api.admin.delete(f"/ports/{port['id']}").status_code == 204
-    api_problem(api.admin.get(f"/ports/{port['id']}"), 404)
-    api_problem(api.admin.delete(f"/ports/{port['id']}"), 404)
+    api.problem(api.admin.get(f"/ports/{port['id']}"), 404)
+    api.problem(api.admin.delete(f"/ports/{port['id']}"), 404)

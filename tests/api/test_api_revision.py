@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,21 +38,19 @@ def test_each_write_bumps_once_and_stamps_the_object(api: Any) -> None:
     assert api.admin.revision() == 7
 
 
-def test_reads_refusals_and_empty_patches_do_not_bump(
-    api: Any, api_problem: Callable[..., Any]
-) -> None:
+def test_reads_refusals_and_empty_patches_do_not_bump(api: Any) -> None:
     tenant, caller = api.tenant("acme")
     net = api.network(tenant["id"])
     start = api.admin.revision()
     api.admin.get("/topology")
     api.admin.get("/networks")
-    api_problem(
+    api.problem(
         api.admin.post(
             "/networks", json={"tenant_id": tenant["id"], "name": net["name"], "type": "vlan"}
         ),
         409,
     )
-    api_problem(caller.delete(f"/tenants/{tenant['id']}"), 403)
+    api.problem(caller.delete(f"/tenants/{tenant['id']}"), 403)
     assert api.admin.patch(f"/networks/{net['id']}", json={}).status_code == 200
     assert (
         api.admin.patch(f"/networks/{net['id']}", json={"name": net["name"]}).json()["revision"]

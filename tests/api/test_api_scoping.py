@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,20 +41,16 @@ def two_tenants(api: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("resource", ["networks", "ports", "load-balancers"])
 def test_foreign_objects_are_404_for_get_patch_delete(
-    api: Any,
-    two_tenants: dict[str, Any],
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    resource: str,
+    api: Any, two_tenants: dict[str, Any], resource: str
 ) -> None:
     stranger = two_tenants["globex_caller"]
     obj = two_tenants["resources"][resource]
-    with api_unchanged():
-        api_problem(stranger.get(f"/{resource}/{obj['id']}"), 404, "not found")
-        api_problem(
+    with api.unchanged():
+        api.problem(stranger.get(f"/{resource}/{obj['id']}"), 404, "not found")
+        api.problem(
             stranger.patch(f"/{resource}/{obj['id']}", json={"name": "mine"}), 404, "not found"
         )
-        api_problem(stranger.delete(f"/{resource}/{obj['id']}"), 404, "not found")
+        api.problem(stranger.delete(f"/{resource}/{obj['id']}"), 404, "not found")
     # the owner still sees it
     assert two_tenants["acme_caller"].get(f"/{resource}/{obj['id']}").status_code == 200
 
@@ -97,15 +92,15 @@ def test_topology_is_scoped(api: Any, two_tenants: dict[str, Any]) -> None:
 
 
 def test_foreign_network_or_port_cannot_be_referenced(
-    two_tenants: dict[str, Any], api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
+    api: Any, two_tenants: dict[str, Any]
 ) -> None:
     stranger = two_tenants["globex_caller"]
     foreign_net = two_tenants["resources"]["networks"]
     foreign_port = two_tenants["resources"]["ports"]
-    api_problem(
+    api.problem(
         stranger.post("/ports", json={"network_id": foreign_net["id"]}), 422, "does not exist"
     )
-    api_problem(
+    api.problem(
         stranger.post(
             "/load-balancers",
             json={
@@ -119,7 +114,7 @@ def test_foreign_network_or_port_cannot_be_referenced(
         422,
         "does not exist",
     )
-    api_problem(
+    api.problem(
         stranger.post(
             "/load-balancers",
             json={

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -281,12 +280,12 @@ def test_watcher_helpers_bump_the_revision(
 
 
 def test_watcher_helpers_enforce_the_same_rules(
-    api: Any, database: Database, store: SqlStateStore, api_unchanged: Callable[[], Any]
+    api: Any, database: Database, store: SqlStateStore
 ) -> None:
     tenant, _ = api.tenant("acme")
     net = api.network(tenant["id"])
     api.admin.create("/ports", {"network_id": net["id"], "mac": "02:00:00:00:00:01"})
-    with api_unchanged():
+    with api.unchanged():
         with pytest.raises(Conflict), database.write() as session:
             resources.create_port(
                 session,

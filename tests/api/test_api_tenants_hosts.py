@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,44 +40,38 @@ def test_tenant_lifecycle(api: Any) -> None:
         {"name": "ok", "revision": 7},
     ],
 )
-def test_bad_tenant_bodies_are_422_and_change_nothing(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any], body: Any
-) -> None:
+def test_bad_tenant_bodies_are_422_and_change_nothing(api: Any, body: Any) -> None:
     api.tenant("existing")
-    with api_unchanged():
-        body_problem = api_problem(api.admin.post("/tenants", json=body), 422)
+    with api.unchanged():
+        body_problem = api.problem(api.admin.post("/tenants", json=body), 422)
         assert body_problem["errors"] and all(
             "loc" in e and "msg" in e for e in body_problem["errors"]
         )
 
 
-def test_duplicate_tenant_name_is_409(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_duplicate_tenant_name_is_409(api: Any) -> None:
     api.tenant("acme")
     other, _ = api.tenant("globex")
-    with api_unchanged():
-        api_problem(api.admin.post("/tenants", json={"name": "acme"}), 409, "acme")
-        api_problem(api.admin.patch(f"/tenants/{other['id']}", json={"name": "acme"}), 409)
+    with api.unchanged():
+        api.problem(api.admin.post("/tenants", json={"name": "acme"}), 409, "acme")
+        api.problem(api.admin.patch(f"/tenants/{other['id']}", json={"name": "acme"}), 409)
 
 
-def test_tenant_with_networks_cannot_be_deleted(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_tenant_with_networks_cannot_be_deleted(api: Any) -> None:
     tenant, _ = api.tenant("acme")
     network = api.network(tenant["id"])
-    with api_unchanged():
-        api_problem(api.admin.delete(f"/tenants/{tenant['id']}"), 409, "1 network")
+    with api.unchanged():
+        api.problem(api.admin.delete(f"/tenants/{tenant['id']}"), 409, "1 network")
     assert api.admin.delete(f"/networks/{network['id']}").status_code == 204
     assert api.admin.delete(f"/tenants/{tenant['id']}").status_code == 204
 
 
-def test_unknown_ids_are_404_problems(api: Any, api_problem: Callable[..., Any]) -> None:
+def test_unknown_ids_are_404_problems(api: Any) -> None:
     missing = "00000000-0000-0000-0000-000000000000"
     for resource in ("tenants", "hosts", "networks", "ports", "load-balancers"):
-        api_problem(api.admin.get(f"/{resource}/{missing}"), 404, "not found")
-        api_problem(api.admin.delete(f"/{resource}/{missing}"), 404)
-        api_problem(api.admin.get(f"/{resource}/not-a-uuid"), 404)
+        api.problem(api.admin.get(f"/{resource}/{missing}"), 404, "not found")
+        api.problem(api.admin.delete(f"/{resource}/{missing}"), 404)
+        api.problem(api.admin.get(f"/{resource}/not-a-uuid"), 404)
 
 
 def test_host_lifecycle(api: Any) -> None:
@@ -125,61 +118,51 @@ def test_host_lifecycle(api: Any) -> None:
     ],
 )
 def test_bad_host_bodies_are_422_naming_the_field(
-    api: Any,
-    api_problem: Callable[..., Any],
-    api_unchanged: Callable[[], Any],
-    body: dict[str, Any],
-    field: str,
+    api: Any, body: dict[str, Any], field: str
 ) -> None:
-    with api_unchanged():
-        problem = api_problem(api.admin.post("/hosts", json=body), 422, field)
+    with api.unchanged():
+        problem = api.problem(api.admin.post("/hosts", json=body), 422, field)
         assert any(e["loc"][-1] == field for e in problem["errors"])
 
 
-def test_host_status_fields_cannot_be_patched(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_host_status_fields_cannot_be_patched(api: Any) -> None:
     host = api.host()
-    with api_unchanged():
+    with api.unchanged():
         for field, value in (("ovsdb_connected", True), ("datapath_id", "0" * 16)):
-            api_problem(
+            api.problem(
                 api.admin.patch(f"/hosts/{host['id']}", json={field: value}),
                 422,
                 field,
                 "cannot be changed",
             )
-        api_problem(api.admin.patch(f"/hosts/{host['id']}", json={"name": None}), 422, "name")
+        api.problem(api.admin.patch(f"/hosts/{host['id']}", json={"name": None}), 422, "name")
 
 
-def test_host_name_and_tunnel_ip_are_unique(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_host_name_and_tunnel_ip_are_unique(api: Any) -> None:
     api.host("h1", tunnel_ip="192.0.2.1")
     h2 = api.host("h2", tunnel_ip="192.0.2.2")
-    with api_unchanged():
-        api_problem(api.admin.post("/hosts", json={"name": "h1", "ovsdb_remote": "unix:/a"}), 409)
-        api_problem(
+    with api.unchanged():
+        api.problem(api.admin.post("/hosts", json={"name": "h1", "ovsdb_remote": "unix:/a"}), 409)
+        api.problem(
             api.admin.post(
                 "/hosts", json={"name": "h3", "ovsdb_remote": "unix:/a", "tunnel_ip": "192.0.2.1"}
             ),
             409,
             "tunnel_ip",
         )
-        api_problem(api.admin.patch(f"/hosts/{h2['id']}", json={"tunnel_ip": "192.0.2.1"}), 409)
+        api.problem(api.admin.patch(f"/hosts/{h2['id']}", json={"tunnel_ip": "192.0.2.1"}), 409)
     # renaming to its own name is no conflict
     assert api.admin.patch(f"/hosts/{h2['id']}", json={"name": "h2"}).status_code == 200
 
 
-def test_host_with_bound_ports_cannot_be_deleted(
-    api: Any, api_problem: Callable[..., Any], api_unchanged: Callable[[], Any]
-) -> None:
+def test_host_with_bound_ports_cannot_be_deleted(api: Any) -> None:
     host = api.host()
     tenant, _ = api.tenant("acme")
     network = api.network(tenant["id"])
     port = api.admin.create(
         "/ports", {"network_id": network["id"], "host_id": host["id"], "interface": "tap0"}
     )
-    with api_unchanged():
-        api_problem(api.admin.delete(f"/hosts/{host['id']}"), 409, "bound port")
+    with api.unchanged():
+        api.problem(api.admin.delete(f"/hosts/{host['id']}"), 409, "bound port")
     api.admin.patch(f"/ports/{port['id']}", json={"host_id": None})
     assert api.admin.delete(f"/hosts/{host['id']}").status_code == 204
