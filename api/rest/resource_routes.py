@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -28,14 +28,20 @@ M = TypeVar("M", bound=Revisioned)
 _KW = inspect.Parameter.KEYWORD_ONLY
 
 
+class ResourceSchemas(NamedTuple):
+    """The bodies of a resource's POST and PATCH and the model of its responses."""
+
+    create: type[RequestModel]
+    patch: type[PatchModel]
+    out: type[ResourceOut]
+
+
 def add_resource_routes(
     router: APIRouter,
     resource: Resource[M],
-    *,
     create: Callable[..., M],
-    create_body: type[RequestModel],
-    patch_body: type[PatchModel],
-    out: type[ResourceOut],
+    schemas: ResourceSchemas,
+    *,
     writer: Any = CallerDep,
     create_options: Callable[[Settings], Mapping[str, Any]] | None = None,
     filters: Mapping[str, Any] | None = None,
@@ -49,6 +55,7 @@ def add_resource_routes(
     before its body is even read). `filters` become optional query parameters
     of the list (name: type).
     """
+    create_body, patch_body, out = schemas
     noun = resource.noun.replace(" ", "_")
     id_name = f"{noun}_id"
     item = f"/{{{id_name}}}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from api.rest.auth import AdminDep, require_admin
-from api.rest.resource_routes import add_resource_routes
+from api.rest.resource_routes import ResourceSchemas, add_resource_routes
 from api.rest.schemas import HostCreate, HostOut, HostUpdate
 from api.store import resources
 
@@ -14,9 +14,7 @@ router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[Depends(requir
 add_resource_routes(
     router,
     resources.HOSTS,
-    create=resources.create_host,
-    create_body=HostCreate,
-    patch_body=HostUpdate,
-    out=HostOut,
+    resources.create_host,
+    ResourceSchemas(HostCreate, HostUpdate, HostOut),
     writer=AdminDep,
 )

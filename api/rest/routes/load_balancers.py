@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.rest.resource_routes import add_resource_routes
+from api.rest.resource_routes import ResourceSchemas, add_resource_routes
 from api.rest.schemas import LoadBalancerCreate, LoadBalancerOut, LoadBalancerUpdate
 from api.store import resources
 
@@ -13,9 +13,7 @@ router = APIRouter(prefix="/load-balancers", tags=["load-balancers"])
 add_resource_routes(
     router,
     resources.LOAD_BALANCERS,
-    create=resources.create_load_balancer,
-    create_body=LoadBalancerCreate,
-    patch_body=LoadBalancerUpdate,
-    out=LoadBalancerOut,
+    resources.create_load_balancer,
+    ResourceSchemas(LoadBalancerCreate, LoadBalancerUpdate, LoadBalancerOut),
     filters={"network_id": str},
 )

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
-from api.rest.resource_routes import add_resource_routes
+from api.rest.resource_routes import ResourceSchemas, add_resource_routes
 from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate
 from api.store import resources
 
@@ -24,15 +24,13 @@ WAIT_POLL_SECONDS = 0.1
 add_resource_routes(
     router,
     resources.PORTS,
-    create=resources.create_port,
-    create_body=PortCreate,
-    patch_body=PortUpdate,
-    out=PortOut,
+    resources.create_port,
+    ResourceSchemas(PortCreate, PortUpdate, PortOut),
     filters={
-        "network_id": str,
-        "host_id": str,
-        "status": PortStatus,
-        "vm_id": str,
+    "network_id": str,
+    "host_id": str,
+    "status": PortStatus,
+    "vm_id": str,
     },
     with_get=False,  # GET /{port_id} can wait for ACTIVE: below
 )

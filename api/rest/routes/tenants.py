@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from api.rest.auth import AdminDep
 from api.rest.deps import DatabaseDep
-from api.rest.resource_routes import add_resource_routes
+from api.rest.resource_routes import ResourceSchemas, add_resource_routes
 from api.rest.schemas import TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
 from api.store import resources
 from api.store.principals import create_token
@@ -17,10 +17,8 @@ router = APIRouter(prefix="/tenants", tags=["tenants"])
 add_resource_routes(
     router,
     resources.TENANTS,
-    create=resources.create_tenant,
-    create_body=TenantCreate,
-    patch_body=TenantUpdate,
-    out=TenantOut,
+    resources.create_tenant,
+    ResourceSchemas(TenantCreate, TenantUpdate, TenantOut),
     writer=AdminDep,
 )
 
