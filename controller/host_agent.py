@@ -110,6 +110,10 @@ class HostAgent:
         self._reported_status: HostStatus | None = None
         self._ovsdb_ok: bool | None = None
         self._last_error: str | None = None
+        # Passes are numbered as they take a snapshot; `wait_passed` waits for one.
+        self._passes_started = 0
+        self._passes_finished = 0
+        self._pass_finished = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name=f"host:{host.name}", daemon=True)
 
     # ---- inputs (any thread) -----------------------------------------------------------
@@ -123,13 +127,25 @@ class HostAgent:
         self._thread.join(timeout=10)
         self._ovsdb.close()
 
-    def update(self, snapshot: Snapshot) -> None:
+    def update(self, snapshot: Snapshot) -> int:
+        """Hand in a new snapshot; returns the number of the first pass that works on
+        it (or on a newer one), for `wait_passed`."""
         with self._lock:
             self._snapshot = snapshot
             host = snapshot.host(self.host.id)
             if host is not None:
                 self.host = host
+            # A pass under way took the previous snapshot; the next one takes this.
+            first_pass = self._passes_started + 1
         self._wake.set()
+        return first_pass
+
+    def wait_passed(self, number: int, timeout: float) -> bool:
+        """Wait until pass `number` has finished (whatever it achieved); False on timeout."""
+        with self._pass_finished:
+            return self._pass_finished.wait_for(
+                lambda: self._passes_finished >= number, timeout=timeout
+            )
 
     def switch_connected(self, channel: SwitchChannel, ports: dict[str, int]) -> None:
         with self._lock:
@@ -194,16 +210,21 @@ class HostAgent:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            with self._lock:
+                snapshot = self._snapshot
+                self._passes_started += 1
+                number = self._passes_started
             try:
-                self._pass()
+                if snapshot is not None:
+                    self._pass(snapshot)
             except Exception:  # a bug in one pass must not kill the host's worker
                 log.exception("host %s: reconcile pass failed", self.host.name)
+            finally:
+                with self._pass_finished:
+                    self._passes_finished = number
+                    self._pass_finished.notify_all()
 
-    def _pass(self) -> None:
-        with self._lock:
-            snapshot = self._snapshot
-        if snapshot is None:
-            return
+    def _pass(self, snapshot: Snapshot) -> None:
         self._ensure_ovsdb(snapshot)
         with self._lock:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)

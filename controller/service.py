@@ -6,15 +6,18 @@ host agent, creating and stopping agents as hosts come and go. os-ken events
 are routed to the agent whose datapath id they carry.
 
 Load-balancer backend health is observed state, not desired state: the health
-service's verdicts are recorded in SQL (without a revision bump) and overlaid
-on the last snapshot, which is handed to the agents again at once, so a health
-flip recomputes the flows without waiting for a revision.
+service's verdicts are overlaid on the last snapshot, which is handed to the
+agents again at once, so a health flip recomputes the flows without waiting for
+a revision. The verdict is recorded in SQL (without a revision bump) only once
+every agent has finished a pass on it: what the API shows is on the switches.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +34,12 @@ from controller.openflow.relay import UnixToTcpRelay
 log = logging.getLogger(__name__)
 
 PacketInHandler = Callable[[str, int, int, int, bytes], None]
+
+# How long a health verdict waits for the agents before it is recorded anyway (a
+# switch that is down never finishes a pass that changes anything).
+HEALTH_APPLY_TIMEOUT = 5.0
+
+_PassTickets = list[tuple[HostAgent, int]]
 
 
 class FabricController:
@@ -52,12 +61,21 @@ class FabricController:
         self._stored_snapshot: Snapshot | None = None
         self._dispatch_lock = threading.Lock()
         self._health = HealthService(send=self._send_frame, on_change=self._health_changed)
+        # Verdicts wait for the agents on their own thread: the health service and
+        # os-ken's thread (probe replies) must never block on a reconcile pass.
+        self._health_records: queue.Queue[
+            tuple[_PassTickets, Sequence[BackendHealthUpdate]] | None
+        ] = queue.Queue()
+        self._health_recorder = threading.Thread(
+            target=self._record_health, name="lb-health-record", daemon=True
+        )
 
     def start(self) -> None:
         self._stop_openflow = start_openflow_controller(
             self, host=self._config.openflow_listen_host, port=self._config.openflow_port
         )
         self._watcher.start()
+        self._health_recorder.start()
         self._health.start()
 
     def stop(self) -> None:
@@ -65,6 +83,8 @@ class FabricController:
         self._poke.set()
         self._watcher.join(timeout=5)
         self._health.stop()
+        self._health_records.put(None)
+        self._health_recorder.join(timeout=HEALTH_APPLY_TIMEOUT + 1)
         with self._lock:
             agents = list(self._agents.values())
             relays = list(self._relays.values())
@@ -126,28 +146,35 @@ class FabricController:
         self._health.update(snapshot)
         self._dispatch(snapshot)
 
-    def _dispatch(self, stored: Snapshot | None = None) -> None:
-        """Hand every agent the stored snapshot with the observed backend health."""
+    def _dispatch(self, stored: Snapshot | None = None) -> _PassTickets:
+        """Hand every agent the stored snapshot with the observed backend health;
+        returns each agent's number of the first pass on it."""
         with self._dispatch_lock:
             if stored is not None:
                 self._stored_snapshot = stored
             snapshot = self._stored_snapshot
             if snapshot is None:
-                return
+                return []
             effective = with_health(snapshot, self._health.health())
             with self._lock:
                 agents = list(self._agents.values())
-            for agent in agents:
-                agent.update(effective)
+            return [(agent, agent.update(effective)) for agent in agents]
 
     # ---- load balancers: health and rejections -------------------------------------------
 
     def _health_changed(self, updates: Sequence[BackendHealthUpdate]) -> None:
-        self._dispatch()
-        try:
-            self._store.record_backend_health(updates)
-        except Exception:  # the flows already follow; SQL catches up on the next change
-            log.exception("recording backend health failed")
+        self._health_records.put((self._dispatch(), updates))
+
+    def _record_health(self) -> None:
+        while (item := self._health_records.get()) is not None:
+            passes, updates = item
+            deadline = time.monotonic() + HEALTH_APPLY_TIMEOUT
+            for agent, number in passes:
+                agent.wait_passed(number, timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                self._store.record_backend_health(updates)
+            except Exception:  # the flows already follow; SQL catches up on the next change
+                log.exception("recording backend health failed")
 
     def _send_frame(self, host_id: str, interface: str, frame: bytes) -> bool:
         with self._lock:
