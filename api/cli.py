@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.config import Settings
+from api.pki import DEFAULT_PKI_DIR, PkiError
 from api.store.db import (
     Database,
     DatabaseUrlError,
@@ -34,8 +36,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+pki_app = typer.Typer(help="The TLS certificate authority (mutual TLS).", no_args_is_help=True)
+host_app = typer.Typer(help="Run on a hypervisor: prepare its OVS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(pki_app, name="pki")
+app.add_typer(host_app, name="host")
 
 USAGE_ERROR = 2
 
@@ -140,6 +146,85 @@ def token_create(
     finally:
         database.dispose()
     typer.echo(token)
+
+
+PkiDirOption = Annotated[
+    Path, typer.Option("--dir", help="The PKI directory.", show_default=True)
+]
+
+
+@pki_app.command("init")
+def pki_init(pki_dir: PkiDirOption = DEFAULT_PKI_DIR) -> None:
+    """Make the CA and the controller's key and certificate (idempotent)."""
+    from api import pki
+
+    try:
+        issued = pki.init(pki_dir)
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+    for item in issued:
+        state = "created" if item.created else "kept"
+        typer.echo(f"{state}: {item.pair.private_key} {item.pair.certificate}")
+
+
+@pki_app.command("host")
+def pki_host(
+    name: Annotated[str, typer.Argument(help="The host's name, as registered (its CN).")],
+    pki_dir: PkiDirOption = DEFAULT_PKI_DIR,
+) -> None:
+    """Issue host NAME's key and certificate, signed by the CA (idempotent)."""
+    from api import pki
+
+    try:
+        issued = pki.issue_host(pki_dir, name)
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+    state = "created" if issued.created else "kept"
+    typer.echo(f"{state}: {issued.pair.private_key} {issued.pair.certificate}")
+
+
+@host_app.command("prepare")
+def host_prepare(
+    name: Annotated[str, typer.Option(help="This host's name (its certificate's CN).")],
+    ovsdb_listen: Annotated[
+        str, typer.Option(help="ADDRESS:PORT for the OVSDB TLS listener (pssl:).")
+    ],
+    pki_dir: PkiDirOption = DEFAULT_PKI_DIR,
+    underlay_ip: Annotated[
+        str | None, typer.Option(help="Underlay address/prefix for VXLAN, on br-phy.")
+    ] = None,
+    underlay_if: Annotated[
+        str | None, typer.Option(help="The underlay NIC, made a port of br-phy.")
+    ] = None,
+    trunk: Annotated[str | None, typer.Option(help="The VLAN trunk NIC (the uplink).")] = None,
+    datapath_type: Annotated[str, typer.Option(help="br-phy's datapath type.")] = "netdev",
+    db: Annotated[
+        str | None, typer.Option(help="OVSDB to configure (default: the local socket).")
+    ] = None,
+) -> None:
+    """Make this hypervisor's OVS ready for the controller over mutual TLS (idempotent)."""
+    from api import hostprep
+
+    plan = hostprep.HostPlan(
+        name=name, pki_dir=pki_dir, ovsdb_listen=ovsdb_listen, underlay_ip=underlay_ip,
+        underlay_if=underlay_if, trunk=trunk, datapath_type=datapath_type, db=db,
+    )
+    try:
+        changes = hostprep.prepare(plan)
+        remote = hostprep.ovsdb_remote_for(ovsdb_listen)
+    except (hostprep.PrepareError, PkiError) as exc:
+        raise CliError(str(exc)) from None
+    for change in changes:
+        typer.echo(f"changed: {change}")
+    if not changes:
+        typer.echo("nothing to change")
+    facts = {"name": name, "ovsdb_remote": remote, "tunnel_ip": underlay_ip, "uplink": trunk}
+    registration = ", ".join(
+        f"{key}={value.split('/')[0] if key == 'tunnel_ip' else value}"
+        for key, value in facts.items()
+        if value is not None
+    )
+    typer.echo(f"register with: {registration}")
 
 
 COMMAND_PLUGINS = "ovs_fabric.commands"
