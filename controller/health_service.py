@@ -7,15 +7,17 @@ thread, the clock and the lock around the monitor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Final
 
-from controller.core.health import BackendKey, HealthChange, HealthMonitor, probe_targets
+from controller.core.health import BackendKey, HealthChange, HealthMonitor, Probe, probe_targets
 from controller.core.model import BackendHealthUpdate, Snapshot
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 _MAX_WAIT: Final = 1.0  # the service thread re-checks at least this often
 
 SendFrame = Callable[[str, str, bytes], bool]  # (host_id, interface, frame) -> sent?
+# The same, followed by a barrier: resolves once the switch has sent the frame
+# (None: not sent at all).
+SendConfirmed = Callable[[str, str, bytes], "Future[bytes] | None"]
 HealthChanged = Callable[[Sequence[BackendHealthUpdate]], None]
 
 
@@ -30,8 +35,11 @@ class HealthService:
     """Runs a HealthMonitor on a thread: sends due probes, expires silent ones, and
     reports every change through `on_change` (which records it and recomputes flows)."""
 
-    def __init__(self, *, send: SendFrame, on_change: HealthChanged) -> None:
+    def __init__(
+        self, *, send: SendFrame, send_confirmed: SendConfirmed, on_change: HealthChanged
+    ) -> None:
         self._send = send
+        self._send_confirmed = send_confirmed
         self._on_change = on_change
         self._monitor = HealthMonitor(rng=random.Random())
         self._lock = threading.Lock()
@@ -63,6 +71,10 @@ class HealthService:
         with self._lock:
             return self._monitor.health()
 
+    def unknown(self) -> frozenset[BackendKey]:
+        with self._lock:
+            return self._monitor.unknown()
+
     def probe_reply(self, frame: bytes) -> None:
         """A packet-in from the probe-reply flows (os-ken's thread: never blocks long)."""
         with self._lock:
@@ -90,9 +102,20 @@ class HealthService:
             due = self._monitor.due(now)
         self._report(changes)
         for probe in due:
-            if not self._send(probe.host_id, probe.interface, probe.frame):
+            with self._lock:
+                vip = self._vips.get(probe.key, 0)
+            sent = self._send_confirmed(probe.host_id, probe.interface, probe.frame)
+            if sent is None:
                 with self._lock:
-                    self._monitor.not_sent(probe, self._vips.get(probe.key, 0))
+                    self._monitor.not_sent(probe, vip)
+            else:
+                sent.add_done_callback(functools.partial(self._confirmed, probe=probe, vip=vip))
+
+    def _confirmed(self, barrier: Future[bytes], *, probe: Probe, vip: int) -> None:
+        """The switch answered the barrier after the probe (os-ken's thread)."""
+        if barrier.exception() is None:
+            with self._lock:
+                self._monitor.delivered(probe, vip)
 
     def _report(self, changes: Sequence[HealthChange]) -> None:
         if not changes:
@@ -112,4 +135,4 @@ class HealthService:
         )
 
 
-__all__ = ["HealthChanged", "HealthService", "SendFrame"]
+__all__ = ["HealthChanged", "HealthService", "SendConfirmed", "SendFrame"]

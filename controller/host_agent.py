@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,6 +179,24 @@ class HostAgent:
             channel, ofport = self._channel, self._ofports.get(interface)
         return ofport is not None and self.send_to_port(ofport, frame, channel=channel)
 
+    def send_frame_confirmed(self, interface: str, frame: bytes) -> Future[bytes] | None:
+        """`send_frame` followed by a barrier: the future resolves once the switch has
+        executed the packet-out (health probes: silence counts only then). None when
+        nothing was sent."""
+        with self._lock:
+            channel, ofport = self._channel, self._ofports.get(interface)
+        if channel is None or ofport is None:
+            return None
+        if not self.send_to_port(ofport, frame, channel=channel):
+            return None
+        xid = channel.next_xid()
+        executed = channel.expect(xid)
+        try:
+            channel.send(ofmsg.barrier_request(xid))
+        except SwitchDisconnected:
+            return None
+        return executed
+
     def send_to_port(
         self, ofport: int, frame: bytes, *, channel: SwitchChannel | None = None
     ) -> bool:
@@ -225,6 +244,10 @@ class HostAgent:
                     self._pass_finished.notify_all()
 
     def _pass(self, snapshot: Snapshot) -> None:
+        if self._channel is None and self._reported_status is not None:
+            # A lost switch is reported before OVSDB is tried: its ovsdb-server may
+            # be what hangs, and the API must show the loss at once.
+            self._report_host(openflow=False)
         self._ensure_ovsdb(snapshot)
         with self._lock:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)

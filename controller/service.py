@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from controller.core import probes
@@ -60,7 +61,11 @@ class FabricController:
         # are serialised so the agents always end with the newest of both.
         self._stored_snapshot: Snapshot | None = None
         self._dispatch_lock = threading.Lock()
-        self._health = HealthService(send=self._send_frame, on_change=self._health_changed)
+        self._health = HealthService(
+            send=self._send_frame,
+            send_confirmed=self._send_frame_confirmed,
+            on_change=self._health_changed,
+        )
         # Verdicts wait for the agents on their own thread: the health service and
         # os-ken's thread (probe replies) must never block on a reconcile pass.
         self._health_records: queue.Queue[
@@ -180,6 +185,13 @@ class FabricController:
         with self._lock:
             agent = self._agents.get(host_id)
         return agent is not None and agent.send_frame(interface, frame)
+
+    def _send_frame_confirmed(
+        self, host_id: str, interface: str, frame: bytes
+    ) -> Future[bytes] | None:
+        with self._lock:
+            agent = self._agents.get(host_id)
+        return None if agent is None else agent.send_frame_confirmed(interface, frame)
 
     def _load_balancer_packet_in(
         self, host_id: str, in_port: int, table_id: int, cookie: int, data: bytes

@@ -13,6 +13,11 @@ The backend answers the VIP; the flows of `controller.core.pipeline.load_balance
 A backend is taken out after `fall` consecutive failures and put back after
 `rise` consecutive successes; one probe per `interval`.
 
+Silence counts only from a switch known to have sent the probe (its barrier
+reply came back, `HealthMonitor.delivered`). A switch that is not answering
+gives no verdict: the backend's health is unknown, it keeps its last verdict
+and stays in its groups, since the switch cannot tell us anything about it.
+
 The pure parts: `step` (the rise/fall state machine), `probe_targets` (who is
 probed, from the snapshot), `HealthMonitor` (schedule, pending probes and
 verdicts, with time passed in) and `with_health` (the snapshot the pipeline
@@ -177,6 +182,7 @@ class _Pending:
     target: ProbeTarget
     deadline: float
     seq: int
+    delivered: bool = False
 
 
 @dataclass(slots=True)
@@ -196,9 +202,15 @@ class HealthMonitor:
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._ports = itertools.cycle(range(PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORT_COUNT))
         self._rng = rng
+        # Backends whose last probe got no verdict: its switch did not confirm it.
+        self._unknown: set[BackendKey] = set()
 
     def health(self) -> dict[BackendKey, bool]:
         return {key: t.state.healthy for key, t in self._tracked.items()}
+
+    def unknown(self) -> frozenset[BackendKey]:
+        """Backends whose switch is not answering: their health is the last verdict."""
+        return frozenset(self._unknown)
 
     def sync(
         self, targets: Iterable[ProbeTarget], stored: Mapping[BackendKey, bool], now: float
@@ -208,6 +220,7 @@ class HealthMonitor:
         wanted = {t.key: t for t in targets}
         for key in set(self._tracked) - set(wanted):
             del self._tracked[key]
+            self._unknown.discard(key)
         for key, target in wanted.items():
             tracked = self._tracked.get(key)
             if tracked is None:
@@ -261,6 +274,13 @@ class HealthMonitor:
     def not_sent(self, probe: Probe, vip: int) -> None:
         """The probe never left (switch not connected): no verdict either way."""
         self._pending.pop((vip, probe.source_port), None)
+        self._unknown.add(probe.key)
+
+    def delivered(self, probe: Probe, vip: int) -> None:
+        """The switch confirmed it sent the probe: silence now means something."""
+        pending = self._pending.get((vip, probe.source_port))
+        if pending is not None and pending.target.key == probe.key:
+            pending.delivered = True
 
     def on_reply(self, frame: bytes, now: float) -> ReplyOutcome:
         """A frame the switch sent up from the probe-reply flows."""
@@ -308,12 +328,16 @@ class HealthMonitor:
         return ReplyOutcome()
 
     def expire(self, now: float) -> list[HealthChange]:
-        """Probes whose timeout passed: TCP silence is a failure, UDP silence a success."""
+        """Probes whose timeout passed: TCP silence is a failure, UDP silence a success;
+        no verdict when the switch never confirmed sending the probe."""
         changes: list[HealthChange] = []
         for slot, pending in sorted(self._pending.items()):
             if pending.deadline > now:
                 continue
             del self._pending[slot]
+            if not pending.delivered:
+                self._unknown.add(pending.target.key)
+                continue
             changes.extend(self._verdict(pending.target, pending.target.ip_proto == IP_PROTO_UDP))
         return changes
 
@@ -326,6 +350,7 @@ class HealthMonitor:
         tracked = self._tracked.get(target.key)
         if tracked is None:
             return ()
+        self._unknown.discard(target.key)
         before = tracked.state.healthy
         tracked.state = step(tracked.state, success, rise=target.check.rise, fall=target.check.fall)
         if tracked.state.healthy == before:

@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 _MULTIPART_HEADER = 16  # ofp_header + type, flags, pad
 _OFPMPF_REPLY_MORE = 1
 
+# A switch that stops answering is declared dead once more than ECHO_MISSES echo
+# requests sent ECHO_INTERVAL apart are unanswered: 1.6-2.0 s after the last
+# message it sent (the liveness bound is 3 s). NOTE: a switch sends its echo reply
+# after whatever it queued before, and reading back 100k flows delays the reply by
+# ~5 s (measured: python -m bench.echo_readback). As in OVS's rconn, any message
+# from the switch is therefore proof of life: the parts of a long multipart reply
+# count as answers (`_heard_from`).
+ECHO_INTERVAL = 0.4
+ECHO_MISSES = 4
+
 
 class SwitchEventSink(Protocol):
     def switch_connected(
@@ -37,6 +47,12 @@ class SwitchEventSink(Protocol):
     def packet_in(
         self, datapath_id: int, *, in_port: int, table_id: int, cookie: int, data: bytes
     ) -> None: ...
+
+
+def _heard_from(datapath: Any) -> None:
+    """The switch spoke: whatever echo requests it has not answered yet are
+    queued behind this message, not lost."""
+    datapath.unreplied_echo_requests.clear()
 
 
 def _port_name(port: Any) -> str:
@@ -118,6 +134,7 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
     )
     def _multipart_reply(self, ev: Any) -> None:
         msg = ev.msg
+        _heard_from(msg.datapath)
         channel = self._channel(msg)
         if channel is not None:
             body = bytes(msg.buf[_MULTIPART_HEADER : msg.msg_len])
@@ -172,14 +189,13 @@ def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) ->
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
-    # Echo keepalive every second. It matters for a switch that closes its
-    # connection: with native threads os-ken cannot stop the connection's blocked
-    # sender, so the dead connection is only torn down (DEAD event) once something
-    # is queued for sending, as the periodic echo request is. A silent switch is
-    # declared dead after 30 unanswered echoes: reading back 100k flows keeps a
-    # healthy connection busy for several seconds.
-    cfg.CONF.set_override("echo_request_interval", 1.0)
-    cfg.CONF.set_override("maximum_unreplied_echo_requests", 30)
+    # Echo keepalive. It matters for a switch that closes its connection: with
+    # native threads os-ken cannot stop the connection's blocked sender, so the
+    # dead connection is only torn down (DEAD event) once something is queued for
+    # sending, as the periodic echo request is. And it finds a switch that stops
+    # answering (see ECHO_INTERVAL).
+    cfg.CONF.set_override("echo_request_interval", ECHO_INTERVAL)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", ECHO_MISSES)
     FabricOpenFlowApp.sink = sink
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])

@@ -186,17 +186,38 @@ def test_syn_ack_is_a_success_and_the_half_open_connection_is_reset() -> None:
     assert outcome.changes == (HealthChange(("lb-1", "10.1.0.12", 8080), True),)
 
 
+def delivered(monitor: HealthMonitor, sent: list[Probe]) -> list[Probe]:
+    """The switches confirm (barrier replies) that they sent `sent`."""
+    for probe in sent:
+        monitor.delivered(probe, ip_to_int(VIP))
+    return sent
+
+
 def test_rst_and_silence_are_failures() -> None:
     monitor = monitor_for(snapshot(lb()))
     key = ("lb-1", "10.1.0.11", 8080)
     probe = monitor.due(5.0)[0]
     assert monitor.on_reply(answer(probe, TCP_RST | TCP_ACK), 5.1).changes == ()
-    monitor.due(6.0)
+    delivered(monitor, monitor.due(6.0))
     assert monitor.expire(6.4) == []  # within the timeout
     assert [c for c in monitor.expire(6.6) if c.key == key] == []  # 2nd failure of 3
-    monitor.due(7.0)
+    delivered(monitor, monitor.due(7.0))
     assert HealthChange(key, False) in monitor.expire(7.6)
     assert monitor.health()[key] is False
+
+
+def test_silence_of_a_switch_that_never_confirmed_the_probe_is_no_verdict() -> None:
+    monitor = monitor_for(snapshot(lb()))
+    key = ("lb-1", "10.1.0.11", 8080)
+    for second in range(5, 10):  # fall is 3: five unconfirmed silences in a row
+        monitor.due(float(second))
+        assert monitor.expire(second + 0.6) == []
+    assert monitor.health()[key] is True
+    assert key in monitor.unknown()
+    # The switch answers again: a verdict clears the unknown.
+    probe = monitor.due(10.0)[0]
+    monitor.on_reply(answer(probe, TCP_SYN | TCP_ACK), 10.1)
+    assert key not in monitor.unknown()
 
 
 def test_an_answer_that_does_not_acknowledge_the_probe_is_ignored() -> None:
@@ -211,7 +232,7 @@ def test_udp_silence_is_success_and_port_unreachable_is_failure() -> None:
     udp = dataclasses.replace(lb("udp"), health_check=dataclasses.replace(CHECK, rise=1, fall=1))
     monitor = monitor_for(snapshot(udp))
     key1, key2 = ("lb-1", "10.1.0.11", 8080), ("lb-1", "10.1.0.12", 8080)
-    p1, _p2 = monitor.due(5.0)
+    p1, _p2 = delivered(monitor, monitor.due(5.0))
     # b1 answers ICMP port unreachable quoting the probe.
     sent = probes.parse_frame(p1.frame)
     icmp = probes.icmp_port_unreachable(
