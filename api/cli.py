@@ -44,6 +44,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(host_app, name="host")
 
 USAGE_ERROR = 2
+SHUTDOWN_GRACE_SECONDS = 2
 
 
 class CliError(Exception):
@@ -84,16 +85,36 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("os_ken").setLevel(logging.WARNING)
+    from types import FrameType
+
+    from api.main import create_app
+
     settings = _settings()
     # Migrate before uvicorn starts, so a bad database fails here with one line.
     upgrade_database(settings.database_url)
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level="info",
-    )
+    application = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Long-polls (`?wait=active`) see this and answer at once; without it
+            # uvicorn waits for every one of them to time out before it exits.
+            application.state.shutting_down.set()
+            super().handle_exit(sig, frame)
+            # A requested shutdown that completes is a success: exit 0 rather than
+            # have uvicorn re-raise the signal once it is done.
+            self._captured_signals.clear()
+
+    Server(
+        uvicorn.Config(
+            application,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_level="info",
+            # Requests still running this long after SIGTERM are cancelled, so the
+            # process exits within seconds whatever clients do.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+    ).run()
 
 
 @db_app.command("upgrade")

@@ -98,16 +98,20 @@ class ServiceProcess:
             f"the service did not answer within {timeout}s; log:\n{self.log_tail()}"
         )
 
-    def stop(self, *, timeout: float = 10.0) -> None:
+    def stop(self, *, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit status (negative: killed by
+        that signal), or None if the service was not running."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
+        if process is None:
+            return None
+        if process.poll() is not None:
+            return process.returncode
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=timeout)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            return process.wait()
 
     def kill(self) -> None:
         """Die without any shutdown, as on a crash or `kill -9`."""

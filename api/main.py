@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    # Set on SIGTERM by `ovs-fabric serve`: long-polls end at once (routes/ports.py).
+    app.state.shutting_down = threading.Event()
     install_problem_handlers(app)
     for router in (
         hosts.router,
