@@ -399,13 +399,17 @@ class HostAgent:
         # is a new key and gets reported again even if it was ACTIVE before.
         bound_here = {p for p in snapshot.ports if p.host_id == self.host.id}
         realized = config.realized_ports if config is not None else frozenset()
-        updates = []
+        changed: dict[PortSpec, PortStatus] = {}
         for port in bound_here:
             status: PortStatus = "ACTIVE" if port.id in realized else "DOWN"
             if self._reported_ports.get(port) != status:
-                updates.append(PortStatusUpdate(port.id, status, self.host.id, now))
-                self._reported_ports[port] = status
+                changed[port] = status
         for gone in set(self._reported_ports) - bound_here:
             del self._reported_ports[gone]
-        if updates:
-            self._store.record_port_status(updates)
+        if changed:
+            # Remembered only once written: a status that did not reach SQL (the
+            # database is down) is reported again by the next pass.
+            self._store.record_port_status(
+                [PortStatusUpdate(p.id, status, self.host.id, now) for p, status in changed.items()]
+            )
+            self._reported_ports.update(changed)

@@ -112,6 +112,7 @@ class FabricController:
     def _watch(self) -> None:
         seen: int | None = None
         snapshot: Snapshot | None = None
+        failing_since: float | None = None
         while not self._stop.is_set():
             try:
                 revision = self._store.current_revision()
@@ -122,8 +123,20 @@ class FabricController:
                 elif snapshot is not None:
                     # A host's run directory may appear after the host was registered.
                     self._sync_relays(snapshot)
-            except Exception:  # a database hiccup must not end the watcher
-                log.exception("loading desired state failed; retrying")
+            except Exception:  # a database outage must not end the watcher
+                # The switches keep the flows of the last snapshot meanwhile. Said
+                # once, not ten times a second for as long as the outage lasts.
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.exception("loading desired state failed; retrying until it works")
+            else:
+                if failing_since is not None:
+                    log.info(
+                        "desired state readable again after %.1f s (revision %s)",
+                        time.monotonic() - failing_since,
+                        seen,
+                    )
+                    failing_since = None
             self._poke.wait(timeout=self._config.revision_poll_interval)
             self._poke.clear()
 

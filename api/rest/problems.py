@@ -16,12 +16,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ProblemError
 
 PROBLEM_JSON = "application/problem+json"
+# What a client is told to wait before retrying while the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +79,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(
             exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, restarting or unreachable: the request could not be
+        # served, which is the server's state, not the client's mistake. No stack,
+        # no server address in the answer; the log has the driver's message.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return problem_response(
+            503,
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(IntegrityError)
