@@ -18,6 +18,13 @@ _LIBVIRT_URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://\S*$")
 _DATAPATH_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
+def check_no_nul(text: str) -> str:
+    """Refuse NUL characters: PostgreSQL cannot store them in text, SQLite would."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return text
+
+
 def normalize_mac(text: str) -> str:
     """Lower-case, colon-separated unicast MAC; rejects multicast and all-zero."""
     if not _MAC_RE.match(text):

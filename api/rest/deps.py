@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 
 from api.config import Settings
 from api.store.db import Database
-from api.store.resources import MAX_LIMIT
+from api.store.resources import MAX_LIMIT, MAX_OFFSET
 
 
 def get_database(request: Request) -> Database:
@@ -30,7 +30,7 @@ class PageParams:
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

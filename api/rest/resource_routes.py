@@ -12,13 +12,13 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, NamedTuple, TypeVar
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.config import Settings
 from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep, PageDep, SettingsDep
-from api.rest.schemas import Page, PatchModel, RequestModel, ResourceOut
+from api.rest.schemas import Page, PatchModel, RequestModel, ResourceOut, Text
 from api.store import resources
 from api.store.models import Revisioned
 from api.store.resources import Resource
@@ -95,12 +95,12 @@ def add_resource_routes(
     def parameter(name: str, annotation: Any, **default: Any) -> inspect.Parameter:
         return inspect.Parameter(name, _KW, annotation=annotation, **default)
 
-    item_id = parameter(id_name, str)
+    item_id = parameter(id_name, Annotated[Text, Path()])
     caller = parameter("caller", CallerDep)
     author = parameter("caller", writer)
     db = parameter("db", DatabaseDep)
     query = [
-        parameter(name, Annotated[kind | None, Query()], default=None)
+        parameter(name, Annotated[_text(kind) | None, Query()], default=None)
         for name, kind in (filters or {}).items()
     ]
     _route(
@@ -124,6 +124,11 @@ def add_resource_routes(
     _route(router.patch(item), update_item, f"update_{noun}", patch, out)
     delete = router.delete(item, status_code=status.HTTP_204_NO_CONTENT)
     _route(delete, delete_item, f"delete_{noun}", [item_id, author, db], None)
+
+
+def _text(kind: Any) -> Any:
+    """Free-text parameters refuse NUL (`Text`); enumerations stay as they are."""
+    return Text if kind is str else kind
 
 
 def _route(

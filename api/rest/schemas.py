@@ -36,6 +36,7 @@ from api.validation import (
     check_host_address,
     check_interface_name,
     check_libvirt_uri,
+    check_no_nul,
     check_ovsdb_remote,
     check_unicast_ipv4,
     normalize_mac,
@@ -59,6 +60,9 @@ def _check_ipv4(text: str) -> str:
         raise ValueError(f"{text!r} is not an IPv4 address") from None
 
 
+# Path and query parameters that are free text (ids, filters); bodies are checked by
+# `RequestModel`. Either way a NUL is a 422 on every database, never a 500 on PostgreSQL.
+Text = Annotated[str, AfterValidator(check_no_nul)]
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
@@ -92,6 +96,15 @@ UNCHANGED: Any = None
 
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_nul(cls, value: Any) -> Any:
+        """Every string of every body (lists included; nested bodies check their own)."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_no_nul(text)
+        return value
 
 
 class PatchModel(RequestModel):

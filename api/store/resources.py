@@ -52,6 +52,8 @@ from api.validation import (
 M = TypeVar("M", bound=Revisioned)
 T = TypeVar("T")
 MAX_LIMIT = 1000
+# Deeper pages than this are refused (422): SQL engines overflow on 64-bit offsets.
+MAX_OFFSET = 10_000_000
 
 Changes = Mapping[str, Any]
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
-from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate
+from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate, Text
 from api.store import resources
 
 router = APIRouter(prefix="/ports", tags=["ports"])
@@ -48,7 +48,7 @@ def shutting_down(request: Request) -> bool:
 @router.get("/{port_id}")
 async def get_port(
     request: Request,
-    port_id: str,
+    port_id: Text,
     caller: CallerDep,
     db: DatabaseDep,
     wait: Annotated[

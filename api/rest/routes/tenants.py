@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from api.rest.auth import AdminDep
 from api.rest.deps import DatabaseDep
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
-from api.rest.schemas import TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenOut
+from api.rest.schemas import TenantCreate, TenantOut, TenantUpdate, Text, TokenCreate, TokenOut
 from api.store import resources
 from api.store.principals import create_token
 
@@ -25,7 +25,7 @@ add_resource_routes(
 
 @router.post("/{tenant_id}/tokens", status_code=status.HTTP_201_CREATED)
 def create_tenant_token(
-    tenant_id: str, body: TokenCreate, admin: AdminDep, db: DatabaseDep
+    tenant_id: Text, body: TokenCreate, admin: AdminDep, db: DatabaseDep
 ) -> TokenOut:
     """Create a bearer token for the tenant. The token is in this response only."""
     with db.unversioned_write() as session:
