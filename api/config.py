@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Self
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -44,6 +46,18 @@ class Settings(BaseSettings):
     openflow_listen_host: str = "127.0.0.1"
     # Controller target given to hosts reached over tcp:/ssl: OVSDB, e.g. "tcp:192.0.2.1:6653".
     openflow_advertise: str | None = None
+    # Mutual TLS (`ovs-fabric pki`): our key and certificate, and the CA whose
+    # certificates we accept. With all three, `ssl:` OVSDB remotes work and switches
+    # reached over the network connect with TLS to openflow_tls_listen_host:openflow_tls_port.
+    tls_private_key: Path | None = None
+    tls_certificate: Path | None = None
+    tls_ca_certificate: Path | None = None
+    openflow_tls_listen_host: str = "127.0.0.1"
+    openflow_tls_port: int = Field(default=6654, ge=1, le=65535)
+    # No plaintext across a network: hosts with a tcp: OVSDB remote are reported and
+    # not managed, and the plaintext OpenFlow listener (which then only serves hosts
+    # on this machine, through their unix: run directory) must be on loopback.
+    require_tls: bool = False
     controller_enabled: bool = True
     libvirt_enabled: bool = True
     reconcile_interval: float = Field(default=10.0, gt=0)
@@ -59,6 +73,32 @@ class Settings(BaseSettings):
     def _vni_ranges_parse(cls, value: str) -> str:
         parse_ranges(value, lowest=VNI_MIN, highest=VNI_MAX)
         return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Self:
+        files = {
+            "tls_private_key": self.tls_private_key,
+            "tls_certificate": self.tls_certificate,
+            "tls_ca_certificate": self.tls_ca_certificate,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if given and len(given) != len(files):
+            missing = ", ".join(name for name in files if name not in given)
+            raise ValueError(f"TLS needs all three files; missing {missing}")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        if self.require_tls:
+            if not given:
+                raise ValueError(
+                    "require_tls needs tls_private_key, tls_certificate and tls_ca_certificate"
+                )
+            if not _is_loopback(self.openflow_listen_host):
+                raise ValueError(
+                    "require_tls: the plaintext openflow_listen_host must be a loopback "
+                    f"address, not {self.openflow_listen_host!r}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _pools_not_empty(self) -> Self:
@@ -80,3 +120,12 @@ class Settings(BaseSettings):
 
     def segment_pools(self) -> SegmentPools:
         return SegmentPools(vlan=self.vlan_pool(), vxlan=self.vni_pool())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

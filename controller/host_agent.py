@@ -35,8 +35,10 @@ from controller.core.model import (
 from controller.core.pipeline import DatapathConfig, PipelineError, compute_datapath
 from controller.core.pipeline.context import tunnel_interface_name
 from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
+from controller.openflow.tls_front import REFUSALS, TlsListener
 from controller.ovsdb import BridgeIntent, OvsdbClient, OvsdbConflict, OvsdbUnavailable
 from controller.reconcile import DatapathSync
+from controller.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,26 @@ class ControllerConfig:
     # After a (re)start, a switch keeps forwarding with the flows it has; give it
     # this long to reconnect before its ports are reported DOWN.
     connect_grace: float = 10.0
+    # Mutual TLS: all three files or none (see `tls_files`).
+    tls_private_key: Path | None = None
+    tls_certificate: Path | None = None
+    tls_ca_certificate: Path | None = None
+    openflow_tls_listen_host: str = "127.0.0.1"
+    openflow_tls_port: int = 6654
+    require_tls: bool = False  # hosts with a tcp: OVSDB remote are refused
+
+    def tls_files(self) -> TlsFiles | None:
+        if self.tls_private_key is None or self.tls_certificate is None:
+            return None
+        if self.tls_ca_certificate is None:
+            return None
+        return TlsFiles(self.tls_private_key, self.tls_certificate, self.tls_ca_certificate)
+
+    def openflow_tls(self) -> TlsListener | None:
+        files = self.tls_files()
+        if files is None:
+            return None
+        return TlsListener(files, self.openflow_tls_listen_host, self.openflow_tls_port)
 
 
 def datapath_id_for(host_id: str) -> int:
@@ -72,10 +94,34 @@ def relay_path_for(host: HostSpec) -> Path | None:
 
 
 def controller_target_for(host: HostSpec, config: ControllerConfig) -> str | None:
+    """unix: (our relay) for a host on this machine; else the advertised address, as
+    `ssl:ADDRESS:openflow_tls_port` when TLS is configured (an `ssl:` advertise is
+    taken as it is, e.g. behind NAT)."""
     relay = relay_path_for(host)
     if relay is not None:
         return f"unix:{relay}"
-    return config.openflow_advertise
+    advertise = config.openflow_advertise
+    if advertise is None or config.tls_files() is None or advertise.startswith("ssl:"):
+        return advertise
+    address = advertise.removeprefix("tcp:")
+    if advertise.startswith("tcp:"):
+        address = address.rpartition(":")[0]  # tcp:ADDRESS:PORT
+    return f"ssl:{address}:{config.openflow_tls_port}"
+
+
+def plaintext_remotes(host: HostSpec) -> list[str]:
+    """The host's OVSDB remotes that cross a network without TLS (unix: is local)."""
+    return [r for r in host.ovsdb_remote.split(",") if r.startswith("tcp:")]
+
+
+def remote_address(host: HostSpec) -> str | None:
+    """The IP address of the host's first network OVSDB remote ("ssl:IP:PORT"): where
+    its switch is expected to connect from."""
+    for remote in host.ovsdb_remote.split(","):
+        scheme, _, rest = remote.partition(":")
+        if scheme in ("ssl", "tcp") and ":" in rest:
+            return rest.rpartition(":")[0].strip("[]")
+    return None
 
 
 class HostAgent:
@@ -92,7 +138,9 @@ class HostAgent:
         self._config = config
         self._store = store
         factory = ovsdb_factory or (
-            lambda remote: OvsdbClient(remote, timeout=config.ovsdb_timeout)
+            lambda remote: OvsdbClient(
+                remote, timeout=config.ovsdb_timeout, tls=config.tls_files(), peer_name=host.name
+            )
         )
         self._ovsdb = factory(host.ovsdb_remote)
         self._lock = threading.Lock()
@@ -236,8 +284,11 @@ class HostAgent:
             try:
                 if snapshot is not None:
                     self._pass(snapshot)
-            except Exception:  # a bug in one pass must not kill the host's worker
+            except Exception as exc:  # a bug in one pass must not kill the host's worker
                 log.exception("host %s: reconcile pass failed", self.host.name)
+                # Shown on the host too: a pass that keeps failing is never silent.
+                self._set_error(f"internal error: {type(exc).__name__}: {exc}")
+                self._report_host(openflow=self._channel is not None)
             finally:
                 with self._pass_finished:
                     self._passes_finished = number
@@ -253,6 +304,7 @@ class HostAgent:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
         if channel is None or sync is None:
+            self._report_refused_switch()
             waiting = time.monotonic() - self._started_at < self._config.connect_grace
             if self._ever_connected or not waiting:
                 self._report_ports(snapshot, None)
@@ -313,6 +365,15 @@ class HostAgent:
         host, cfg = self.host, self._config
         bridge = cfg.integration_bridge
         target = controller_target_for(host, cfg)
+        plaintext = plaintext_remotes(host)
+        if cfg.require_tls and plaintext:
+            # Not even connected to: the host is reported, never managed.
+            self._set_ovsdb(
+                False,
+                f"refused: plaintext OVSDB remote {', '.join(plaintext)} while TLS is required;"
+                " prepare the host for TLS and register it with ssl:",
+            )
+            return
         try:
             self._ovsdb.ensure_bridge(
                 BridgeIntent(
@@ -364,6 +425,15 @@ class HostAgent:
                 self._ovsdb.remove_port(bridge, name)
 
     # ---- status ------------------------------------------------------------------------
+
+    def _report_refused_switch(self) -> None:
+        """A TLS handshake refused from this host's address is why its switch is missing."""
+        if not self._ovsdb_ok:
+            return  # the OVSDB error says more (and is what the operator fixes first)
+        address = remote_address(self.host)
+        refusal = None if address is None else REFUSALS.latest(address)
+        if refusal is not None:
+            self._set_error(f"OpenFlow: TLS connection from {address} refused: {refusal.reason}")
 
     def _set_ovsdb(self, ok: bool, error: str | None) -> None:
         if ok != self._ovsdb_ok:

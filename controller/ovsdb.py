@@ -24,6 +24,8 @@ import errno
 import os
 import queue
 import re
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend import ovs_idl as ovsdbapp_backend
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
+
+from controller.tls import TlsFiles, describe_handshake_failure, peer_names
 
 # ---- the marks this service leaves in external_ids ----------------------------------
 
@@ -138,10 +142,20 @@ class OvsdbClient:
     logs state changes. Safe to use from several threads.
     """
 
-    def __init__(self, remote: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        remote: str,
+        *,
+        timeout: float = 5.0,
+        tls: TlsFiles | None = None,
+        peer_name: str | None = None,
+    ) -> None:
+        """`tls`: our key, certificate and CA for `ssl:` remotes; `peer_name`: the name
+        the host's certificate must carry (CN or DNS subjectAltName), when given."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.remote = remote
+        self._tls = _TlsPeer(tls, peer_name)
         self.timeout = timeout
         self._session: _Session | None = None
         self._session_lock = threading.Lock()
@@ -242,7 +256,16 @@ class OvsdbClient:
             if self._session is not None:
                 self._session.stop()
                 self._session = None
-            self._session = _Session.open(self.remote, self.timeout)
+            try:
+                self._session = _Session.open(self.remote, self.timeout, self._tls)
+            except OvsdbUnavailable:
+                raise
+            except Exception as e:
+                # Whatever the OVS library raises while connecting must reach the
+                # host's status as an error, never end a pass silently.
+                raise OvsdbUnavailable(
+                    f"cannot connect to OVSDB at {self.remote}: {type(e).__name__}: {e}"
+                ) from e
             return self._session
 
     def _forget(self, session: _Session) -> None:
@@ -309,9 +332,9 @@ class _Session:
         self.api = _OpenVSwitchApi(connection)
 
     @classmethod
-    def open(cls, remote: str, timeout: float) -> _Session:
+    def open(cls, remote: str, timeout: float, tls: _TlsPeer) -> _Session:
         deadline_ms = ovs.timeval.msec() + timeout * 1000
-        helper = ovs_idl.SchemaHelper(None, _fetch_schema(remote, deadline_ms))
+        helper = ovs_idl.SchemaHelper(None, _fetch_schema(remote, deadline_ms, tls))
         for table, columns in _REPLICATED_COLUMNS.items():
             helper.register_columns(table, columns)
         idl = ovsdbapp_connection.OvsdbIdl(remote, helper)
@@ -357,7 +380,7 @@ class _Session:
                 connection.thread = None
 
 
-def _fetch_schema(remote: str, deadline_ms: float) -> Any:
+def _fetch_schema(remote: str, deadline_ms: float, tls: _TlsPeer) -> Any:
     """Ask the server for its Open_vSwitch schema, giving up at the deadline.
 
     ovsdbapp's own helper blocks without a bound on a server that accepts but
@@ -365,13 +388,15 @@ def _fetch_schema(remote: str, deadline_ms: float) -> Any:
     failures = []
     for single_remote in _split_remotes(remote):
         try:
-            return _fetch_schema_from(single_remote, deadline_ms)
+            return _fetch_schema_from(single_remote, deadline_ms, tls)
         except OvsdbUnavailable as e:
             failures.append(str(e))
     raise OvsdbUnavailable("; ".join(failures))
 
 
-def _fetch_schema_from(remote: str, deadline_ms: float) -> Any:
+def _fetch_schema_from(remote: str, deadline_ms: float, tls: _TlsPeer) -> Any:
+    if remote.startswith("ssl:"):
+        tls.check(remote, deadline_ms)
     budget_ms = max(0, int(deadline_ms - ovs.timeval.msec()))
     error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), budget_ms)
     if error:
@@ -402,6 +427,74 @@ def _fetch_schema_from(remote: str, deadline_ms: float) -> Any:
         raise OvsdbUnavailable(f"OVSDB at {remote} closed the connection: {_describe(error)}")
     finally:
         rpc.close()
+
+
+@dataclass(frozen=True)
+class _TlsPeer:
+    """What an `ssl:` remote needs: our TLS files, and the name the host's certificate
+    must carry."""
+
+    files: TlsFiles | None
+    name: str | None
+
+    def check(self, remote: str, deadline_ms: float) -> None:
+        """One handshake of our own before the OVS library connects, then hand it the files.
+
+        NOTE: the OVS library's SSLStream turns every handshake failure into a bare
+        errno (an unknown CA and an expired certificate both read "Operation not
+        permitted"), does not check the peer's name, and raises TypeError when no
+        CA is set. Python's ssl knows why a handshake failed, so it goes first.
+        """
+        if self.files is None:
+            raise OvsdbUnavailable(
+                f"OVSDB at {remote} needs TLS, and no TLS key, certificate and CA are"
+                " configured (OVS_FABRIC_TLS_PRIVATE_KEY, _CERTIFICATE, _CA_CERTIFICATE)"
+            )
+        address = _ssl_address(remote)
+        timeout_s = max(0.05, (deadline_ms - ovs.timeval.msec()) / 1000)
+        try:
+            context = self.files.client_context()
+        except (OSError, ssl.SSLError) as e:
+            raise OvsdbUnavailable(f"cannot load our TLS key, certificate or CA: {e}") from None
+        try:
+            raw = socket.create_connection(address, timeout=timeout_s)
+        except OSError as e:
+            raise OvsdbUnavailable(f"cannot connect to OVSDB at {remote}: {_oserror(e)}") from None
+        try:
+            with context.wrap_socket(raw) as conn:
+                # With TLS 1.3 the server judges our certificate after our side of
+                # the handshake is done: its verdict arrives with the first reply.
+                conn.sendall(b'{"method":"echo","params":[],"id":"ovs-fabric-tls-check"}')
+                if not conn.recv(4096):
+                    raise ConnectionResetError("closed after the handshake")
+                names = peer_names(conn.getpeercert())
+        except (ssl.SSLError, OSError) as e:
+            reason = describe_handshake_failure(e, peer="the host")
+            raise OvsdbUnavailable(f"OVSDB at {remote}: TLS refused: {reason}") from None
+        finally:
+            raw.close()
+        if self.name is not None and self.name not in names:
+            raise OvsdbUnavailable(
+                f"OVSDB at {remote}: TLS refused: the host's certificate is for"
+                f" {', '.join(map(repr, names)) or 'no name'}, not {self.name!r}"
+            )
+        # The OVS library reads these (process-wide) each time it opens an ssl: stream.
+        ovs.stream.Stream.ssl_set_private_key_file(str(self.files.private_key))
+        ovs.stream.Stream.ssl_set_certificate_file(str(self.files.certificate))
+        ovs.stream.Stream.ssl_set_ca_cert_file(str(self.files.ca_certificate))
+
+
+def _ssl_address(remote: str) -> tuple[str, int]:
+    host, sep, port = remote.removeprefix("ssl:").rpartition(":")
+    if not sep or not port.isdigit():
+        raise OvsdbUnavailable(f"OVSDB remote {remote} is not ssl:HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _oserror(e: OSError) -> str:
+    if isinstance(e, TimeoutError | socket.timeout):
+        return "timed out"
+    return e.strerror or str(e)
 
 
 def _split_remotes(remote: str) -> list[str]:

@@ -77,7 +77,10 @@ class FabricController:
 
     def start(self) -> None:
         self._stop_openflow = start_openflow_controller(
-            self, host=self._config.openflow_listen_host, port=self._config.openflow_port
+            self,
+            host=self._config.openflow_listen_host,
+            port=self._config.openflow_port,
+            tls=self._config.openflow_tls(),
         )
         self._watcher.start()
         self._health_recorder.start()

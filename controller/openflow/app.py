@@ -18,6 +18,7 @@ from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_c
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.openflow.channel import OpenFlowError, SwitchChannel
+from controller.openflow.tls_front import TlsFront, TlsListener
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,13 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
 _started = threading.Lock()
 
 
-def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) -> Callable[[], None]:
+def start_openflow_controller(
+    sink: SwitchEventSink, *, host: str, port: int, tls: TlsListener | None = None
+) -> Callable[[], None]:
     """Start os-ken (native threads) in this process, listening on host:port.
+
+    With `tls`, switches also connect with mutual TLS on tls.host:tls.port, which
+    leads each verified connection to the plaintext listener (see tls_front).
 
     os-ken keeps its configuration in a process-wide oslo.config object, so this
     can run once per process; the service is that process.
@@ -217,8 +223,14 @@ def start_openflow_controller(sink: SwitchEventSink, *, host: str, port: int) ->
     starter.join()
     if failure:
         raise failure[0]
+    front = None
+    if tls is not None:
+        front = TlsFront(tls, backend=(host, port))
+        front.start()
 
     def stop() -> None:
+        if front is not None:
+            front.close()
         for app in list(manager.applications.values()):
             try:
                 app.stop()
