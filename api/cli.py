@@ -210,7 +210,9 @@ def host_prepare(
     ovsdb_listen: Annotated[
         str, typer.Option(help="ADDRESS:PORT for the OVSDB TLS listener (pssl:).")
     ],
-    pki_dir: PkiDirOption = DEFAULT_PKI_DIR,
+    pki_dir: Annotated[
+        Path, typer.Option("--pki-dir", help="Holds host-NAME-*.pem and ca-cert.pem.")
+    ] = DEFAULT_PKI_DIR,
     underlay_ip: Annotated[
         str | None, typer.Option(help="Underlay address/prefix for VXLAN, on br-phy.")
     ] = None,

@@ -89,7 +89,8 @@ def prepare(plan: HostPlan, *, runner: Runner = run_command) -> list[str]:
     address, port = parse_listen(plan.ovsdb_listen)
     if (plan.underlay_ip is None) != (plan.underlay_if is None):
         raise PrepareError("--underlay-ip and --underlay-if go together")
-    vsctl = ["ovs-vsctl", "--timeout=10", *([f"--db={plan.db}"] if plan.db else [])]
+    # --no-wait: the database is the configuration; ovs-vswitchd need not be running.
+    vsctl = ["ovs-vsctl", "--timeout=10", "--no-wait", *([f"--db={plan.db}"] if plan.db else [])]
     changes: list[str] = []
 
     key, cert, ca = _host_files(plan)
@@ -162,9 +163,11 @@ def _underlay(plan: HostPlan, cidr: str, nic: str, vsctl: list[str], runner: Run
     if UNDERLAY_BRIDGE in bridges:
         ports = runner([*vsctl, "list-ports", UNDERLAY_BRIDGE]).split()
     if nic not in ports:
+        # Waits for ovs-vswitchd to create br-phy's internal port: the address goes on it.
+        waiting = [arg for arg in vsctl if arg != "--no-wait"]
         runner(
             [
-                *vsctl,
+                *waiting,
                 "--may-exist",
                 "add-br",
                 UNDERLAY_BRIDGE,

@@ -64,8 +64,13 @@ WORKDIR_STEM = "ovs-fabric-lab-"
 UNDERLAY_NETWORK = ipaddress.IPv4Network("198.18.0.0/24")
 UNDERLAY_BRIDGE = "ul"
 TRUNK_BRIDGE = "tr"
+MANAGEMENT_BRIDGE = "mg"
 HOST_UNDERLAY_IF = "ul0"
 HOST_UPLINK_IF = "trunk0"
+HOST_MANAGEMENT_IF = "mg0"
+# Management networks are /24s of 198.18.0.0/15 (RFC 2544) other than the underlay's:
+# one per lab, since the root namespace holds an address on it.
+MANAGEMENT_SUPERNET = ipaddress.IPv4Network("198.18.0.0/15")
 VM_IF = "eth0"
 IFNAMSIZ = 15
 
@@ -336,6 +341,7 @@ class Lab:
         self.hosts: dict[str, SimHost] = {}
         self._captures: list[Capture] = []
         self._handed_out_tunnel_ips: set[str] = set()
+        self.management: ipaddress.IPv4Interface | None = None
         self._closed = False
         fixed_prefix = prefix is not None
         prefix = prefix or _random_prefix()
@@ -450,12 +456,52 @@ class Lab:
                 return str(address)
         raise LabError(f"underlay {UNDERLAY_NETWORK} is exhausted")
 
-    def add_host(self, name: str, *, tunnel_ip: str | None, uplink: bool = True) -> SimHost:
+    def enable_management(self) -> str:
+        """A management network, as hypervisors have one: the bridge `mg` in the fabric
+        namespace, joined to the root namespace, where the service runs, by a veth
+        `{prefix}mg` with the network's first address (returned). Hosts added with
+        `management=True` get an address on it; the root namespace's end goes with
+        the fabric namespace. Idempotent."""
+        self._check_open()
+        if self.management is not None:
+            return str(self.management.ip)
+        network = _free_management_network(self.prefix)
+        root_end = f"{self.prefix}mg"
+        _check_ifname(root_end)
+        fabric = ["ip", "-n", self.fabric_netns]
+        run([*fabric, "link", "add", MANAGEMENT_BRIDGE, "type", "bridge"])
+        run([*fabric, "link", "set", MANAGEMENT_BRIDGE, "up"])
+        run(["ip", "link", "add", root_end, "type", "veth", "peer", "name", "root-mg",
+             "netns", self.fabric_netns])
+        run([*fabric, "link", "set", "root-mg", "master", MANAGEMENT_BRIDGE, "up"])
+        self.management = ipaddress.IPv4Interface(f"{next(network.hosts())}/{network.prefixlen}")
+        run(["ip", "addr", "add", str(self.management), "dev", root_end])
+        run(["ip", "link", "set", root_end, "up"])
+        wait_link_up_root(root_end)
+        return str(self.management.ip)
+
+    def _management_address(self) -> ipaddress.IPv4Interface:
+        assert self.management is not None
+        taken = {h.management for h in self.hosts.values() if h.management is not None}
+        network = self.management.network
+        for address in list(network.hosts())[9:]:
+            candidate = ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
+            if candidate not in taken:
+                return candidate
+        raise LabError(f"management network {network} is exhausted")
+
+    def add_host(
+        self, name: str, *, tunnel_ip: str | None, uplink: bool = True,
+        management: bool = False, prepare_underlay: bool = True,
+    ) -> SimHost:
         """A simulated host: its own namespace, ovsdb-server and ovs-vswitchd.
 
         `tunnel_ip` (e.g. from `next_tunnel_ip()`) puts the host on the underlay
         with that address on `br-phy`; `uplink` gives it a `trunk0` on the trunk.
-        br-int is not created: that is the controller's job.
+        br-int is not created: that is the controller's job. `management` gives it
+        `mg0` with an address on the management network (`enable_management` first).
+        `prepare_underlay=False` only wires `ul0`: br-phy and the address are left
+        to the host's preparation (`ovs-fabric host prepare`), as on a real host.
         """
         self._check_open()
         _check_name("host", name)
@@ -469,9 +515,13 @@ class Lab:
             self._handed_out_tunnel_ips.add(str(tunnel.ip))
         for fabric_end in (f"{name}-ul", f"{name}-tr"):
             _check_ifname(fabric_end)
+        if management and self.management is None:
+            raise LabError("enable_management() before adding hosts with management=True")
         host = SimHost(
             lab=self, name=name, netns=f"{self.prefix}{name}", rundir=self.workdir / name,
             tunnel=tunnel, uplink=HOST_UPLINK_IF if uplink else None,
+            management=self._management_address() if management else None,
+            prepare_underlay=prepare_underlay,
         )
         # Registered first so that close() stops its daemons even if provisioning fails.
         self.hosts[name] = host
@@ -507,6 +557,10 @@ class Lab:
                 host.stop_ovs()
             except (OSError, TimeoutError) as exc:
                 errors.append(f"OVS of host {host.name}: {exc}")
+        if self.management is not None:
+            # It would go with the fabric namespace, but only some time after; its
+            # address and route must be gone when close() returns.
+            run(["ip", "link", "del", f"{self.prefix}mg"], check=False)
         errors.extend(_dismantle(self._record))
         if errors:
             raise LabError(f"lab {self.prefix} not fully removed: " + "; ".join(errors))
@@ -532,6 +586,35 @@ def _entries(ofctl_dump: str) -> list[str]:
     """The flow or group lines of an ovs-ofctl dump, without its reply headers."""
     return [line.strip() for line in ofctl_dump.splitlines()
             if line.strip() and not line.lstrip().startswith(("OFPST_", "NXST_"))]
+
+
+def _free_management_network(prefix: str) -> ipaddress.IPv4Network:
+    """A /24 of MANAGEMENT_SUPERNET that no route of the root namespace covers,
+    starting from one derived from the lab's prefix (concurrent labs differ)."""
+    subnets = [n for n in MANAGEMENT_SUPERNET.subnets(new_prefix=24) if n != UNDERLAY_NETWORK]
+    start = int.from_bytes(prefix.encode(), "big") % len(subnets)
+    routes = run(["ip", "-4", "route", "show", "table", "all"]).stdout
+    used = set()
+    for word in routes.split():
+        try:
+            used.add(ipaddress.IPv4Network(word, strict=False))
+        except ValueError:
+            continue
+    for offset in range(len(subnets)):
+        candidate = subnets[(start + offset) % len(subnets)]
+        if not any(candidate.overlaps(net) for net in used if net.prefixlen > 0):
+            return candidate
+    raise LabError(f"no free /24 for a management network in {MANAGEMENT_SUPERNET}")
+
+
+def wait_link_up_root(ifname: str, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run(["ip", "-o", "link", "show", "dev", ifname]).stdout
+        if "LOWER_UP" in state:
+            return
+        time.sleep(0.05)
+    raise LabError(f"{ifname} did not come up within {timeout}s")
 
 
 def _bridge_vlan_filtering(netns: str, bridge: str) -> bool:
@@ -576,8 +659,11 @@ class SimHost(_Namespaced):
     def __init__(
         self, *, lab: Lab, name: str, netns: str, rundir: Path,
         tunnel: ipaddress.IPv4Interface | None, uplink: str | None,
+        management: ipaddress.IPv4Interface | None = None, prepare_underlay: bool = True,
     ) -> None:
         self.lab = lab
+        self.management = management
+        self.prepare_underlay = prepare_underlay
         self.name = name
         self.netns = netns
         self.rundir = rundir
@@ -592,6 +678,10 @@ class SimHost(_Namespaced):
     @property
     def tunnel_ip(self) -> str | None:
         return None if self.tunnel is None else str(self.tunnel.ip)
+
+    @property
+    def management_ip(self) -> str | None:
+        return None if self.management is None else str(self.management.ip)
 
     @property
     def db_path(self) -> Path:
@@ -702,6 +792,10 @@ class SimHost(_Namespaced):
             self._connect_underlay()
         if self.uplink is not None:
             self._connect_trunk()
+        if self.management is not None:
+            self._veth_to_fabric(HOST_MANAGEMENT_IF, f"{self.name}-mg", MANAGEMENT_BRIDGE)
+            run(["ip", "-n", self.netns, "addr", "add", str(self.management),
+                 "dev", HOST_MANAGEMENT_IF])
 
     def _veth_to_fabric(self, host_end: str, fabric_end: str, fabric_bridge: str) -> None:
         fabric = self.lab.fabric_netns
@@ -713,6 +807,8 @@ class SimHost(_Namespaced):
 
     def _connect_underlay(self) -> None:
         self._veth_to_fabric(HOST_UNDERLAY_IF, f"{self.name}-ul", UNDERLAY_BRIDGE)
+        if not self.prepare_underlay:
+            return
         # The userspace datapath sends VXLAN by its own routing table, which it
         # learns from the address on br-phy's internal port (sandbox.md).
         self.vsctl("--may-exist", "add-br", "br-phy",

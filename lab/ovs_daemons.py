@@ -105,8 +105,12 @@ class OvsDaemons:
         self._run_daemon([
             "ovsdb-server",
             f"--remote=punix:{self.db_sock}",
-            # Lets `ovs-vsctl set-manager` open more remotes, as on a real host.
+            # Lets `ovs-vsctl set-manager` open more remotes, as on a real host,
+            # with the key, certificate and CA of `ovs-vsctl set-ssl` for pssl: ones.
             "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            "--private-key=db:Open_vSwitch,SSL,private_key",
+            "--certificate=db:Open_vSwitch,SSL,certificate",
+            "--ca-cert=db:Open_vSwitch,SSL,ca_cert",
             f"--pidfile={self.pidfile('ovsdb')}",
             f"--unixctl={self.ctl('ovsdb')}",
             f"--log-file={self.rundir / 'ovsdb.log'}",
