@@ -19,7 +19,7 @@ Get, list, update and delete are generic over a `Resource` (`HOSTS`, `TENANTS`,
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -70,7 +70,7 @@ def _no_rule(*_args: Any) -> None:
     return None
 
 
-def _set_fields(_session: Session, obj: Any, changes: Changes) -> None:
+def _set_fields(_session: Session, obj: Any, changes: Changes, _actor: Principal) -> None:
     for field, value in changes.items():
         setattr(obj, field, value)
 
@@ -87,9 +87,12 @@ class Resource(Generic[M]):
     admin_writes: bool = False
     # Names are unique (within the owning tenant, when the owner is not the row itself).
     unique_name: bool = True
-    # Rules of an update beyond the name (raise to refuse), then how it is applied.
+    # Fields only an admin may set, on creation and update (tenants get 403).
+    admin_fields: frozenset[str] = frozenset()
+    # Rules of an update beyond the name (raise to refuse), then how it is applied
+    # (the actor decides what a conflict may name).
     check_update: Callable[[Session, M, Changes], None] = _no_rule
-    apply: Callable[[Session, M, Changes], None] = _set_fields
+    apply: Callable[[Session, M, Changes, Principal], None] = _set_fields
     # Why the row cannot go yet (raise Conflict), checked before deleting.
     check_delete: Callable[[Session, M], None] = _no_rule
 
@@ -165,14 +168,22 @@ def update(
     if resource.admin_writes:
         check_admin(actor)
     obj = get(session, resource, actor=actor, id=id)
+    _check_admin_fields(resource, actor, changes)
     if resource.unique_name and changes.get("name") is not None:
         _check_name_free(
             session, resource, changes["name"], tenant_id=resource.owner_of(obj), other_than=obj.id
         )
     resource.check_update(session, obj, changes)
-    resource.apply(session, obj, changes)
+    resource.apply(session, obj, changes, actor)
     session.flush()
     return obj
+
+
+def _check_admin_fields(resource: Resource[Any], actor: Principal, fields: Iterable[str]) -> None:
+    """Refuse a tenant token that sets (or clears) `fields` only admins may set."""
+    given = sorted(resource.admin_fields.intersection(fields))
+    if given and not actor.is_admin:
+        raise Forbidden(f"only an admin token may set {' and '.join(given)} of a {resource.noun}")
 
 
 def delete(session: Session, resource: Resource[M], *, actor: Principal, id: str) -> None:
@@ -428,8 +439,20 @@ def _network_of_body(session: Session, actor: Principal, network_id: str) -> Net
     return network
 
 
+def _port_named(session: Session, actor: Principal, holder: str) -> str:
+    """How a conflict names the port `holder`: by id only to who may see it."""
+    if find(session, PORTS, actor=actor, id=holder) is None:
+        return "a port the token cannot see"
+    return f"port {holder}"
+
+
 def _check_binding(
-    session: Session, *, host_id: str | None, interface: str | None, port_id: str | None
+    session: Session,
+    *,
+    actor: Principal,
+    host_id: str | None,
+    interface: str | None,
+    port_id: str | None,
 ) -> None:
     if interface is not None and host_id is None:
         raise Invalid("interface", "an interface needs a host_id")
@@ -444,13 +467,16 @@ def _check_binding(
             )
         )
         if holder is not None:
-            raise Conflict(f"interface {interface!r} on host {host_id} is bound to port {holder}")
+            raise Conflict(
+                f"interface {interface!r} on host {host_id} is bound to "
+                f"{_port_named(session, actor, holder)}"
+            )
 
 
-def _check_mac_free(session: Session, mac: str, *, port_id: str | None) -> None:
+def _check_mac_free(session: Session, mac: str, *, actor: Principal, port_id: str | None) -> None:
     holder = session.scalar(select(Port.id).where(Port.mac == mac, Port.id != (port_id or "")))
     if holder is not None:
-        raise Conflict(f"MAC {mac} is already used by port {holder}")
+        raise Conflict(f"MAC {mac} is already used by {_port_named(session, actor, holder)}")
 
 
 def _allocate_mac(session: Session) -> str:
@@ -479,11 +505,11 @@ def _check_backends_keep_ips(session: Session, port: Port, new_ips: Sequence[str
             raise Conflict(f"{ip} is a backend of load balancer {lb_id}; update it first")
 
 
-def _apply_port_changes(session: Session, port: Port, changes: Changes) -> None:
+def _apply_port_changes(session: Session, port: Port, changes: Changes, actor: Principal) -> None:
     network = session.get_one(Network, port.network_id)
     if "mac" in changes:
         mac = normalize_mac(changes["mac"])
-        _check_mac_free(session, mac, port_id=port.id)
+        _check_mac_free(session, mac, actor=actor, port_id=port.id)
         port.mac = mac
     if "ips" in changes:
         new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id)
@@ -497,7 +523,7 @@ def _apply_port_changes(session: Session, port: Port, changes: Changes) -> None:
         host_id = changes.get("host_id", port.host_id)
         # Unbinding from the host drops the interface unless one is given.
         interface = changes.get("interface", port.interface if host_id is not None else None)
-        _check_binding(session, host_id=host_id, interface=interface, port_id=port.id)
+        _check_binding(session, actor=actor, host_id=host_id, interface=interface, port_id=port.id)
         if (host_id, interface) != (port.host_id, port.interface):
             port.host_id = host_id
             port.interface = interface
@@ -518,6 +544,10 @@ PORTS = Resource(
     "port",
     owner=Port.tenant_id,
     unique_name=False,
+    # NOTE: binding a port to a host is the operator's (or its libvirt watcher's) act,
+    # as binding:host_id is in Neutron: a tenant token could otherwise place
+    # its ports on any host, and probe which host ids exist.
+    admin_fields=frozenset({"host_id", "interface"}),
     apply=_apply_port_changes,
     check_delete=_check_port_not_backend,
 )
@@ -536,14 +566,18 @@ def create_port(
     vm_id: str | None = None,
     origin: str = "api",
 ) -> Port:
+    binding = {"host_id": host_id, "interface": interface}
+    _check_admin_fields(
+        PORTS, actor, [name for name, value in binding.items() if value is not None]
+    )
     network = _network_of_body(session, actor, network_id)
     if mac is None:
         mac = _allocate_mac(session)
     else:
         mac = normalize_mac(mac)
-        _check_mac_free(session, mac, port_id=None)
+        _check_mac_free(session, mac, actor=actor, port_id=None)
     resolved_ips = _resolve_port_ips(session, network, ips, port_id=None)
-    _check_binding(session, host_id=host_id, interface=interface, port_id=None)
+    _check_binding(session, actor=actor, host_id=host_id, interface=interface, port_id=None)
     port = Port(
         network_id=network.id,
         tenant_id=network.tenant_id,
@@ -675,7 +709,9 @@ def _apply_health_check(lb: LoadBalancer, health_check: Mapping[str, Any]) -> No
         raise Invalid("health_check.timeout", f"must not exceed interval ({lb.hc_interval} s)")
 
 
-def _apply_load_balancer_changes(session: Session, lb: LoadBalancer, changes: Changes) -> None:
+def _apply_load_balancer_changes(
+    session: Session, lb: LoadBalancer, changes: Changes, _actor: Principal
+) -> None:
     if changes.get("name") is not None:
         lb.name = changes["name"]
     if "health_check" in changes:

@@ -87,3 +87,70 @@ def test_a_tenant_token_gets_the_same_answers(api: Any) -> None:
     _, caller = api.tenant("acme")
     api.problem(caller.get("/ports/%00"), 422, "NUL")
     api.problem(caller.get("/ports", params={"offset": 2**63}), 422, "offset")
+
+
+# ---- defect 3: a conflict with what the caller cannot see does not name it ----------------
+
+
+def two_tenants(api: Any) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
+    """Tenants A and B, each with a caller and a network (the same address range)."""
+    a, caller_a = api.tenant("tenant-a")
+    b, caller_b = api.tenant("tenant-b")
+    net_a = api.network(a["id"], "net", cidr="10.0.0.0/24")
+    net_b = api.network(b["id"], "net", cidr="10.0.0.0/24")
+    return caller_a, net_a, caller_b, net_b
+
+
+def test_a_mac_conflict_with_another_tenants_port_does_not_name_it(api: Any) -> None:
+    caller_a, net_a, caller_b, net_b = two_tenants(api)
+    theirs = caller_b.create("/ports", {"network_id": net_b["id"], "mac": "02:00:00:00:0b:01"})
+    mine = caller_a.create("/ports", {"network_id": net_a["id"]})
+    with api.unchanged():
+        for response in (
+            caller_a.post("/ports", json={"network_id": net_a["id"], "mac": theirs["mac"]}),
+            caller_a.patch(f"/ports/{mine['id']}", json={"mac": theirs["mac"]}),
+        ):
+            problem = api.problem(response, 409, f"MAC {theirs['mac']} is already used by a port")
+            assert theirs["id"] not in response.text, problem
+    # its own tenant and an admin may see which port holds it
+    api.problem(
+        caller_b.post("/ports", json={"network_id": net_b["id"], "mac": theirs["mac"]}),
+        409,
+        f"port {theirs['id']}",
+    )
+    api.problem(
+        api.admin.patch(f"/ports/{mine['id']}", json={"mac": theirs["mac"]}),
+        409,
+        f"port {theirs['id']}",
+    )
+
+
+# ---- defect 4: binding is the operator's ---------------------------------------------------
+
+
+def test_a_tenant_cannot_bind_and_cannot_tell_real_hosts_from_unknown_ones(api: Any) -> None:
+    host = api.host("h1")
+    _, caller = api.tenant("acme")
+    network = caller.create("/networks", {"name": "n", "type": "vxlan", "cidr": "10.5.0.0/24"})
+    port = caller.create("/ports", {"network_id": network["id"]})
+    unknown = "00000000-0000-4000-8000-000000000000"
+    answers = []
+    with api.unchanged():
+        for host_id in (host["id"], unknown):
+            for response in (
+                caller.post("/ports", json={"network_id": network["id"], "host_id": host_id}),
+                caller.patch(f"/ports/{port['id']}", json={"host_id": host_id}),
+                caller.patch(f"/ports/{port['id']}", json={"host_id": host_id, "interface": "t0"}),
+            ):
+                answers.append(api.problem(response, 403, "only an admin token may set host_id"))
+        api.problem(caller.patch(f"/ports/{port['id']}", json={"host_id": None}), 403, "host_id")
+        api.problem(
+            caller.post("/ports", json={"network_id": network["id"], "interface": "t0"}),
+            403,
+            "interface",
+        )
+    assert answers[:3] == answers[3:], "a real host and an unknown one get the same answer"
+    # the admin binds it; the tenant still names, moves nothing, and reads the binding
+    api.admin.patch(f"/ports/{port['id']}", json={"host_id": host["id"], "interface": "t0"})
+    renamed = caller.patch(f"/ports/{port['id']}", json={"name": "web", "vm_id": "vm-1"}).json()
+    assert renamed["binding"]["host_id"] == host["id"] and renamed["name"] == "web"
