@@ -285,6 +285,16 @@ def test_hosts_that_fail_tls_are_refused_and_reported(
         # Refused means not managed: nothing was written to the host's OVSDB.
         assert "br-int" not in host.vsctl("list-br").split()
 
+    # A plaintext switch: pointed by hand at the OpenFlow listener with tcp:, it is
+    # refused (the plaintext listener is on the service's loopback only).
+    tls_port = fabric.service.env["OVS_FABRIC_OPENFLOW_TLS_PORT"]
+    controller_ip = fabric.service.env["OVS_FABRIC_OPENFLOW_TLS_LISTEN_HOST"]
+    plain.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+                "--", "set-controller", "br-int", f"tcp:{controller_ip}:{tls_port}")  # fmt: skip
+    refused = f"OpenFlow TLS from {plain.management_ip} refused: the switch does not speak TLS"
+    eventually(lambda: refused in fabric.service.log_tail(400), f"service logs {refused!r}")
+    assert not host_status(fabric, "hplain")["openflow_connected"]
+
 
 def test_switch_with_a_foreign_certificate_is_refused_over_openflow(
     lab: Lab, service_factory: ServiceFactory, pki_dir: Path, tmp_path: Path
