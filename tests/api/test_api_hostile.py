@@ -154,3 +154,38 @@ def test_a_tenant_cannot_bind_and_cannot_tell_real_hosts_from_unknown_ones(api: 
     api.admin.patch(f"/ports/{port['id']}", json={"host_id": host["id"], "interface": "t0"})
     renamed = caller.patch(f"/ports/{port['id']}", json={"name": "web", "vm_id": "vm-1"}).json()
     assert renamed["binding"]["host_id"] == host["id"] and renamed["name"] == "web"
+
+
+# ---- defect 7: the OpenAPI document lists the problems each route answers -----------------
+
+
+def test_every_operation_documents_its_problems_as_problem_json(api: Any) -> None:
+    document = api.client.get("/openapi.json").json()
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) > 20
+    for path, method, operation in operations:
+        statuses = ["503"] if path == "/healthz" else ["401", "403", "404", "409", "422", "503"]
+        for status in statuses:
+            response = operation["responses"].get(status)
+            assert response is not None, (method, path, status)
+            assert list(response["content"]) == ["application/problem+json"], (method, path)
+            schema = response["content"]["application/problem+json"]["schema"]
+            assert schema["properties"]["detail"]["type"] == "string"
+            assert {"type", "title", "status", "detail"} <= set(schema["required"])
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_a_real_422_matches_its_documented_schema(api: Any) -> None:
+    document = api.client.get("/openapi.json").json()
+    documented = document["paths"]["/api/v1/tenants"]["post"]["responses"]["422"]
+    schema = documented["content"]["application/problem+json"]["schema"]
+    body = api.problem(api.admin.post("/tenants", json={"name": ""}), 422)
+    assert set(body) <= set(schema["properties"])
+    assert isinstance(body["detail"], str) and isinstance(body["errors"], list)
+    assert set(body["errors"][0]) <= set(
+        schema["properties"]["errors"]["anyOf"][0]["items"]["properties"]
+    )

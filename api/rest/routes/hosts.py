@@ -6,10 +6,16 @@ from fastapi import APIRouter, Depends
 
 from api.rest.auth import AdminDep, require_admin
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
+from api.rest.responses import API_PROBLEMS
 from api.rest.schemas import HostCreate, HostOut, HostUpdate
 from api.store import resources
 
-router = APIRouter(prefix="/hosts", tags=["hosts"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/hosts",
+    tags=["hosts"],
+    dependencies=[Depends(require_admin)],
+    responses=API_PROBLEMS,
+)
 
 add_resource_routes(
     router,

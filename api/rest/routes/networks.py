@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
+from api.rest.responses import API_PROBLEMS
 from api.rest.schemas import NetworkCreate, NetworkOut, NetworkType, NetworkUpdate
 from api.store import resources
 
-router = APIRouter(prefix="/networks", tags=["networks"])
+router = APIRouter(prefix="/networks", tags=["networks"], responses=API_PROBLEMS)
 
 add_resource_routes(
     router,

@@ -13,10 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
+from api.rest.responses import API_PROBLEMS
 from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate, Text
 from api.store import resources
 
-router = APIRouter(prefix="/ports", tags=["ports"])
+router = APIRouter(prefix="/ports", tags=["ports"], responses=API_PROBLEMS)
 log = logging.getLogger(__name__)
 
 # How often a waiting GET re-reads the port; a cheap primary-key lookup.

@@ -9,6 +9,7 @@ from api.errors import ProblemError
 from api.paths import HEALTH_PATH
 from api.rest.auth import CallerDep
 from api.rest.deps import DatabaseDep
+from api.rest.responses import API_PROBLEMS, problem_responses
 from api.rest.schemas import (
     HealthOut,
     HostOut,
@@ -22,8 +23,8 @@ from api.rest.schemas import (
 from api.store import resources
 from api.store.db import read_revision
 
-router = APIRouter(tags=["fabric"])
-health_router = APIRouter(tags=["health"])
+router = APIRouter(tags=["fabric"], responses=API_PROBLEMS)
+health_router = APIRouter(tags=["health"], responses=problem_responses(503))
 
 
 class Unavailable(ProblemError):

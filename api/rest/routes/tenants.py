@@ -7,11 +7,12 @@ from fastapi import APIRouter, status
 from api.rest.auth import AdminDep
 from api.rest.deps import DatabaseDep
 from api.rest.resource_routes import ResourceSchemas, add_resource_routes
+from api.rest.responses import API_PROBLEMS
 from api.rest.schemas import TenantCreate, TenantOut, TenantUpdate, Text, TokenCreate, TokenOut
 from api.store import resources
 from api.store.principals import create_token
 
-router = APIRouter(prefix="/tenants", tags=["tenants"])
+router = APIRouter(prefix="/tenants", tags=["tenants"], responses=API_PROBLEMS)
 
 
 add_resource_routes(

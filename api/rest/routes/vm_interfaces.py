@@ -16,8 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.libvirt.watch import HostInterfaces, host_interface_reports
 from api.rest.auth import require_admin
+from api.rest.responses import API_PROBLEMS
 
-router = APIRouter(prefix="/vm-interfaces", tags=["libvirt"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/vm-interfaces",
+    tags=["libvirt"],
+    dependencies=[Depends(require_admin)],
+    responses=API_PROBLEMS,
+)
 
 InterfaceState = Literal["bound", "pending", "unmatched"]
 
