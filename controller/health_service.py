@@ -59,19 +59,22 @@ class HealthService:
 
     def update(self, snapshot: Snapshot) -> None:
         targets = probe_targets(snapshot)
-        stored = {
-            (lb.id, b.ip, b.port): b.healthy for lb in snapshot.load_balancers for b in lb.backends
-        }
+        backends = [
+            ((lb.id, b.ip, b.port), b) for lb in snapshot.load_balancers for b in lb.backends
+        ]
+        stored = {key: b.healthy for key, b in backends}
+        stored_unknown = {key: b.health_unknown for key, b in backends}
         with self._lock:
-            self._monitor.sync(targets, stored, time.monotonic())
+            changes = self._monitor.sync(targets, stored, time.monotonic(), stored_unknown)
             self._vips = {t.key: t.vip for t in targets}
+        self._report(changes)
         self._wake.set()
 
     def health(self) -> dict[BackendKey, bool]:
         with self._lock:
             return self._monitor.health()
 
-    def unknown(self) -> frozenset[BackendKey]:
+    def unknown(self) -> dict[BackendKey, str]:
         with self._lock:
             return self._monitor.unknown()
 
@@ -107,7 +110,8 @@ class HealthService:
             sent = self._send_confirmed(probe.host_id, probe.interface, probe.frame)
             if sent is None:
                 with self._lock:
-                    self._monitor.not_sent(probe, vip)
+                    unsent = self._monitor.not_sent(probe, vip)
+                self._report(unsent)
             else:
                 sent.add_done_callback(functools.partial(self._confirmed, probe=probe, vip=vip))
 
@@ -123,15 +127,15 @@ class HealthService:
         at = datetime.now(UTC)
         for change in changes:
             lb_id, ip, port = change.key
-            log.info(
-                "load balancer %s: backend %s:%d is %s",
-                lb_id,
-                ip,
-                port,
-                "healthy" if change.healthy else "unhealthy",
-            )
+            verdict = "healthy" if change.healthy else "unhealthy"
+            if change.unknown is not None:
+                verdict = f"of unknown health ({change.unknown}; still {verdict})"
+            log.info("load balancer %s: backend %s:%d is %s", lb_id, ip, port, verdict)
         self._on_change(
-            [BackendHealthUpdate(c.key[0], c.key[1], c.key[2], c.healthy, at) for c in changes]
+            [
+                BackendHealthUpdate(c.key[0], c.key[1], c.key[2], c.healthy, at, c.unknown)
+                for c in changes
+            ]
         )
 
 

@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -506,8 +507,23 @@ class BackendOut(BaseModel):
     port: int
     weight: int
     port_id: str | None
-    healthy: bool
+    healthy: bool = Field(
+        description="The last health-check verdict, which decides whether the backend "
+        "gets connections (kept while the health is unknown)."
+    )
     health_at: datetime | None
+    health_unknown: str | None = Field(
+        description="Why the health cannot be checked now (the switch that sends the "
+        "backend's probes is not answering); null while checks work."
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def health(self) -> Literal["healthy", "unhealthy", "unknown"]:
+        """`unknown` while no verdict can be had: the backend keeps its last verdict."""
+        if self.health_unknown is not None:
+            return "unknown"
+        return "healthy" if self.healthy else "unhealthy"
 
 
 class LoadBalancerOut(ResourceOut, LoadBalancerFields):

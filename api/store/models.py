@@ -243,6 +243,9 @@ class LbBackend(Base):
     # status, written by the controller's health checks
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
     health_at: Mapped[datetime | None]
+    # Why no verdict can be had now (the switch sending its probes is not
+    # answering); `healthy` is then the last verdict. NULL: the checks work.
+    health_unknown: Mapped[str | None] = mapped_column(String(200))
 
     load_balancer: Mapped[LoadBalancer] = relationship(back_populates="backends")
 

@@ -153,6 +153,17 @@ class SqlStateStore:
                     )
                     .values(healthy=item.healthy, health_at=_aware(item.at))
                 )
+                session.execute(
+                    update(LbBackend)
+                    .where(
+                        and_(
+                            LbBackend.load_balancer_id == item.load_balancer_id,
+                            LbBackend.ip == item.ip,
+                            LbBackend.port == item.port,
+                        )
+                    )
+                    .values(health_unknown=item.unknown)
+                )
 
 
 def _aware(moment: datetime) -> datetime:

@@ -167,7 +167,8 @@ class Probe:
 @dataclass(frozen=True, slots=True)
 class HealthChange:
     key: BackendKey
-    healthy: bool
+    healthy: bool  # the verdict; kept as it was while the health is unknown
+    unknown: str | None = None  # why there is no verdict now; None: there is one
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,25 +203,31 @@ class HealthMonitor:
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._ports = itertools.cycle(range(PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORT_COUNT))
         self._rng = rng
-        # Backends whose last probe got no verdict: its switch did not confirm it.
-        self._unknown: set[BackendKey] = set()
+        # Backends whose last probe got no verdict (its switch did not send it or
+        # did not confirm it), with the reason.
+        self._unknown: dict[BackendKey, str] = {}
 
     def health(self) -> dict[BackendKey, bool]:
         return {key: t.state.healthy for key, t in self._tracked.items()}
 
-    def unknown(self) -> frozenset[BackendKey]:
-        """Backends whose switch is not answering: their health is the last verdict."""
-        return frozenset(self._unknown)
+    def unknown(self) -> dict[BackendKey, str]:
+        """Backends whose switch is not answering, and why: their health is the last verdict."""
+        return dict(self._unknown)
 
     def sync(
-        self, targets: Iterable[ProbeTarget], stored: Mapping[BackendKey, bool], now: float
-    ) -> None:
+        self,
+        targets: Iterable[ProbeTarget],
+        stored: Mapping[BackendKey, bool],
+        now: float,
+        stored_unknown: Mapping[BackendKey, str | None] | None = None,
+    ) -> list[HealthChange]:
         """Follow the desired backends. A backend seen for the first time starts from
-        its stored health (so a restarted controller keeps what it knew)."""
+        its stored health (so a restarted controller keeps what it knew). Returns the
+        changes that bring a stored unknown-or-not (`stored_unknown`) up to date."""
         wanted = {t.key: t for t in targets}
         for key in set(self._tracked) - set(wanted):
             del self._tracked[key]
-            self._unknown.discard(key)
+            self._unknown.pop(key, None)
         for key, target in wanted.items():
             tracked = self._tracked.get(key)
             if tracked is None:
@@ -234,6 +241,11 @@ class HealthMonitor:
             current = self._tracked.get(pending.target.key)
             if current is None or current.target != pending.target:
                 del self._pending[slot]
+        return [
+            HealthChange(key, tracked.state.healthy, self._unknown.get(key))
+            for key, tracked in sorted(self._tracked.items())
+            if stored_unknown is not None and stored_unknown.get(key) != self._unknown.get(key)
+        ]
 
     def due(self, now: float) -> list[Probe]:
         """The probes to send now; each is then awaited until its timeout."""
@@ -271,10 +283,10 @@ class HealthMonitor:
                 return port
         return None
 
-    def not_sent(self, probe: Probe, vip: int) -> None:
+    def not_sent(self, probe: Probe, vip: int) -> list[HealthChange]:
         """The probe never left (switch not connected): no verdict either way."""
         self._pending.pop((vip, probe.source_port), None)
-        self._unknown.add(probe.key)
+        return self._no_verdict(probe.key, f"the switch of host {probe.host_id} is not connected")
 
     def delivered(self, probe: Probe, vip: int) -> None:
         """The switch confirmed it sent the probe: silence now means something."""
@@ -336,7 +348,9 @@ class HealthMonitor:
                 continue
             del self._pending[slot]
             if not pending.delivered:
-                self._unknown.add(pending.target.key)
+                host = pending.target.host_id
+                reason = f"the switch of host {host} is not answering"
+                changes.extend(self._no_verdict(pending.target.key, reason))
                 continue
             changes.extend(self._verdict(pending.target, pending.target.ip_proto == IP_PROTO_UDP))
         return changes
@@ -346,14 +360,22 @@ class HealthMonitor:
         times += [p.deadline for p in self._pending.values()]
         return min(times) if times else None
 
+    def _no_verdict(self, key: BackendKey, reason: str) -> list[HealthChange]:
+        """The health of `key` is unknown: its state stays, the API is told why."""
+        tracked = self._tracked.get(key)
+        if tracked is None or self._unknown.get(key) == reason:
+            return []
+        self._unknown[key] = reason
+        return [HealthChange(key, tracked.state.healthy, reason)]
+
     def _verdict(self, target: ProbeTarget, success: bool) -> tuple[HealthChange, ...]:
         tracked = self._tracked.get(target.key)
         if tracked is None:
             return ()
-        self._unknown.discard(target.key)
+        was_unknown = self._unknown.pop(target.key, None) is not None
         before = tracked.state.healthy
         tracked.state = step(tracked.state, success, rise=target.check.rise, fall=target.check.fall)
-        if tracked.state.healthy == before:
+        if tracked.state.healthy == before and not was_unknown:
             return ()
         return (HealthChange(target.key, tracked.state.healthy),)
 

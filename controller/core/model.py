@@ -55,6 +55,9 @@ class BackendSpec:
     weight: int
     healthy: bool = True
     port_id: str | None = None  # the backend's port, when it is one of ours
+    # Why its health is unknown now (its switch is not answering the probes), as
+    # last recorded; None when the last probe gave a verdict.
+    health_unknown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,9 @@ class BackendHealthUpdate:
     load_balancer_id: str
     ip: str
     port: int
-    healthy: bool
+    healthy: bool  # the last verdict (kept while the health is unknown)
     at: datetime
+    unknown: str | None = None  # why no verdict can be had now; None: it can
 
 
 class StateStore(Protocol):

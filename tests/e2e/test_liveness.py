@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,14 @@ def _openflow_connected(fabric: Fabric, host: str) -> bool:
     return bool(fabric.client.get("hosts", fabric.host_ids[host])["openflow_connected"])
 
 
-def _health(fabric: Fabric, lb_id: str) -> dict[str, bool]:
+def _backends(fabric: Fabric, lb_id: str) -> dict[str, dict[str, Any]]:
     lb = fabric.client.get("load-balancers", lb_id)
-    return {b["ip"]: b["healthy"] for b in lb["backends"]}
+    return {b["ip"]: b for b in lb["backends"]}
+
+
+def _health(fabric: Fabric, lb_id: str) -> dict[str, bool]:
+    """Each backend's verdict: whether it gets connections."""
+    return {ip: b["healthy"] for ip, b in _backends(fabric, lb_id).items()}
 
 
 def test_silent_switch_is_reported_within_bound_and_condemns_no_backend(
@@ -116,8 +122,20 @@ def test_silent_switch_is_reported_within_bound_and_condemns_no_backend(
         groups = "\n".join(fabric.hosts["h1"].dump_groups())
         assert "10.5.0.12" in groups and "10.5.0.13" in groups, groups
         assert not _openflow_connected(fabric, "h2")
+        # The API says why b2's health is not known; b3's is.
+        shown = _backends(fabric, lb["id"])
+        assert shown["10.5.0.12"]["health"] == "unknown", shown
+        assert fabric.host_ids["h2"] in shown["10.5.0.12"]["health_unknown"], shown
+        assert (shown["10.5.0.13"]["health"], shown["10.5.0.13"]["health_unknown"]) == (
+            "healthy",
+            None,
+        ), shown
     finally:
         os.kill(vswitchd, signal.SIGCONT)
 
     eventually(lambda: _openflow_connected(fabric, "h2"), what="h2 reconnected", timeout=30)
+    eventually(
+        lambda: _backends(fabric, lb["id"])["10.5.0.12"]["health"] == "healthy",
+        what="b2's health known again",
+    )
     assert vms["c"].wait_for_ping("10.5.0.12", timeout=30)

@@ -196,7 +196,7 @@ def delivered(monitor: HealthMonitor, sent: list[Probe]) -> list[Probe]:
 def test_rst_and_silence_are_failures() -> None:
     monitor = monitor_for(snapshot(lb()))
     key = ("lb-1", "10.1.0.11", 8080)
-    probe = monitor.due(5.0)[0]
+    probe = delivered(monitor, monitor.due(5.0))[0]
     assert monitor.on_reply(answer(probe, TCP_RST | TCP_ACK), 5.1).changes == ()
     delivered(monitor, monitor.due(6.0))
     assert monitor.expire(6.4) == []  # within the timeout
@@ -209,15 +209,42 @@ def test_rst_and_silence_are_failures() -> None:
 def test_silence_of_a_switch_that_never_confirmed_the_probe_is_no_verdict() -> None:
     monitor = monitor_for(snapshot(lb()))
     key = ("lb-1", "10.1.0.11", 8080)
-    for second in range(5, 10):  # fall is 3: five unconfirmed silences in a row
+    silent = "the switch of host host-a is not answering"
+    monitor.due(5.0)
+    changes = [c for c in monitor.expire(5.6) if c.key == key]
+    assert changes == [HealthChange(key, True, silent)]  # said once...
+    for second in range(6, 10):  # ...however long it lasts (fall is 3)
         monitor.due(float(second))
-        assert monitor.expire(second + 0.6) == []
+        assert [c for c in monitor.expire(second + 0.6) if c.key == key] == []
     assert monitor.health()[key] is True
-    assert key in monitor.unknown()
-    # The switch answers again: a verdict clears the unknown.
+    assert monitor.unknown()[key] == silent
+    # The switch answers again: the verdict, known again, is reported.
     probe = monitor.due(10.0)[0]
-    monitor.on_reply(answer(probe, TCP_SYN | TCP_ACK), 10.1)
+    outcome = monitor.on_reply(answer(probe, TCP_SYN | TCP_ACK), 10.1)
+    assert outcome.changes == (HealthChange(key, True),)
     assert key not in monitor.unknown()
+
+
+def test_a_probe_not_sent_is_no_verdict_and_sync_corrects_a_stale_record() -> None:
+    monitor = monitor_for(snapshot(lb()))
+    key = ("lb-1", "10.1.0.11", 8080)
+    probe = monitor.due(5.0)[0]
+    assert monitor.not_sent(probe, ip_to_int(VIP)) == [
+        HealthChange(key, True, "the switch of host host-a is not connected")
+    ]
+    assert monitor.expire(10.0) == [
+        HealthChange(
+            ("lb-1", "10.1.0.12", 8080), False, "the switch of host host-b is not answering"
+        )
+    ]
+    # SQL says b1 is known and b2 is not: only b1's record is out of date.
+    stored_unknown = {
+        key: None,
+        ("lb-1", "10.1.0.12", 8080): monitor.unknown()[("lb-1", "10.1.0.12", 8080)],
+    }
+    stored = {key: True, ("lb-1", "10.1.0.12", 8080): False}
+    changes = monitor.sync(probe_targets(snapshot(lb())), stored, 10.0, stored_unknown)
+    assert changes == [HealthChange(key, True, "the switch of host host-a is not connected")]
 
 
 def test_an_answer_that_does_not_acknowledge_the_probe_is_ignored() -> None:
