@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api import runtime
 from api.config import Settings
 from api.paths import API_PREFIX
+from api.rest.auth import QueryCredentialScrubber
 from api.rest.problems import install_problem_handlers
 from api.rest.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
 from api.store.db import Database, upgrade_database
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Set on SIGTERM by `ovs-fabric serve`: long-polls end at once (routes/ports.py).
     app.state.shutting_down = threading.Event()
     install_problem_handlers(app)
+    # Query parameters no route declares (a token put there) are masked in the
+    # request scope before uvicorn logs it.
+    app.add_middleware(QueryCredentialScrubber)
     for router in (
         hosts.router,
         tenants.router,

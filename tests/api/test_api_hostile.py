@@ -3,9 +3,14 @@ nothing of one tenant named to another; the same answer on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from api.launcher import ServiceProcess
 
 pytestmark = pytest.mark.api
 
@@ -189,3 +194,28 @@ def test_a_real_422_matches_its_documented_schema(api: Any) -> None:
     assert set(body["errors"][0]) <= set(
         schema["properties"]["errors"]["anyOf"][0]["items"]["properties"]
     )
+
+
+# ---- defect 8: credentials never reach a log ---------------------------------------------
+
+
+def test_a_token_in_the_query_string_is_not_written_to_the_access_log(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path, extra_env={"OVS_FABRIC_CONTROLLER_ENABLED": "false"})
+    secret = "s3cret-" + secrets.token_urlsafe(16)
+    service.start()
+    try:
+        url = f"{service.base_url}/api/v1/ports"
+        admin = {"Authorization": f"Bearer {service.admin_token}"}
+        answers = [
+            httpx.get(f"{url}?token={secret}&limit=5").status_code,
+            httpx.get(f"{url}?{secret}").status_code,
+            httpx.get(f"{url}?access_token={secret}&offset=0", headers=admin).status_code,
+            httpx.get(f"{url}?limit=7", headers=admin).status_code,
+        ]
+    finally:
+        service.stop()
+    assert answers == [401, 401, 200, 200]
+    log = service.log_path.read_text()
+    assert secret not in log and service.admin_token not in log
+    assert "/api/v1/ports?***&limit=5" in log and "/api/v1/ports?***&offset=0" in log
+    assert "/api/v1/ports?limit=7" in log, "declared parameters are logged as they are"
