@@ -137,12 +137,17 @@ class HostAgent:
         self.datapath_id = datapath_id_for(host.id)
         self._config = config
         self._store = store
-        factory = ovsdb_factory or (
+        # The host's certificate must carry the name it is registered under.
+        self._ovsdb_factory = ovsdb_factory or (
             lambda remote: OvsdbClient(
-                remote, timeout=config.ovsdb_timeout, tls=config.tls_files(), peer_name=host.name
+                remote,
+                timeout=config.ovsdb_timeout,
+                tls=config.tls_files(),
+                peer_name=self.host.name,
             )
         )
-        self._ovsdb = factory(host.ovsdb_remote)
+        self._ovsdb = self._ovsdb_factory(host.ovsdb_remote)
+        self._ovsdb_for = (host.ovsdb_remote, host.name)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -364,6 +369,12 @@ class HostAgent:
     def _ensure_ovsdb(self, snapshot: Snapshot) -> None:
         host, cfg = self.host, self._config
         bridge = cfg.integration_bridge
+        if (host.ovsdb_remote, host.name) != self._ovsdb_for:
+            # Re-registered (e.g. moved from tcp: to ssl:, or renamed): a new client,
+            # so the new remote and the name its certificate must carry apply.
+            self._ovsdb.close()
+            self._ovsdb = self._ovsdb_factory(host.ovsdb_remote)
+            self._ovsdb_for = (host.ovsdb_remote, host.name)
         target = controller_target_for(host, cfg)
         plaintext = plaintext_remotes(host)
         if cfg.require_tls and plaintext:

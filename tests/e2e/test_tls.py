@@ -332,16 +332,24 @@ def test_switch_with_a_foreign_certificate_is_refused_over_openflow(
                             since=since)  # fmt: skip
         assert status["ovsdb_connected"] and not status["openflow_connected"], status
 
+        # The operator finishes the move to TLS: our certificate (host prepare also
+        # removes the plaintext listener), then the host re-registered as ssl:.
         ovs_fabric(None, "pki", "host", "hx", "--dir", str(pki_dir))
         since = time.monotonic()
         prepare(host, pki_dir)
+        assert host.vsctl("get-manager").split() == [f"pssl:{OVSDB_PORT}:{host.management_ip}"]
+        fabric.client.update(
+            "hosts", fabric.host_ids["hx"], ovsdb_remote=f"ssl:{host.management_ip}:{OVSDB_PORT}"
+        )
         eventually(
             lambda: (s := host_status(fabric, "hx"))["openflow_connected"]
-            and s["last_error"] is None,
-            f"hx accepted with our CA's certificate ({host_status(fabric, 'hx')})",
+            and s["ovsdb_connected"]
+            and s["last_error"] is None
+            and s["ovsdb_remote"].startswith("ssl:"),
+            f"hx managed over TLS with our CA's certificate ({host_status(fabric, 'hx')})",
             timeout=30,
         )
-        FIGURES["hx: our certificate installed -> OpenFlow connected"] = round(
+        FIGURES["hx: our certificate installed, re-registered ssl: -> managed"] = round(
             time.monotonic() - since, 2
         )
 
