@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         hosts.router,
         tenants.router,
+        tenants.admin_tokens_router,
         networks.router,
         ports.router,
         load_balancers.router,

@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -236,16 +237,36 @@ class TenantOut(ResourceOut, TenantFields):
 
 
 class TokenCreate(RequestModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "ci-pipeline"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "ci-pipeline"},
+                {"name": "audit", "expires_at": "2030-01-01T00:00:00Z"},
+            ]
+        }
+    )
 
     name: Name
+    expires_at: Annotated[AwareDatetime, Field(strict=False)] | None = Field(
+        default=None,
+        description="When the token stops working (401), with a time zone; "
+        "absent: it works until revoked.",
+    )
 
 
-class TokenOut(BaseModel):
+class TokenInfoOut(BaseModel):
+    """A token as lists show it: everything but the token itself (only its hash is kept)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     tenant_id: str | None
     created_at: datetime
+    expires_at: datetime | None
+
+
+class TokenOut(TokenInfoOut):
     token: str = Field(description="The bearer token. Shown only in this response.")
 
 

@@ -262,6 +262,8 @@ class ApiToken(Base):
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+    # NULL: valid until revoked (the row deleted).
+    expires_at: Mapped[datetime | None]
 
 
 DESIRED_STATE_CHILDREN: tuple[type[Base], ...] = (PortIp, LbBackend)

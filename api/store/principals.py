@@ -2,7 +2,9 @@
 
 Tokens are random strings shown once; the database keeps only their SHA-256.
 A token either belongs to a tenant (it sees and changes that tenant's objects
-only) or to nobody (an admin token, sees everything). In-process callers act as
+only) or to nobody (an admin token, sees everything). A token may expire
+(`expires_at`); revoking one deletes its row. Admins list and revoke any token,
+a tenant token those of its own tenant. In-process callers act as
 named admin principals (`LIBVIRT_WATCHER`, `CLI`), passed explicitly: no
 function defaults its actor.
 """
@@ -12,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import Forbidden, NotFound, Unauthorized
+from api.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from api.store.db import Database
-from api.store.models import ApiToken, GlobalRevision, Tenant
+from api.store.models import ApiToken, GlobalRevision, Tenant, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +54,60 @@ def generate_token() -> str:
 
 
 def create_token(
-    session: Session, *, actor: Principal, name: str, tenant_id: str | None
+    session: Session,
+    *,
+    actor: Principal,
+    name: str,
+    tenant_id: str | None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Store a new token; return its row and the plain token (never stored)."""
     check_admin(actor)
     if tenant_id is not None and session.get(Tenant, tenant_id) is None:
         raise NotFound(f"tenant {tenant_id} not found")
-    return _store_new_token(session, name=name, tenant_id=tenant_id)
+    if expires_at is not None and expires_at <= utcnow():
+        raise Invalid("expires_at", f"{expires_at.isoformat()} is not in the future")
+    return _store_new_token(session, name=name, tenant_id=tenant_id, expires_at=expires_at)
 
 
-def _store_new_token(session: Session, *, name: str, tenant_id: str | None) -> tuple[ApiToken, str]:
+def _check_tokens_visible(session: Session, actor: Principal, tenant_id: str | None) -> None:
+    """The tokens of `tenant_id` (None: admin tokens) are the actor's to see, else NotFound."""
+    if tenant_id is None:
+        check_admin(actor)
+    elif actor.tenant_id not in (None, tenant_id) or session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"tenant {tenant_id} not found")
+
+
+def list_tokens(session: Session, *, actor: Principal, tenant_id: str | None) -> list[ApiToken]:
+    """The tokens of a tenant (None: the admin tokens), oldest first, expired ones included."""
+    _check_tokens_visible(session, actor, tenant_id)
+    owner = ApiToken.tenant_id.is_(None) if tenant_id is None else ApiToken.tenant_id == tenant_id
+    stmt = select(ApiToken).where(owner).order_by(ApiToken.created_at, ApiToken.id)
+    return list(session.scalars(stmt))
+
+
+def revoke_token(
+    session: Session, *, actor: Principal, tenant_id: str | None, token_id: str
+) -> None:
+    """Delete a token of a tenant (None: an admin token); it fails from the next request on."""
+    _check_tokens_visible(session, actor, tenant_id)
+    owner = ApiToken.tenant_id.is_(None) if tenant_id is None else ApiToken.tenant_id == tenant_id
+    row = session.scalar(select(ApiToken).where(owner, ApiToken.id == token_id))
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    if tenant_id is None and len(list_tokens(session, actor=actor, tenant_id=None)) == 1:
+        raise Conflict("this is the last admin token; create another one first")
+    session.delete(row)
+    session.flush()
+
+
+def _store_new_token(
+    session: Session, *, name: str, tenant_id: str | None, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     token = generate_token()
-    row = ApiToken(token_hash=hash_token(token), name=name, tenant_id=tenant_id)
+    row = ApiToken(
+        token_hash=hash_token(token), name=name, tenant_id=tenant_id, expires_at=expires_at
+    )
     session.add(row)
     session.flush()
     return row, token
@@ -92,10 +137,12 @@ def ensure_admin_token(database: Database, *, configured: str | None) -> str | N
 def authenticate(database: Database, token: str) -> Principal:
     with database.read() as session:
         row = session.execute(
-            select(ApiToken.name, ApiToken.tenant_id).where(
+            select(ApiToken.name, ApiToken.tenant_id, ApiToken.expires_at).where(
                 ApiToken.token_hash == hash_token(token)
             )
         ).first()
     if row is None:
         raise Unauthorized("unknown or revoked token")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise Unauthorized("token expired")
     return Principal(name=row.name, tenant_id=row.tenant_id)

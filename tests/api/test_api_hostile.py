@@ -4,6 +4,8 @@ nothing of one tenant named to another; the same answer on SQLite and PostgreSQL
 from __future__ import annotations
 
 import secrets
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,59 @@ def test_a_token_in_the_query_string_is_not_written_to_the_access_log(tmp_path: 
     assert secret not in log and service.admin_token not in log
     assert "/api/v1/ports?***&limit=5" in log and "/api/v1/ports?***&offset=0" in log
     assert "/api/v1/ports?limit=7" in log, "declared parameters are logged as they are"
+
+
+# ---- defect 8: tokens are listed, revoked, and may expire ---------------------------------
+
+
+def test_tokens_are_listed_and_revoked_by_admins_and_their_own_tenant(api: Any) -> None:
+    a, caller_a = api.tenant("tenant-a")
+    b, caller_b = api.tenant("tenant-b")
+    second = api.admin.create(f"/tenants/{a['id']}/tokens", {"name": "second"})
+    listed = caller_a.get(f"/tenants/{a['id']}/tokens").json()
+    assert [t["name"] for t in listed] == ["tenant-a-token", "second"]
+    assert all("token" not in t and t["expires_at"] is None for t in listed)
+    assert api.admin.get(f"/tenants/{a['id']}/tokens").json() == listed
+    # another tenant's tokens are not found, listing or revoking
+    api.problem(caller_b.get(f"/tenants/{a['id']}/tokens"), 404, "not found")
+    api.problem(caller_b.delete(f"/tenants/{a['id']}/tokens/{second['id']}"), 404)
+    api.problem(caller_b.delete(f"/tenants/{b['id']}/tokens/{second['id']}"), 404)
+    assert api.caller(second["token"]).get("/networks").status_code == 200
+    # a tenant revokes its own; an admin any
+    assert caller_a.delete(f"/tenants/{a['id']}/tokens/{second['id']}").status_code == 204
+    api.problem(api.caller(second["token"]).get("/networks"), 401, "unknown or revoked token")
+    own = caller_b.get(f"/tenants/{b['id']}/tokens").json()[0]
+    assert api.admin.delete(f"/tenants/{b['id']}/tokens/{own['id']}").status_code == 204
+    api.problem(caller_b.get("/networks"), 401)
+
+
+def test_admin_tokens_are_listed_and_revoked_by_admins_only(api: Any) -> None:
+    (configured,) = api.admin.get("/tokens").json()
+    assert configured["tenant_id"] is None and "token" not in configured
+    _, caller = api.tenant("acme")
+    api.problem(caller.get("/tokens"), 403, "admin")
+    api.problem(caller.delete(f"/tokens/{configured['id']}"), 403, "admin")
+    api.problem(api.admin.delete(f"/tokens/{configured['id']}"), 409, "last admin token")
+    api.problem(api.admin.delete("/tokens/00000000-0000-4000-8000-000000000000"), 404)
+
+
+def test_a_token_may_expire(api: Any) -> None:
+    tenant, _ = api.tenant("acme")
+    path = f"/tenants/{tenant['id']}/tokens"
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    with api.unchanged():
+        for expires_at, fragment in [
+            ("2001-01-01T00:00:00Z", "not in the future"),
+            ("2030-01-01T00:00:00", "timezone"),
+            ("tomorrow", "expires_at"),
+            (12, "expires_at"),
+        ]:
+            body = {"name": "t", "expires_at": expires_at}
+            api.problem(api.admin.post(path, json=body), 422, "expires_at", fragment)
+    token = api.admin.create(path, {"name": "short", "expires_at": soon.isoformat()})
+    assert datetime.fromisoformat(token["expires_at"]) == soon
+    assert api.caller(token["token"]).get("/networks").status_code == 200
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
+    api.problem(api.caller(token["token"]).get("/networks"), 401, "token expired")
+    listed = api.admin.get(path).json()
+    assert [t["name"] for t in listed] == ["acme-token", "short"]
