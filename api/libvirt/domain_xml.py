@@ -9,7 +9,9 @@ the watcher gathers the inputs and applies the plan.
 Matching an interface to a port, first hit wins:
   1. ``<virtualport type='openvswitch'><parameters interfaceid='PORT-UUID'/>``
      names the port (the OVN/Neutron convention);
-  2. a port's MAC equals the interface's MAC;
+  2. a port's MAC equals the interface's MAC -- when the domain's metadata names
+     a network for the interface, only a port of that network's tenant: a
+     tenant that pre-creates a port with another tenant's VM MAC captures nothing;
   3. the domain's metadata names a network in the service's XML namespace:
      a port is created there with the interface's MAC, ``origin='libvirt'``::
 
@@ -23,6 +25,10 @@ Matching an interface to a port, first hit wins:
      ``id`` or ``name`` (plus ``tenant``, a tenant name or id, when the name
      is ambiguous) pick the network; ``interface`` children override it per MAC.
 Anything else is left alone and reported.
+
+NOTE: the metadata is what says whose a VM is. A domain without it (and
+without an interfaceid naming a port) belongs to no tenant the service knows
+of: its NICs are matched by MAC alone, and MACs are unique across all tenants.
 
 A binding belongs to a libvirt VM when its vm_id is a UUID (libvirt's domain
 UUID). Bindings whose vm_id is anything else (or absent) were made through the
@@ -223,6 +229,7 @@ class PortRecord:
     id: str
     network_id: str
     mac: str
+    tenant_id: str | None = None
     host_id: str | None = None
     interface: str | None = None
     vm_id: str | None = None
@@ -234,6 +241,7 @@ class NetworkResolution:
     """What a `NetworkRequest` names in SQL: a network id, or why there is none."""
 
     network_id: str | None = None
+    tenant_id: str | None = None  # the network's
     error: str | None = None
 
 
@@ -408,7 +416,7 @@ class _Planner:
             self._plan_creation(domain, interface, tap)
             return
         port, mode = found
-        refusal = self._refusal(domain, interface, port, stale_vm_ids)
+        refusal = self._refusal(domain, interface, port, mode, stale_vm_ids)
         if refusal is not None:
             state, reason = refusal
             self._report(domain, interface, state, port_id=port.id, match=mode, reason=reason)
@@ -424,6 +432,7 @@ class _Planner:
         domain: ObservedDomain,
         interface: DomainInterface,
         port: PortRecord,
+        mode: MatchMode,
         stale_vm_ids: set[str | None],
     ) -> tuple[InterfaceState, str] | None:
         """Why the interface may not take `port` (now), or None when it may."""
@@ -433,6 +442,10 @@ class _Planner:
                 f"interfaceid names port {port.id} whose MAC is {port.mac}; "
                 "its frames would be dropped",
             )
+        if mode != "interfaceid":
+            foreign = self._foreign_to_metadata(domain, interface, port)
+            if foreign is not None:
+                return "unmatched", foreign
         holder = self.claimed.get(port.id)
         if holder is not None:
             return "unmatched", f"port is already claimed by {holder}"
@@ -445,6 +458,26 @@ class _Planner:
             return (
                 "pending",
                 f"port is bound to host {port.host_id}; it moves here when the VM runs here",
+            )
+        return None
+
+    def _foreign_to_metadata(
+        self, domain: ObservedDomain, interface: DomainInterface, port: PortRecord
+    ) -> str | None:
+        """Why a port found by MAC is not the tenant's the metadata names; None when it is
+        (or the domain's metadata names no network for the interface)."""
+        request = domain.description.network_for(interface.mac)
+        if request is None:
+            return None
+        resolution = self.networks.get(request) or NetworkResolution(
+            error=f"{request.describe()} was not looked up"
+        )
+        if resolution.network_id is None:
+            return f"MAC {interface.mac} is held by a port, but {resolution.error}"
+        if port.tenant_id != resolution.tenant_id:
+            return (
+                f"MAC {interface.mac} is held by a port of another tenant than "
+                f"{request.describe()}'s; not bound (a port cannot capture another tenant's VM)"
             )
         return None
 

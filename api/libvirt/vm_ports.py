@@ -105,12 +105,14 @@ def _relevant_ports(
 
 def _resolve(session: Session, request: NetworkRequest) -> NetworkResolution:
     if request.network_id is not None:
-        if session.get(Network, request.network_id) is None:
+        network = session.get(Network, request.network_id)
+        if network is None:
             return NetworkResolution(
                 error=f"metadata names {request.describe()}, which does not exist"
             )
-        return NetworkResolution(network_id=request.network_id)
-    stmt = select(Network.id, Tenant.name).join(Tenant, Tenant.id == Network.tenant_id)
+        return NetworkResolution(network_id=network.id, tenant_id=network.tenant_id)
+    stmt = select(Network.id, Network.tenant_id, Tenant.name)
+    stmt = stmt.join(Tenant, Tenant.id == Network.tenant_id)
     stmt = stmt.where(Network.name == request.name)
     if request.tenant is not None:
         stmt = stmt.where(or_(Tenant.name == request.tenant, Tenant.id == request.tenant))
@@ -123,7 +125,7 @@ def _resolve(session: Session, request: NetworkRequest) -> NetworkResolution:
             error=f"metadata names {request.describe()}, which exists in tenants {tenants}: "
             "add tenant='...' to pick one"
         )
-    return NetworkResolution(network_id=found[0].id)
+    return NetworkResolution(network_id=found[0].id, tenant_id=found[0].tenant_id)
 
 
 def _apply(session: Session, host_id: str, plan: BindingPlan) -> ReconcileOutcome:

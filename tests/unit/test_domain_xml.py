@@ -344,3 +344,85 @@ def test_created_port_names_fit_the_column() -> None:
     assert isinstance(action, CreatePort)
     assert len(action.name) == 64
     assert action.name.endswith("-net1")
+
+
+# ---- a port cannot capture another tenant's VM (issue 10, defect 6) ------------------------
+
+TENANT_A = "aaaaaaaa-0000-4000-8000-0000000000a0"
+TENANT_B = "bbbbbbbb-0000-4000-8000-0000000000b0"
+NET_B = "bbbbbbbb-0000-4000-8000-0000000000be"
+
+
+def test_a_port_of_another_tenant_with_the_vms_mac_is_not_bound() -> None:
+    # B's VM asks for B's network; A pre-created a port with the VM's MAC.
+    request = NetworkRequest(name="web", tenant="tenant-b")
+    trap = PortRecord(id=PORT_A, network_id=NET, mac="52:54:00:aa:00:02", tenant_id=TENANT_A)
+    networks = {request: NetworkResolution(network_id=NET_B, tenant_id=TENANT_B)}
+
+    for nic in (
+        tap_nic("52:54:00:aa:00:02"),
+        ovs_nic("52:54:00:aa:00:02", "12345678-0000-0000-0000-000000000000"),
+    ):
+        result = plan(running(nic, network=request), trap, networks=networks)
+
+        assert result.actions == (), "neither bound to A's port nor a new port (the MAC is A's)"
+        (report,) = result.reports
+        assert (report.state, report.match) == ("unmatched", "mac")
+        assert report.reason is not None and "another tenant" in report.reason
+
+
+def test_a_port_of_the_vms_own_tenant_with_its_mac_is_bound() -> None:
+    request = NetworkRequest(name="web", tenant="tenant-b")
+    own = PortRecord(id=PORT_B, network_id=NET_B, mac="52:54:00:aa:00:02", tenant_id=TENANT_B)
+    networks = {request: NetworkResolution(network_id=NET_B, tenant_id=TENANT_B)}
+
+    result = plan(running(tap_nic("52:54:00:aa:00:02"), network=request), own, networks=networks)
+
+    assert result.actions == (BindPort(port_id=PORT_B, interface="tap0", vm_id=VM),)
+
+
+def test_a_mac_match_under_metadata_that_names_no_existing_network_is_not_bound() -> None:
+    request = NetworkRequest(name="nope")
+    trap = PortRecord(id=PORT_A, network_id=NET, mac="52:54:00:aa:00:02", tenant_id=TENANT_A)
+    networks = {request: NetworkResolution(error="metadata names network named 'nope'")}
+
+    result = plan(running(tap_nic("52:54:00:aa:00:02"), network=request), trap, networks=networks)
+
+    assert result.actions == ()
+    assert result.reports[0].state == "unmatched"
+
+
+def test_the_per_interface_metadata_decides_for_its_mac() -> None:
+    default = NetworkRequest(name="web", tenant="tenant-a")
+    per_nic = NetworkRequest(name="web", tenant="tenant-b")
+    mac = "52:54:00:aa:00:02"
+    domain = ObservedDomain(
+        DomainDescription(
+            uuid=VM,
+            name="web-1",
+            interfaces=(tap_nic(mac),),
+            network=default,
+            interface_networks=((mac, per_nic),),
+        ),
+        "running",
+    )
+    trap = PortRecord(id=PORT_A, network_id=NET, mac=mac, tenant_id=TENANT_A)
+    networks = {
+        default: NetworkResolution(network_id=NET, tenant_id=TENANT_A),
+        per_nic: NetworkResolution(network_id=NET_B, tenant_id=TENANT_B),
+    }
+
+    assert plan(domain, trap, networks=networks).actions == ()
+
+
+def test_an_interfaceid_still_names_its_port_whatever_the_metadata() -> None:
+    # The interfaceid is written by whoever defines the domain (the operator), not a tenant.
+    request = NetworkRequest(name="web", tenant="tenant-b")
+    port = PortRecord(id=PORT_A, network_id=NET, mac="52:54:00:aa:00:01", tenant_id=TENANT_A)
+    networks = {request: NetworkResolution(network_id=NET_B, tenant_id=TENANT_B)}
+
+    result = plan(
+        running(ovs_nic("52:54:00:aa:00:01", PORT_A), network=request), port, networks=networks
+    )
+
+    assert result.actions == (BindPort(port_id=PORT_A, interface="vnet0", vm_id=VM),)
