@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,6 +88,7 @@ class TlsFront:
         self._context = listener.files.server_context()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ofp-tls", daemon=True)
 
     def start(self) -> None:
@@ -97,7 +98,7 @@ class TlsFront:
         self._thread.start()
         binding = asyncio.run_coroutine_threadsafe(
             self._loop.create_server(
-                lambda: _Accepted(self._serve), self.listener.host, self.listener.port
+                lambda: _Accepted(self._spawn), self.listener.host, self.listener.port
             ),
             self._loop,
         )
@@ -120,7 +121,7 @@ class TlsFront:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -129,6 +130,13 @@ class TlsFront:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+    def _spawn(self, transport: asyncio.Transport) -> None:
+        # NOTE: the loop keeps only weak references to tasks: a connection's task
+        # (and with it the connection) would be garbage-collected mid-flight.
+        task = asyncio.ensure_future(self._serve(transport))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername") or ("?", 0)
@@ -189,14 +197,13 @@ class _Accepted(asyncio.Protocol):
     arrived before start_tls (the stream had already buffered it), and the
     handshake then hangs; pausing reading in connection_made avoids that."""
 
-    def __init__(self, serve: Callable[[asyncio.Transport], Awaitable[None]]) -> None:
-        self._serve = serve
-        self._task: asyncio.Future[None] | None = None
+    def __init__(self, spawn: Callable[[asyncio.Transport], None]) -> None:
+        self._spawn = spawn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.pause_reading()
-        self._task = asyncio.ensure_future(self._serve(transport))
+        self._spawn(transport)
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
