@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from pathlib import Path
 from typing import Self
 
@@ -88,6 +89,15 @@ class Settings(BaseSettings):
         for name, path in files.items():
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
+        if self.tls_private_key and self.tls_certificate and self.tls_ca_certificate:
+            # Loaded as the listener will load them: a key that does not match its
+            # certificate fails here, in one line, not at the first connection.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_cert_chain(self.tls_certificate, self.tls_private_key)
+                context.load_verify_locations(self.tls_ca_certificate)
+            except ssl.SSLError as exc:
+                raise ValueError(f"TLS files do not load: {exc.reason or exc}") from None
         if self.require_tls:
             if not given:
                 raise ValueError(

@@ -62,6 +62,11 @@ def test_half_a_tls_configuration_is_refused(
     monkeypatch.setenv("OVS_FABRIC_TLS_CA_CERTIFICATE", "/nonexistent/ca.pem")
     with pytest.raises(ValidationError, match="is not a readable file"):
         Settings()
+    # The CA's key with the controller's certificate: refused before anything listens.
+    monkeypatch.setenv("OVS_FABRIC_TLS_CA_CERTIFICATE", str(tls_env.ca.certificate))
+    monkeypatch.setenv("OVS_FABRIC_TLS_PRIVATE_KEY", str(tls_env.ca.private_key))
+    with pytest.raises(ValidationError, match="TLS files do not load: KEY_VALUES_MISMATCH"):
+        Settings()
 
 
 def test_require_tls_needs_tls_and_a_loopback_plaintext_listener(
