@@ -34,6 +34,7 @@ class Problem(BaseModel):
 
 
 _WHEN = {
+    400: "The body cannot be read as JSON text at all (e.g. it is not UTF-8).",
     401: "No bearer token, or an unknown, revoked or expired one.",
     403: "The token may not do this (e.g. it needs an admin token).",
     404: "No such object, or one the token may not see (the same answer).",
@@ -57,4 +58,4 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Every route under the API prefix: it needs a token, reads or writes SQL.
-API_PROBLEMS = problem_responses(401, 403, 404, 409, 422, 429, 503)
+API_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 422, 429, 503)
