@@ -166,7 +166,8 @@ class TlsFront:
         writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
         self.refusals.accepted(address)
         names = peer_names(writer.get_extra_info("peercert"))
-        log.debug("OpenFlow TLS from %s accepted (%s)", address, ", ".join(names))
+        # os-ken sees the connection come from this relay: say who it really is.
+        log.info("OpenFlow TLS from %s accepted (%s)", address, ", ".join(names))
         try:
             backend_reader, backend_writer = await asyncio.open_connection(*self.backend)
         except OSError as exc:
@@ -186,8 +187,9 @@ class TlsFront:
         finally:
             for pipe in pipes:
                 pipe.cancel()
+            # Graceful: what one side said last (an error, a close) still reaches the other.
             for end in (writer, backend_writer):
-                end.transport.abort()
+                end.close()
 
 
 class _Accepted(asyncio.Protocol):
