@@ -22,14 +22,20 @@ __all__ = [
     "BoundPort",
     "DatapathContext",
     "LocalNetwork",
+    "bound_port",
     "bound_ports",
     "build_context",
+    "host_paths",
+    "in_bound_order",
+    "local_network",
     "network_metadata",
     "ofport_of",
+    "switch_ports",
     "tunnel_interface_name",
 ]
 
 _VXLAN_METADATA_FLAG: Final = 1 << 24
+_MAC_LIMIT: Final = 1 << 48
 _MAX_OFPORT: Final = 0xFFFFFF00  # above: reserved port numbers, never a real port
 
 
@@ -86,28 +92,59 @@ def ofport_of(port: BoundPort) -> int:
     return port.ofport
 
 
-def _switch_ports(view: DatapathView) -> dict[str, int]:
+def switch_ports(view: DatapathView) -> dict[str, int]:
+    """The view's ofports that can be a port of ours (reserved numbers left out)."""
     return {name: no for name, no in view.ofports.items() if 0 < no < _MAX_OFPORT}
+
+
+def _dotted_quad(text: str) -> int | None:
+    """`text` as an int if it is an IPv4 address in the form `ipaddress` accepts (four
+    ASCII decimal octets, no leading zero); None: let `ipaddress` decide."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3 or part[0] == "0" != part:
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    return value
 
 
 def _ipv4s(port: PortSpec) -> tuple[int, ...]:
     # IPv6 is not supported yet: a port's IPv6 addresses open nothing.
-    found = (ipaddress.ip_address(ip) for ip in port.ips)
-    return tuple(sorted({int(ip) for ip in found if ip.version == 4}))
+    found: set[int] = set()
+    for text in port.ips:
+        # Parsing with `ipaddress` costs more than the rest of a port's flows.
+        quad = _dotted_quad(text)
+        if quad is not None:
+            found.add(quad)
+            continue
+        ip = ipaddress.ip_address(text)
+        if ip.version == 4:
+            found.add(int(ip))
+    return tuple(sorted(found))
 
 
-def _bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
+def bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
+    """`port`, bound to `host_id`, as the pipeline sees it; `ofport` only where it is realized."""
+    mac = mac_to_int(port.mac)
+    if not 0 <= mac < _MAC_LIMIT:  # the flow builders put it in matches without `match()`
+        raise ValueError(f"not a MAC address: {port.mac!r}")
     return BoundPort(
         id=port.id,
         host_id=host_id,
-        mac=mac_to_int(port.mac),
+        mac=mac,
         ipv4s=_ipv4s(port),
         restricted=bool(port.ips),
         ofport=ofport,
     )
 
 
-def _in_bound_order(ports: Iterable[BoundPort]) -> tuple[BoundPort, ...]:
+def in_bound_order(ports: Iterable[BoundPort]) -> tuple[BoundPort, ...]:
     # The order that decides which port owns an address claimed twice: the first.
     return tuple(sorted(ports, key=lambda p: (p.mac, p.id)))
 
@@ -115,8 +152,8 @@ def _in_bound_order(ports: Iterable[BoundPort]) -> tuple[BoundPort, ...]:
 def bound_ports(snapshot: Snapshot, network_id: str) -> tuple[BoundPort, ...]:
     """Every port of the network bound to a host, in `LocalNetwork.bound_ports` order,
     without ofports: the view of a network from outside any one datapath."""
-    return _in_bound_order(
-        _bound_port(port, port.host_id, None)
+    return in_bound_order(
+        bound_port(port, port.host_id, None)
         for port in snapshot.ports
         if port.network_id == network_id and port.host_id is not None
     )
@@ -150,10 +187,44 @@ def _tunnel_ofports(snapshot: Snapshot, host_id: str, ofports: Mapping[str, int]
     return found
 
 
+def local_network(
+    spec: NetworkSpec, metadata: int, bound: Iterable[BoundPort], host_id: str
+) -> LocalNetwork | None:
+    """The network as the datapath of `host_id` sees it, from every bound port of it (with
+    ofports for those realized there); None when none is realized there."""
+    bound = tuple(bound)
+    local_ports = sorted(
+        (p for p in bound if p.ofport is not None), key=lambda p: (ofport_of(p), p.mac, p.id)
+    )
+    if not local_ports:
+        return None
+    return LocalNetwork(
+        spec=spec,
+        metadata=metadata,
+        local_ports=tuple(local_ports),
+        bound_ports=in_bound_order(bound),
+        remote_hosts=tuple(sorted({p.host_id for p in bound} - {host_id})),
+    )
+
+
+def host_paths(snapshot: Snapshot, host_id: str, ofports: Mapping[str, int]) -> DatapathContext:
+    """The ways out of the datapath of `host_id` (uplink, tunnels) as a context without
+    networks: what the per-network flow builders read besides their network."""
+    host = snapshot.host(host_id)
+    return DatapathContext(
+        host_id=host_id,
+        uplink_ofport=ofports.get(host.uplink) if host and host.uplink else None,
+        tunnel_ofports=_tunnel_ofports(snapshot, host_id, ofports),
+        networks=(),
+        realized_ports=frozenset(),
+        unrealized_ports=frozenset(),
+    )
+
+
 def build_context(snapshot: Snapshot, view: DatapathView) -> DatapathContext:
     networks = {network.id: network for network in snapshot.networks}
     metadata_by_network = _check_unique_identities(networks.values())
-    ofports = _switch_ports(view)
+    ofports = switch_ports(view)
     realized: set[str] = set()
     unrealized: set[str] = set()
     bound_by_network: dict[str, list[BoundPort]] = defaultdict(list)
@@ -168,29 +239,17 @@ def build_context(snapshot: Snapshot, view: DatapathView) -> DatapathContext:
             continue
         if local:
             (realized if ofport is not None else unrealized).add(port.id)
-        bound_by_network[port.network_id].append(_bound_port(port, port.host_id, ofport))
-    local_networks: list[LocalNetwork] = []
-    for network_id, bound in bound_by_network.items():
-        local_ports = sorted(
-            (p for p in bound if p.ofport is not None), key=lambda p: (ofport_of(p), p.mac, p.id)
-        )
-        if not local_ports:
-            continue
-        local_networks.append(
-            LocalNetwork(
-                spec=networks[network_id],
-                metadata=metadata_by_network[network_id],
-                local_ports=tuple(local_ports),
-                bound_ports=_in_bound_order(bound),
-                remote_hosts=tuple(sorted({p.host_id for p in bound} - {view.host_id})),
-            )
-        )
+        bound_by_network[port.network_id].append(bound_port(port, port.host_id, ofport))
+    local_networks = (
+        local_network(networks[network_id], metadata_by_network[network_id], bound, view.host_id)
+        for network_id, bound in bound_by_network.items()
+    )
     host = snapshot.host(view.host_id)
     return DatapathContext(
         host_id=view.host_id,
         uplink_ofport=ofports.get(host.uplink) if host and host.uplink else None,
         tunnel_ofports=_tunnel_ofports(snapshot, view.host_id, ofports),
-        networks=tuple(sorted(local_networks, key=lambda n: n.metadata)),
+        networks=tuple(sorted((n for n in local_networks if n), key=lambda n: n.metadata)),
         realized_ports=frozenset(realized),
         unrealized_ports=frozenset(unrealized),
     )

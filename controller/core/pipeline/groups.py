@@ -46,3 +46,8 @@ def assign_group_ids(contents: Iterable[GroupContent]) -> dict[GroupContent, int
     """
     # NOTE: `group_hash` is looked up on every call, so a test can force collisions.
     return unique_salted_ids(sorted(set(contents), key=GroupContent.canonical), group_hash)
+
+
+def first_choice_id(content: GroupContent) -> int:
+    """The id `content` gets unless another content of its set collides with it (salt 0)."""
+    return group_hash(content, 0)

@@ -13,7 +13,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from controller.core.flows import MULTICAST_BIT, Bucket, Flow, GroupAction, Output, match
+from controller.core.flows import (
+    MULTICAST_BIT,
+    Action,
+    Bucket,
+    Flow,
+    GroupAction,
+    Match,
+    MatchField,
+    Output,
+    match,
+)
 from controller.core.pipeline.context import DatapathContext, LocalNetwork, ofport_of
 from controller.core.pipeline.groups import GroupContent
 from controller.core.pipeline.paths import egress_toward, flood_egress, ingress_ofports
@@ -24,11 +34,13 @@ from controller.core.pipeline.tables import (
     TABLE_L2_FORWARD,
 )
 
-__all__ = ["FloodGroups", "flood_groups", "l2_forward_flows"]
+__all__ = ["FloodGroups", "flood_groups", "l2_flood_flows", "l2_forward_flows", "l2_unicast_flows"]
 
 PRIORITY_UNICAST: Final = 100
 PRIORITY_FLOOD: Final = 50  # broadcast / multicast
 PRIORITY_UNKNOWN_UNICAST: Final = 10
+
+_FROM_LOCAL: Final = MatchField(REG_ORIGIN, ORIGIN_LOCAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,44 +68,58 @@ def l2_forward_flows(
 ) -> Iterator[Flow]:
     """The flows of `ctx`'s networks; `floods` by network metadata."""
     for net in ctx.networks:
-        for port in net.bound_ports:
-            if port.ofport is not None:
+        yield from l2_unicast_flows(ctx, net)
+        yield from l2_flood_flows(net, floods[net.metadata], group_ids)
+
+
+def l2_unicast_flows(ctx: DatapathContext, net: LocalNetwork) -> Iterator[Flow]:
+    """Unicast to every bound port of `net`: out of its ofport here, or toward its host."""
+    # Fields in name order, as `match()` gives them; shared where constant.
+    metadata = MatchField("metadata", net.metadata)
+    egress_by_host: dict[str, tuple[Action, ...]] = {}
+    for port in net.bound_ports:
+        if port.ofport is not None:
+            yield Flow(
+                TABLE_L2_FORWARD,
+                PRIORITY_UNICAST,
+                Match((MatchField("eth_dst", port.mac), metadata)),
+                actions=(Output(port.ofport),),
+            )
+        elif port.host_id != ctx.host_id:
+            egress = egress_by_host.get(port.host_id)
+            if egress is None:
+                egress = egress_by_host[port.host_id] = egress_toward(ctx, net, port.host_id)
+            if egress:
                 yield Flow(
                     TABLE_L2_FORWARD,
                     PRIORITY_UNICAST,
-                    match(metadata=net.metadata, eth_dst=port.mac),
-                    actions=(Output(port.ofport),),
+                    Match((MatchField("eth_dst", port.mac), metadata, _FROM_LOCAL)),
+                    actions=egress,
                 )
-            elif port.host_id != ctx.host_id:
-                egress = egress_toward(ctx, net, port.host_id)
-                if egress:
-                    yield Flow(
-                        TABLE_L2_FORWARD,
-                        PRIORITY_UNICAST,
-                        match(
-                            metadata=net.metadata, eth_dst=port.mac, **{REG_ORIGIN: ORIGIN_LOCAL}
-                        ),
-                        actions=egress,
-                    )
-        flood = floods[net.metadata]
-        origins = [(ORIGIN_LOCAL, flood.from_local)]
-        if flood.from_remote is not None:
-            origins.append((ORIGIN_REMOTE, flood.from_remote))
-        for origin, content in origins:
-            to_group = (GroupAction(group_ids[content]),)
-            yield Flow(
-                TABLE_L2_FORWARD,
-                PRIORITY_FLOOD,
-                match(
-                    metadata=net.metadata,
-                    eth_dst=(MULTICAST_BIT, MULTICAST_BIT),
-                    **{REG_ORIGIN: origin},
-                ),
-                actions=to_group,
-            )
-            yield Flow(
-                TABLE_L2_FORWARD,
-                PRIORITY_UNKNOWN_UNICAST,
-                match(metadata=net.metadata, **{REG_ORIGIN: origin}),
-                actions=to_group,
-            )
+
+
+def l2_flood_flows(
+    net: LocalNetwork, flood: FloodGroups, group_ids: Mapping[GroupContent, int]
+) -> Iterator[Flow]:
+    """Broadcast, multicast and unknown unicast of `net` to its flood groups."""
+    origins = [(ORIGIN_LOCAL, flood.from_local)]
+    if flood.from_remote is not None:
+        origins.append((ORIGIN_REMOTE, flood.from_remote))
+    for origin, content in origins:
+        to_group = (GroupAction(group_ids[content]),)
+        yield Flow(
+            TABLE_L2_FORWARD,
+            PRIORITY_FLOOD,
+            match(
+                metadata=net.metadata,
+                eth_dst=(MULTICAST_BIT, MULTICAST_BIT),
+                **{REG_ORIGIN: origin},
+            ),
+            actions=to_group,
+        )
+        yield Flow(
+            TABLE_L2_FORWARD,
+            PRIORITY_UNKNOWN_UNICAST,
+            match(metadata=net.metadata, **{REG_ORIGIN: origin}),
+            actions=to_group,
+        )

@@ -163,36 +163,43 @@ def local_load_balancers(snapshot: Snapshot, ctx: DatapathContext) -> tuple[Loca
     nets = {net.spec.id: net for net in ctx.networks}
     specs = [lb for lb in snapshot.load_balancers if lb.network_id in nets]
     zones = conntrack_zones({nets[lb.network_id].metadata for lb in specs})
-    found: list[LocalLoadBalancer] = []
-    for spec in specs:
-        net = nets[spec.network_id]
-        backends = tuple(
-            sorted(
-                (
-                    ResolvedBackend(
-                        ip=ip_to_int(b.ip),
-                        port=b.port,
-                        weight=b.weight,
-                        healthy=b.healthy,
-                        owner=backend_owner(net.bound_ports, ip_to_int(b.ip), b.port_id),
-                    )
-                    for b in spec.backends
-                ),
-                key=lambda b: (b.ip, b.port),
-            )
+    found = (local_load_balancer(spec, nets[spec.network_id], zones) for spec in specs)
+    return tuple(sorted(found, key=load_balancer_order))
+
+
+def load_balancer_order(lb: LocalLoadBalancer) -> tuple[int, int, int, int]:
+    return (lb.net.metadata, lb.vip, lb.ip_proto, lb.spec.port)
+
+
+def local_load_balancer(
+    spec: LoadBalancerSpec, net: LocalNetwork, zones: Mapping[int, int]
+) -> LocalLoadBalancer:
+    """`spec` as served on a datapath where `net` (its network) has ports; `zones` by
+    network metadata, as `conntrack_zones` gives them."""
+    backends = tuple(
+        sorted(
+            (
+                ResolvedBackend(
+                    ip=ip_to_int(b.ip),
+                    port=b.port,
+                    weight=b.weight,
+                    healthy=b.healthy,
+                    owner=backend_owner(net.bound_ports, ip_to_int(b.ip), b.port_id),
+                )
+                for b in spec.backends
+            ),
+            key=lambda b: (b.ip, b.port),
         )
-        found.append(
-            LocalLoadBalancer(
-                spec=spec,
-                net=net,
-                zone=zones[net.metadata],
-                vip=ip_to_int(spec.vip),
-                vip_mac=vip_mac(net.spec.id, spec.vip),
-                ip_proto=IP_PROTO_TCP if spec.protocol == "tcp" else IP_PROTO_UDP,
-                backends=backends,
-            )
-        )
-    return tuple(sorted(found, key=lambda lb: (lb.net.metadata, lb.vip, lb.ip_proto, lb.spec.port)))
+    )
+    return LocalLoadBalancer(
+        spec=spec,
+        net=net,
+        zone=zones[net.metadata],
+        vip=ip_to_int(spec.vip),
+        vip_mac=vip_mac(net.spec.id, spec.vip),
+        ip_proto=IP_PROTO_TCP if spec.protocol == "tcp" else IP_PROTO_UDP,
+        backends=backends,
+    )
 
 
 def backend_group(lb: LocalLoadBalancer) -> GroupContent | None:
@@ -308,7 +315,8 @@ def _probe_reply_flows(lb: LocalLoadBalancer, backend: ResolvedBackend) -> Itera
         )
 
 
-def _network_flows(net: LocalNetwork, zone: int) -> Iterator[Flow]:
+def load_balancer_network_flows(net: LocalNetwork, zone: int) -> Iterator[Flow]:
+    """What every network with load balancers here needs, whatever its load balancers."""
     metadata = net.metadata
     # Every other TCP/UDP/ICMP packet of the network passes conntrack (as in OVN):
     # a backend's reply (or an ICMP error about a connection) is un-NATed on the
@@ -353,10 +361,17 @@ def load_balancer_flows(
     lbs = local_load_balancers(snapshot, ctx)
     zones = {lb.net.metadata: (lb.net, lb.zone) for lb in lbs}
     for metadata in sorted(zones):
-        yield from _network_flows(*zones[metadata])
+        yield from load_balancer_network_flows(*zones[metadata])
     for lb in lbs:
-        yield from _vip_flows(lb, group_ids)
-        yield from _probe_flows(lb, ctx.host_id)
+        yield from load_balancer_own_flows(lb, group_ids, ctx.host_id)
+
+
+def load_balancer_own_flows(
+    lb: LocalLoadBalancer, group_ids: Mapping[GroupContent, int], host_id: str
+) -> Iterator[Flow]:
+    """The flows of one load balancer on the datapath of `host_id`."""
+    yield from _vip_flows(lb, group_ids)
+    yield from _probe_flows(lb, host_id)
 
 
 __all__ = [
@@ -370,6 +385,10 @@ __all__ = [
     "conntrack_zones",
     "load_balancer_flows",
     "load_balancer_groups",
+    "load_balancer_network_flows",
+    "load_balancer_order",
+    "load_balancer_own_flows",
+    "local_load_balancer",
     "local_load_balancers",
     "vip_mac",
 ]

@@ -10,11 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from controller.core.flows import ETH_TYPE_ARP, ETH_TYPE_IPV4, IP_PROTO_UDP, Flow, match
-from controller.core.pipeline.context import DatapathContext, ofport_of
+from controller.core.flows import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    IP_PROTO_UDP,
+    Flow,
+    Match,
+    MatchField,
+    match,
+)
+from controller.core.pipeline.context import DatapathContext, LocalNetwork, ofport_of
 from controller.core.pipeline.tables import TABLE_ARP_RESPONDER, TABLE_PORT_SECURITY
 
-__all__ = ["port_security_flows"]
+__all__ = ["port_security_flows", "port_security_network_flows"]
 
 PRIORITY_ADDRESS: Final = 100  # one allowed source address
 PRIORITY_DHCP_DISCOVERY: Final = 90
@@ -23,43 +31,50 @@ PRIORITY_OPEN_PORT: Final = 50  # a port without IPs
 _DHCP_CLIENT_PORT: Final = 68
 _DHCP_SERVER_PORT: Final = 67
 
+_ARP: Final = MatchField("eth_type", ETH_TYPE_ARP)
+_IPV4: Final = MatchField("eth_type", ETH_TYPE_IPV4)
+# What follows in_port in a DHCP discovery's match (name order).
+_DHCP_DISCOVERY: Final = match(
+    eth_type=ETH_TYPE_IPV4,
+    ipv4_src=0,
+    ip_proto=IP_PROTO_UDP,
+    udp_src=_DHCP_CLIENT_PORT,
+    udp_dst=_DHCP_SERVER_PORT,
+).fields[1:]
+
 
 def port_security_flows(ctx: DatapathContext) -> Iterator[Flow]:
-    passed = TABLE_ARP_RESPONDER
     for net in ctx.networks:
-        for port in net.local_ports:
-            in_port = ofport_of(port)
-            if not port.restricted:
-                yield Flow(
-                    TABLE_PORT_SECURITY,
-                    PRIORITY_OPEN_PORT,
-                    match(in_port=in_port),
-                    goto_table=passed,
-                )
-                continue
-            for ip in port.ipv4s:
-                yield Flow(
-                    TABLE_PORT_SECURITY,
-                    PRIORITY_ADDRESS,
-                    match(in_port=in_port, eth_type=ETH_TYPE_ARP, arp_sha=port.mac, arp_spa=ip),
-                    goto_table=passed,
-                )
-                yield Flow(
-                    TABLE_PORT_SECURITY,
-                    PRIORITY_ADDRESS,
-                    match(in_port=in_port, eth_type=ETH_TYPE_IPV4, ipv4_src=ip),
-                    goto_table=passed,
-                )
+        yield from port_security_network_flows(net)
+
+
+def port_security_network_flows(net: LocalNetwork) -> Iterator[Flow]:
+    passed = TABLE_ARP_RESPONDER
+    # Fields in name order, as `match()` gives them; shared where constant.
+    for port in net.local_ports:
+        in_port = MatchField("in_port", ofport_of(port))
+        if not port.restricted:
+            yield Flow(
+                TABLE_PORT_SECURITY, PRIORITY_OPEN_PORT, Match((in_port,)), goto_table=passed
+            )
+            continue
+        sha = MatchField("arp_sha", port.mac)
+        for ip in port.ipv4s:
             yield Flow(
                 TABLE_PORT_SECURITY,
-                PRIORITY_DHCP_DISCOVERY,
-                match(
-                    in_port=in_port,
-                    eth_type=ETH_TYPE_IPV4,
-                    ipv4_src=0,
-                    ip_proto=IP_PROTO_UDP,
-                    udp_src=_DHCP_CLIENT_PORT,
-                    udp_dst=_DHCP_SERVER_PORT,
-                ),
+                PRIORITY_ADDRESS,
+                Match((sha, MatchField("arp_spa", ip), _ARP, in_port)),
                 goto_table=passed,
             )
+            yield Flow(
+                TABLE_PORT_SECURITY,
+                PRIORITY_ADDRESS,
+                Match((_IPV4, in_port, MatchField("ipv4_src", ip))),
+                goto_table=passed,
+            )
+        yield Flow(
+            TABLE_PORT_SECURITY,
+            PRIORITY_DHCP_DISCOVERY,
+            Match((_IPV4, in_port, *_DHCP_DISCOVERY)),
+            goto_table=passed,
+        )
