@@ -416,3 +416,30 @@ def test_switch_with_a_foreign_certificate_is_refused_over_openflow(
             requirement="managed (test waits <= 30 s; the switch's reconnect backoff is up to 8 s)",
         )
 
+
+
+def test_ssl_host_on_a_service_without_tls_is_reported(
+    lab: Lab, controller_ip: str, tmp_path: Path
+) -> None:
+    """The issue's first finding: an ssl: host on a service with no TLS settings failed
+    every pass with a TypeError from the OVS library and showed last_error=null."""
+    service = ServiceProcess(
+        tmp_path / "plain-service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "2"}
+    )
+    service.start()
+    try:
+        with fabric_of(lab, service) as fabric:
+            host = lab.add_host("hs", tunnel_ip=None, management=True, uplink=False)
+            since = time.monotonic()
+            register(fabric, host, f"ssl:{host.management_ip}:{OVSDB_PORT}")
+            status = wait_error(
+                fabric,
+                "hs",
+                "no TLS key, certificate and CA are configured",
+                since=since,
+                case="OVSDB: ssl: host, service without TLS settings",
+            )
+            assert not status["ovsdb_connected"], status
+            assert "TypeError" not in service.log_tail(400)
+    finally:
+        service.stop()
