@@ -178,18 +178,22 @@ class DatapathConfig:
     unrealized_ports: frozenset[str]  # bound here, interface not (yet) on the switch
 
 
-def unique_flows(flows: Iterable[Flow], *, check: bool = True) -> Iterator[Flow]:
+def unique_flows(flows: Sequence[Flow], *, check: bool = True) -> tuple[Flow, ...]:
     """`flows` without exact duplicates (the first is kept), each checked against its
     table's declaration; two different flows for one match are a PipelineError."""
-    seen: dict[tuple[int, int, object], Flow] = {}
-    for flow in flows:
-        if check:
+    if check:
+        for flow in flows:
             check_flow(flow)
-        previous = seen.setdefault((flow.table, flow.priority, flow.match), flow)
-        if previous is flow:
-            yield flow
-        elif previous != flow:
+    seen = {(flow.table, flow.priority, flow.match): flow for flow in flows}
+    if len(seen) == len(flows):
+        return tuple(seen.values())
+    # Some match twice: keep the first of equal flows, refuse different ones.
+    kept: dict[tuple[int, int, object], Flow] = {}
+    for flow in flows:
+        previous = kept.setdefault((flow.table, flow.priority, flow.match), flow)
+        if previous is not flow and previous != flow:
             raise PipelineError(f"two flows for one match: {previous!r} and {flow!r}")
+    return tuple(kept.values())
 
 
 def _window(old: Sequence[_T], new: Sequence[_T]) -> tuple[Sequence[_T], Sequence[_T]]:
@@ -521,7 +525,7 @@ class DatapathComputer:
             ]
         for unit in chain(rebuilt, moved):
             unit.ids = {content: ids[content] for content in unit.contents}
-            unit.flows = tuple(unique_flows(self._unit_flows(unit)))
+            unit.flows = unique_flows(list(self._unit_flows(unit)))
 
     def _unit(self, net: LocalNetwork, lb_specs: tuple[LoadBalancerSpec, ...]) -> _Unit:
         zone = self._zones[net.metadata] if lb_specs else None
@@ -623,7 +627,7 @@ class DatapathComputer:
         groups = self._group_tuple if self._salted_groups is None else self._salted_groups
         flows = FlowSequence((_TABLE_MISS, *map(_FLOWS, self._unit_list)))
         if self._shared_ofports:  # two local ports on one ofport
-            flows = FlowSequence((tuple(unique_flows(flows, check=False)),))
+            flows = FlowSequence((unique_flows(list(flows), check=False),))
         if previous is not None and not self._stale:
             realized, unrealized = previous.realized_ports, previous.unrealized_ports
         else:
