@@ -212,7 +212,7 @@ def frames_from(fabric: Fabric, source: PortSpec, in_port: int) -> list[dict[str
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
 
 
