@@ -68,6 +68,20 @@ OFPT_MULTIPART_REQUEST: Final = 18
 OFPT_MULTIPART_REPLY: Final = 19
 OFPT_BARRIER_REQUEST: Final = 20
 OFPT_BARRIER_REPLY: Final = 21
+OFPT_ROLE_REQUEST: Final = 24
+OFPT_ROLE_REPLY: Final = 25
+
+# Controller roles (ofp_controller_role). A MASTER's role request carries a
+# generation id; the switch refuses an older one (OFPRRFC_STALE) and demotes the
+# previous master to SLAVE, whose flow-mods it then refuses (OFPBRC_IS_SLAVE).
+OFPCR_ROLE_NOCHANGE: Final = 0
+OFPCR_ROLE_EQUAL: Final = 1
+OFPCR_ROLE_MASTER: Final = 2
+OFPCR_ROLE_SLAVE: Final = 3
+OFPET_BAD_REQUEST: Final = 1
+OFPBRC_IS_SLAVE: Final = 10
+OFPET_ROLE_REQUEST_FAILED: Final = 11
+OFPRRFC_STALE: Final = 0
 
 OFPMP_FLOW: Final = 1
 OFPMP_GROUP_DESC: Final = 7
@@ -601,6 +615,22 @@ def group_desc_request(xid: int) -> bytes:
     return _MULTIPART_REQUEST.pack(
         OFP_VERSION, OFPT_MULTIPART_REQUEST, 16, xid, OFPMP_GROUP_DESC, 0
     )
+
+
+_ROLE = struct.Struct("!BBHII4xQ")
+
+
+def role_request(xid: int, role: int, generation_id: int) -> bytes:
+    """OFPT_ROLE_REQUEST: become `role`; the generation id fences MASTER/SLAVE changes."""
+    return _ROLE.pack(OFP_VERSION, OFPT_ROLE_REQUEST, _ROLE.size, xid, role, generation_id)
+
+
+def parse_role_reply(message: bytes) -> tuple[int, int]:
+    """(role, generation_id) of an OFPT_ROLE_REPLY."""
+    _version, msg_type, _length, _xid, role, generation_id = _ROLE.unpack_from(message)
+    if msg_type != OFPT_ROLE_REPLY:
+        raise ValueError(f"not an OFPT_ROLE_REPLY message (type {msg_type})")
+    return role, generation_id
 
 
 def packet_out(*, in_port: int, actions: tuple[Action, ...], data: bytes, xid: int = 0) -> bytes:
