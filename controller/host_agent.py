@@ -32,7 +32,7 @@ from controller.core.model import (
     Snapshot,
     StateStore,
 )
-from controller.core.pipeline import DatapathConfig, PipelineError, compute_datapath
+from controller.core.pipeline import DatapathComputer, DatapathConfig, PipelineError
 from controller.core.pipeline.context import tunnel_interface_name
 from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
 from controller.openflow.tls_front import REFUSALS, TlsListener
@@ -155,6 +155,8 @@ class HostAgent:
         self._channel: SwitchChannel | None = None
         self._ofports: dict[str, int] = {}
         self._sync: DatapathSync | None = None
+        # Only the worker uses it: each pass recomputes the flows of what changed.
+        self._computer = DatapathComputer(host.id)
         self._needs_read = False
         self._last_audit = 0.0
         self._started_at = time.monotonic()
@@ -318,7 +320,7 @@ class HostAgent:
             self._report_host(openflow=False)
             return
         try:
-            config = compute_datapath(snapshot, DatapathView(self.host.id, ofports))
+            config = self._computer.compute(snapshot, DatapathView(self.host.id, ofports))
         except PipelineError as exc:
             # A contradictory snapshot leaves the switch as it is (no half-computed
             # state is pushed) until the desired state is fixed.
