@@ -334,3 +334,22 @@ def test_flow_sequence_behaves_as_the_tuple_of_its_flows() -> None:
     assert flows != as_tuple[:-1]
     with pytest.raises(IndexError):
         flows[len(flows)]
+
+
+def test_unchanged_units_keep_their_flow_tuples() -> None:
+    snapshot, view = computable(11)
+    computer = DatapathComputer(HERE)
+    before = computer.compute(snapshot, view).flows
+    assert isinstance(before, FlowSequence)
+    port = next(p for p in snapshot.ports if p.host_id == HERE and p.ips)
+    readdressed = dataclasses.replace(port, ips=("10.0.0.250",))
+    after = computer.compute(
+        dataclasses.replace(
+            snapshot, ports=tuple(readdressed if p is port else p for p in snapshot.ports)
+        ),
+        view,
+    ).flows
+    assert isinstance(after, FlowSequence)
+    kept = {id(chunk) for chunk in before.chunks} & {id(chunk) for chunk in after.chunks}
+    # Only the port's network was recomputed (if it has a unit here at all).
+    assert len(after.chunks) - len(kept) <= 1

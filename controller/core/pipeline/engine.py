@@ -133,6 +133,12 @@ class FlowSequence(Sequence[Flow]):
         self._length = sum(map(len, self._chunks))
         self._ends: list[int] | None = None  # where each chunk ends, when first indexed
 
+    @property
+    def chunks(self) -> tuple[tuple[Flow, ...], ...]:
+        """The units' tuples: the same tuple object from one result to the next while its
+        unit is unchanged, so a consumer can cache what it derives (cookies) per chunk."""
+        return self._chunks
+
     def __len__(self) -> int:
         return self._length
 
