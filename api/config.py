@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     controller_enabled: bool = True
     libvirt_enabled: bool = True
     reconcile_interval: float = Field(default=10.0, gt=0)
+    # Several processes on one PostgreSQL database: "api" serves only the REST API,
+    # "controller" and "both" run the controller too. With controller_replicas the
+    # controller shares the switches with the other live replicas (one OpenFlow
+    # MASTER per switch, chosen through PostgreSQL advisory locks); without it this
+    # process masters every switch, as the only controller must.
+    role: Literal["api", "controller", "both"] = "both"
+    controller_replicas: bool = False
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    mastership_poll_interval: float = Field(default=0.15, gt=0)
+    mastership_grace: float = Field(default=0.5, ge=0)
 
     @field_validator("vlan_ranges", "vlan_reserved")
     @classmethod
@@ -108,6 +118,17 @@ class Settings(BaseSettings):
                     "require_tls: the plaintext openflow_listen_host must be a loopback "
                     f"address, not {self.openflow_listen_host!r}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_on_postgres(self) -> Self:
+        if self.database_url.startswith("sqlite") and (
+            self.controller_replicas or self.role != "both"
+        ):
+            raise ValueError(
+                "controller replicas need PostgreSQL: on SQLite the service runs as one"
+                " process (role both, controller_replicas off)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -266,4 +266,28 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
 
 
+class ControllerReplica(Base):
+    """A controller replica (PostgreSQL only). Live while its session holds the
+    replica's advisory lock; rows of dead replicas are swept when another joins."""
+
+    __tablename__ = "controller_replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    relay_socket: Mapped[str] = mapped_column(String(64))
+    network_target: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+
+
+class SwitchMaster(Base):
+    """The last master of a host's switch and its generation: the OpenFlow role
+    request's fencing token, incremented in the statement that records a new master."""
+
+    __tablename__ = "switch_masters"
+
+    host_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(BigInteger)
+    since: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+
+
 DESIRED_STATE_CHILDREN: tuple[type[Base], ...] = (PortIp, LbBackend)
