@@ -150,7 +150,8 @@ def main() -> None:
                 f"{args.rounds}x: longest it looked silent ({what})",
                 longest,
                 "s",
-                requirement="< 1.6 s (declared dead after 5 unanswered echoes 0.4 s apart)"
+                requirement=f"< {ECHO_MISSES * ECHO_INTERVAL:g} s (dead after "
+                f"{ECHO_MISSES + 1} unanswered echoes {ECHO_INTERVAL:g} s apart)"
                 if not args.measure_only
                 else "context: why any message counts",
                 source="python -m bench.echo_readback"

@@ -139,3 +139,38 @@ def test_silent_switch_is_reported_within_bound_and_condemns_no_backend(
         what="b2's health known again",
     )
     assert vms["c"].wait_for_ping("10.5.0.12", timeout=30)
+
+
+def test_host_whose_ovsdb_server_stops_is_reported_within_bound(fabric: Fabric) -> None:
+    a, _b = fabric.vm_pair("vxlan", "10.30.0.0/24")
+    h2 = fabric.hosts["h2"]
+    assert _openflow_connected(fabric, "h2")
+    h2.ovs.stop_ovsdb()
+    try:
+        stopped = time.monotonic()
+        eventually(
+            lambda: not _openflow_connected(fabric, "h2"),
+            what="h2 reported disconnected",
+            timeout=30,
+            interval=0.05,
+        )
+        reported = time.monotonic() - stopped
+        record(
+            "Liveness",
+            "ovsdb-server stopped: seconds until the API shows openflow_connected=false",
+            reported,
+            "s",
+            requirement=f"<= {LIVENESS_BOUND:g} s",
+        )
+        assert reported <= LIVENESS_BOUND, f"reported after {reported:.2f} s"
+
+        def ovsdb_reported() -> bool:
+            host = fabric.client.get("hosts", fabric.host_ids["h2"])
+            return host["ovsdb_connected"] is False and bool(host["last_error"])
+
+        # Reported right after the switch (which is reported first, before OVSDB is tried).
+        eventually(ovsdb_reported, what="h2's OVSDB reported unreachable")
+    finally:
+        h2.start_ovs()
+    eventually(lambda: _openflow_connected(fabric, "h2"), what="h2 reconnected", timeout=30)
+    assert a.wait_for_ping("10.30.0.2", timeout=30)
