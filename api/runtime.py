@@ -7,13 +7,16 @@ service runs when its own setting enables it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from api.config import Settings
 from api.libvirt.watch import start_libvirt_watchers
+from api.store.replicas import PgMastership
 from api.store.snapshot import SqlStateStore
-from controller.host_agent import ControllerConfig
+from controller.core.mastership import ReplicaInfo
+from controller.host_agent import ControllerConfig, network_controller_target
 from controller.service import FabricController
 
 
@@ -28,11 +31,33 @@ def controller_config(settings: Settings) -> ControllerConfig:
     )
 
 
+def _controller(settings: Settings, store: SqlStateStore) -> FabricController:
+    config = controller_config(settings)
+    if not settings.controller_replicas:
+        return FabricController(store, config)
+    replica_id = settings.replica_id or secrets.token_hex(4)
+    # Each replica listens on its own relay socket in a local host's run directory.
+    config = replace(config, relay_socket=f"ovs-fabric-ofp-{replica_id}.sock")
+    replica = ReplicaInfo(
+        id=replica_id,
+        relay_socket=config.relay_socket,
+        network_target=network_controller_target(config),
+    )
+    return FabricController(
+        store,
+        config,
+        mastership=PgMastership(store.database, replica),
+        replica=replica,
+        mastership_poll_interval=settings.mastership_poll_interval,
+        mastership_grace=settings.mastership_grace,
+    )
+
+
 def start_background_services(settings: Settings, store: SqlStateStore) -> list[Callable[[], None]]:
     """Start what runs next to the API; return callables that stop each of them."""
     stoppers: list[Callable[[], None]] = []
-    if settings.controller_enabled:
-        controller = FabricController(store, controller_config(settings))
+    if settings.controller_enabled and settings.role != "api":
+        controller = _controller(settings, store)
         controller.start()
         stoppers.append(controller.stop)
     if settings.libvirt_enabled:

@@ -65,6 +65,9 @@ class ControllerConfig:
     openflow_tls_listen_host: str = "127.0.0.1"
     openflow_tls_port: int = 6654
     require_tls: bool = False  # hosts with a tcp: OVSDB remote are refused
+    # This process's relay socket in a local host's run directory; each controller
+    # replica listens on its own (see controller.replication).
+    relay_socket: str = RELAY_SOCKET_NAME
 
     def tls_files(self) -> TlsFiles | None:
         if self.tls_private_key is None or self.tls_certificate is None:
@@ -86,18 +89,18 @@ def datapath_id_for(host_id: str) -> int:
     return value or 1
 
 
-def relay_path_for(host: HostSpec) -> Path | None:
+def relay_path_for(host: HostSpec, socket_name: str = RELAY_SOCKET_NAME) -> Path | None:
     """The unix socket the service listens on for a host whose OVSDB is a local socket."""
     if not host.ovsdb_remote.startswith("unix:"):
         return None
-    return Path(host.ovsdb_remote.removeprefix("unix:")).parent / RELAY_SOCKET_NAME
+    return Path(host.ovsdb_remote.removeprefix("unix:")).parent / socket_name
 
 
 def controller_target_for(host: HostSpec, config: ControllerConfig) -> str | None:
     """unix: (our relay) for a host on this machine; else the advertised address, as
     `ssl:ADDRESS:openflow_tls_port` when TLS is configured (an `ssl:` advertise is
     taken as it is, e.g. behind NAT)."""
-    relay = relay_path_for(host)
+    relay = relay_path_for(host, config.relay_socket)
     if relay is not None:
         return f"unix:{relay}"
     advertise = config.openflow_advertise
@@ -107,6 +110,11 @@ def controller_target_for(host: HostSpec, config: ControllerConfig) -> str | Non
     if advertise.startswith("tcp:"):
         address = address.rpartition(":")[0]  # tcp:ADDRESS:PORT
     return f"ssl:{address}:{config.openflow_tls_port}"
+
+
+def network_controller_target(config: ControllerConfig) -> str | None:
+    """The controller target this process gives hosts reached over tcp:/ssl:."""
+    return controller_target_for(HostSpec(id="", name="", ovsdb_remote="tcp:"), config)
 
 
 def plaintext_remotes(host: HostSpec) -> list[str]:
@@ -132,8 +140,16 @@ class HostAgent:
         config: ControllerConfig,
         store: StateStore,
         ovsdb_factory: Callable[[str], OvsdbClient] | None = None,
+        controller_targets: Callable[[HostSpec], tuple[str, ...]] | None = None,
     ) -> None:
         self.host = host
+        # Replicated (controller_targets given): this agent writes nothing, to OVSDB or
+        # the switch, until `set_master` makes it the switch's master; it then claims
+        # the switch with a role request carrying the generation before any flow-mod.
+        self._replicated = controller_targets is not None
+        self._controller_targets = controller_targets
+        self._generation: int | None = None
+        self._claimed: tuple[SwitchChannel, int] | None = None
         self.datapath_id = datapath_id_for(host.id)
         self._config = config
         self._store = store
@@ -227,6 +243,24 @@ class HostAgent:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def is_master(self) -> bool:
+        return not self._replicated or self._generation is not None
+
+    def set_master(self, generation: int | None) -> None:
+        """Master the switch with this generation id (fencing token), or None: stop
+        writing (another replica masters it, or we cannot know)."""
+        with self._lock:
+            if generation == self._generation:
+                return
+            self._generation = generation
+            self._claimed = None
+            self._needs_read = True
+            # A new master reports everything again: the last one's view may differ.
+            self._reported_ports = {}
+            self._reported_status = None
+        self._wake.set()
+
     def send_frame(self, interface: str, frame: bytes) -> bool:
         """Packet-out `frame` straight to `interface` (load-balancer health probes and
         rejections); False when the switch is not connected or lacks the interface."""
@@ -258,7 +292,7 @@ class HostAgent:
         if channel is None:
             with self._lock:
                 channel = self._channel
-        if channel is None:
+        if channel is None or not self.is_master:
             return False
         # in_port CONTROLLER: the frame is the controller's own, it enters no table.
         message = ofmsg.packet_out(in_port=OFPP_CONTROLLER, actions=(Output(ofport),), data=frame)
@@ -302,6 +336,8 @@ class HostAgent:
                     self._pass_finished.notify_all()
 
     def _pass(self, snapshot: Snapshot) -> None:
+        if not self.is_master:
+            return  # another replica masters this switch; ours stays a reader
         if self._channel is None and self._reported_status is not None:
             # A lost switch is reported before OVSDB is tried: its ovsdb-server may
             # be what hangs, and the API must show the loss at once.
@@ -328,6 +364,8 @@ class HostAgent:
             self._report_host(openflow=True)
             return
         try:
+            if not self._claim(channel):
+                return
             now = time.monotonic()
             if needs_read or now - self._last_audit >= self._config.reconcile_interval:
                 sync.read_actual()
@@ -366,6 +404,31 @@ class HostAgent:
         self._report_ports(snapshot, config)
         self._report_host(openflow=True)
 
+    def _claim(self, channel: SwitchChannel) -> bool:
+        """Replicated: tell the switch we are its MASTER with our generation, once per
+        connection and generation, before any flow-mod. The switch demotes the previous
+        master to SLAVE; a stale generation (a newer master exists) is refused."""
+        generation = self._generation
+        if not self._replicated:
+            return True
+        if generation is None:
+            return False
+        if self._claimed == (channel, generation):
+            return True
+        xid = channel.next_xid()
+        reply = channel.expect(xid)
+        channel.send(ofmsg.role_request(xid, ofmsg.OFPCR_ROLE_MASTER, generation))
+        try:
+            reply.result(timeout=self._config.ovsdb_timeout)
+        except OpenFlowError as exc:
+            self._set_error(f"OpenFlow: role request (generation {generation}) refused: {exc}")
+            return False
+        with self._lock:
+            if self._generation == generation:
+                self._claimed = (channel, generation)
+        log.info("host %s: OpenFlow MASTER, generation %d", self.host.name, generation)
+        return self._claimed == (channel, generation)
+
     # ---- OVSDB intents -----------------------------------------------------------------
 
     def _ensure_ovsdb(self, snapshot: Snapshot) -> None:
@@ -378,6 +441,9 @@ class HostAgent:
             self._ovsdb = self._ovsdb_factory(host.ovsdb_remote)
             self._ovsdb_for = (host.ovsdb_remote, host.name)
         target = controller_target_for(host, cfg)
+        targets: tuple[str, ...] = (target,) if target else ()
+        if self._controller_targets is not None:
+            targets = self._controller_targets(host)  # every live replica's, ours included
         plaintext = plaintext_remotes(host)
         if cfg.require_tls and plaintext:
             # Not even connected to: the host is reported, never managed.
@@ -393,7 +459,7 @@ class HostAgent:
                     name=bridge,
                     datapath_type=cfg.datapath_type,
                     datapath_id=f"{self.datapath_id:016x}",
-                    controller_targets=(target,) if target else (),
+                    controller_targets=targets,
                 )
             )
             if host.uplink:
@@ -465,6 +531,8 @@ class HostAgent:
         self._last_error = error
 
     def _report_host(self, *, openflow: bool) -> None:
+        if not self.is_master:
+            return  # the master reports the host
         status = HostStatus(
             host_id=self.host.id,
             ovsdb_connected=bool(self._ovsdb_ok),
@@ -477,6 +545,8 @@ class HostAgent:
             self._reported_status = status
 
     def _report_ports(self, snapshot: Snapshot, config: DatapathConfig | None) -> None:
+        if not self.is_master:
+            return
         now = datetime.now(UTC)
         # Keyed by the whole PortSpec: a re-bound port (which the API resets to DOWN)
         # is a new key and gets reported again even if it was ACTIVE before.

@@ -24,13 +24,21 @@ from pathlib import Path
 
 from controller.core import probes
 from controller.core.health import with_health
-from controller.core.model import BackendHealthUpdate, Snapshot, StateStore
+from controller.core.mastership import MastershipStore, ReplicaInfo, controller_targets
+from controller.core.model import BackendHealthUpdate, HostSpec, Snapshot, StateStore
 from controller.core.pipeline.tables import TABLE_LB, TABLE_LB_CT
 from controller.health_service import HealthService
-from controller.host_agent import ControllerConfig, HostAgent, datapath_id_for, relay_path_for
+from controller.host_agent import (
+    ControllerConfig,
+    HostAgent,
+    controller_target_for,
+    datapath_id_for,
+    relay_path_for,
+)
 from controller.openflow.app import start_openflow_controller
 from controller.openflow.channel import SwitchChannel
 from controller.openflow.relay import UnixToTcpRelay
+from controller.replication import ReplicaCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +52,37 @@ _PassTickets = list[tuple[HostAgent, int]]
 
 
 class FabricController:
-    def __init__(self, store: StateStore, config: ControllerConfig) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        config: ControllerConfig,
+        *,
+        mastership: MastershipStore | None = None,
+        replica: ReplicaInfo | None = None,
+        mastership_poll_interval: float = 0.15,
+        mastership_grace: float = 0.5,
+    ) -> None:
+        """Alone (no `mastership`), this process masters every switch. With a
+        mastership store and this process's `replica` registration, it shares the
+        switches with the other live replicas (see controller.replication)."""
         self._store = store
         self._config = config
         self._lock = threading.Lock()
+        self._replicas: tuple[ReplicaInfo, ...] = ()
+        self._coordinator: ReplicaCoordinator | None = None
+        if mastership is not None:
+            if replica is None:
+                raise ValueError("a replicated controller needs its replica registration")
+            self._coordinator = ReplicaCoordinator(
+                mastership,
+                replica,
+                host_ids=self._host_ids,
+                on_master=lambda host_id, generation: self._set_master(host_id, generation),
+                on_slave=lambda host_id: self._set_master(host_id, None),
+                on_replicas=self._replicas_changed,
+                poll_interval=mastership_poll_interval,
+                grace=mastership_grace,
+            )
         self._agents: dict[str, HostAgent] = {}
         self._by_dpid: dict[int, HostAgent] = {}
         self._relays: dict[Path, UnixToTcpRelay] = {}
@@ -85,8 +120,12 @@ class FabricController:
         self._watcher.start()
         self._health_recorder.start()
         self._health.start()
+        if self._coordinator is not None:
+            self._coordinator.start()
 
     def stop(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.stop()  # our switches go to the others at once
         self._stop.set()
         self._poke.set()
         self._watcher.join(timeout=5)
@@ -153,7 +192,12 @@ class FabricController:
             new = []
             for host_id, host in wanted.items():
                 if host_id not in self._agents:
-                    agent = HostAgent(host, config=self._config, store=self._store)
+                    agent = HostAgent(
+                        host,
+                        config=self._config,
+                        store=self._store,
+                        controller_targets=None if self._coordinator is None else self._targets,
+                    )
                     self._agents[host_id] = agent
                     self._by_dpid[agent.datapath_id] = agent
                     new.append(agent)
@@ -221,8 +265,39 @@ class FabricController:
             if answer is not None and agent is not None:
                 agent.send_to_port(in_port, answer)
 
+    # ---- replicas ------------------------------------------------------------------------
+
+    def _host_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._agents)
+
+    def _set_master(self, host_id: str, generation: int | None) -> None:
+        with self._lock:
+            agent = self._agents.get(host_id)
+        if agent is not None:
+            agent.set_master(generation)
+
+    def _replicas_changed(self, replicas: tuple[ReplicaInfo, ...]) -> None:
+        with self._lock:
+            self._replicas = replicas
+            agents = list(self._agents.values())
+        for agent in agents:
+            agent.wake()  # masters rewrite their switch's controller targets
+
+    def _targets(self, host: HostSpec) -> tuple[str, ...]:
+        """Every live replica's controller target for `host` (ours included)."""
+        relay = relay_path_for(host, self._config.relay_socket)
+        with self._lock:
+            replicas = self._replicas
+        return controller_targets(
+            None if relay is None else str(relay.parent),
+            replicas,
+            own=controller_target_for(host, self._config),
+        )
+
     def _sync_relays(self, snapshot: Snapshot) -> None:
-        wanted = {p for p in (relay_path_for(h) for h in snapshot.hosts) if p is not None}
+        name = self._config.relay_socket
+        wanted = {p for p in (relay_path_for(h, name) for h in snapshot.hosts) if p is not None}
         target = (self._config.openflow_listen_host, self._config.openflow_port)
         with self._lock:
             for path in set(self._relays) - wanted:
@@ -269,8 +344,8 @@ class FabricController:
         self, datapath_id: int, *, in_port: int, table_id: int, cookie: int, data: bytes
     ) -> None:
         agent = self._agent(datapath_id)
-        if agent is None:
-            return
+        if agent is None or not agent.is_master:
+            return  # a replica that does not master the switch does not act on it
         for handler in self.packet_in_handlers:
             handler(agent.host.id, in_port, table_id, cookie, data)
 
