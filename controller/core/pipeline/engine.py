@@ -86,7 +86,12 @@ from controller.core.pipeline.load_balancer import (
     local_load_balancer,
 )
 from controller.core.pipeline.port_security import port_security_network_flows
-from controller.core.pipeline.tables import PipelineError, check_flow, check_group, table_miss_flows
+from controller.core.pipeline.tables import (
+    PipelineError,
+    check_group,
+    checked_match_key,
+    table_miss_flows,
+)
 
 __all__ = ["DatapathComputer", "DatapathConfig", "FlowSequence", "unique_flows"]
 
@@ -187,19 +192,21 @@ class DatapathConfig:
 def unique_flows(flows: Sequence[Flow], *, check: bool = True) -> tuple[Flow, ...]:
     """`flows` without exact duplicates (the first is kept), each checked against its
     table's declaration; two different flows for one match are a PipelineError."""
-    if check:
-        for flow in flows:
-            check_flow(flow)
-    seen = {(flow.table, flow.priority, flow.match): flow for flow in flows}
+    key = checked_match_key if check else _match_key
+    seen = {key(flow): flow for flow in flows}
     if len(seen) == len(flows):
         return tuple(seen.values())
     # Some match twice: keep the first of equal flows, refuse different ones.
-    kept: dict[tuple[int, int, object], Flow] = {}
+    kept: dict[tuple[object, ...], Flow] = {}
     for flow in flows:
-        previous = kept.setdefault((flow.table, flow.priority, flow.match), flow)
+        previous = kept.setdefault(_match_key(flow), flow)
         if previous is not flow and previous != flow:
             raise PipelineError(f"two flows for one match: {previous!r} and {flow!r}")
     return tuple(kept.values())
+
+
+def _match_key(flow: Flow) -> tuple[object, ...]:
+    return (flow.table, flow.priority, flow.match)
 
 
 def _window(old: Sequence[_T], new: Sequence[_T]) -> tuple[Sequence[_T], Sequence[_T]]:

@@ -33,7 +33,6 @@ from controller.core.flows import (
     Ct,
     Flow,
     Group,
-    MatchField,
     RegMove,
     Resubmit,
     SetField,
@@ -234,6 +233,12 @@ def _written_field(action: Action) -> str | None:
 
 def check_flow(flow: Flow) -> None:
     """Raise PipelineError if `flow` breaks its table's declaration or OpenFlow's prerequisites."""
+    checked_match_key(flow)
+
+
+def checked_match_key(flow: Flow) -> tuple[object, ...]:
+    """`check_flow`, then a key equal for two flows exactly when a switch would take them
+    for the same entry (table, priority, match): flat, so hashing it stays in C."""
     table = TABLES.get(flow.table)
     if table is None:
         raise PipelineError(f"flow for undeclared table {flow.table}: {flow!r}")
@@ -241,11 +246,14 @@ def check_flow(flow: Flow) -> None:
     # prerequisite fields only: checked once per shape (a few dozen, whatever the number
     # of flows), as checking every flow in full was a third of a full compute.
     names: list[str] = []
-    parents: list[MatchField] = []
+    parents: list[object] = []
+    key: list[object] = [flow.table, flow.priority]
     for field in flow.match.fields:
-        names.append(field.name)
-        if field.name in _PARENTS:
-            parents.append(field)
+        name, value, mask = field.name, field.value, field.mask
+        names.append(name)
+        key += (name, value, mask)
+        if name in _PARENTS:
+            parents += (name, value, mask)
     shape = (table.id, frozenset(names), tuple(parents), flow.goto_table, _is_table_miss(flow))
     if shape not in _GOOD_SHAPES:
         _check_shape(flow, table, shape[1])
@@ -267,13 +275,12 @@ def check_flow(flow: Flow) -> None:
             continue
         if written not in set_fields:
             raise PipelineError(f"table {table.name} does not allow writing {written}: {flow!r}")
+    return tuple(key)
 
 
 # (table id, match field names, prerequisite fields matched, goto_table, is a table miss)
 # of flows that passed `_check_shape`.
-_GOOD_SHAPES: Final[set[tuple[int, frozenset[str], tuple[MatchField, ...], int | None, bool]]] = (
-    set()
-)
+_GOOD_SHAPES: Final[set[tuple[int, frozenset[str], tuple[object, ...], int | None, bool]]] = set()
 
 
 def _check_shape(flow: Flow, table: TableDecl, names: frozenset[str]) -> None:
