@@ -91,6 +91,8 @@ def test_killing_a_master_loses_nothing_and_another_takes_over(
         # The killed replica comes back, and a fourth joins: switches rebalance.
         replicas.start_controller(victim)
         _settled(fabric, replicas)
+        # It is again h1's rendezvous-preferred replica: the survivor handed h1 back.
+        eventually(lambda: replicas.master_of(h1) == victim, what=f"h1 back to {victim}")
         fabric.add_vm("h2", network, "d", "10.50.0.4", wait=False)
         fabric.wait_active("d", timeout=30)
         replicas.start_controller("r4")
