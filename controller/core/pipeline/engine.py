@@ -12,11 +12,12 @@ units whose inputs changed:
                 (uplink, tunnels), its load balancer specs and its conntrack zone; then
                 the ids its groups got (the flows pointing to them)
 
-Finding what changed costs O(what changed), not O(the world): the snapshot's tuples
-are compared with the previous ones by their longest common prefix and suffix
-(C-level tuple comparison, identity first), so a snapshot that shares its unchanged
-objects with the previous one (as an incremental loader builds it) costs a few
-slices; a rebuilt but value-equal one costs one value comparison per object.
+Finding what changed does no per-object Python work for what did not change: the
+snapshot's tuples are compared with the previous ones by their longest common prefix
+and suffix (C-level tuple comparison, identity first, a few slices), so a snapshot
+sharing its unchanged objects with the previous one (as an incremental loader builds
+it) costs pointer comparisons plus O(what changed); a rebuilt but value-equal one
+costs one dataclass comparison per object.
 
 The result is exactly what a fresh computer gives for the same snapshot and view,
 in the same order (units by network metadata, each unit's flows in the order its
