@@ -171,6 +171,9 @@ class FabricController:
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.exception("loading desired state failed; retrying until it works")
+                # Once it works again, everything is read and compared afresh: what
+                # failed to reach SQL meanwhile (health verdicts) is written then.
+                seen = None
             else:
                 if failing_since is not None:
                     log.info(

@@ -222,9 +222,11 @@ class HealthMonitor:
         stored_unknown: Mapping[BackendKey, str | None] | None = None,
     ) -> list[HealthChange]:
         """Follow the desired backends. A backend seen for the first time starts from
-        its stored health (so a restarted controller keeps what it knew). Returns the
-        changes that bring a stored unknown-or-not (`stored_unknown`) up to date."""
+        its stored health (so a restarted controller keeps what it knew). With
+        `stored_unknown`, returns the changes that bring what is stored up to date
+        (a verdict whose recording failed, e.g. while the database was down)."""
         wanted = {t.key: t for t in targets}
+        known_before = set(self._tracked)
         for key in set(self._tracked) - set(wanted):
             del self._tracked[key]
             self._unknown.pop(key, None)
@@ -241,10 +243,13 @@ class HealthMonitor:
             current = self._tracked.get(pending.target.key)
             if current is None or current.target != pending.target:
                 del self._pending[slot]
+        if stored_unknown is None:
+            return []
         return [
             HealthChange(key, tracked.state.healthy, self._unknown.get(key))
             for key, tracked in sorted(self._tracked.items())
-            if stored_unknown is not None and stored_unknown.get(key) != self._unknown.get(key)
+            if stored_unknown.get(key) != self._unknown.get(key)
+            or (key in known_before and stored.get(key) != tracked.state.healthy)
         ]
 
     def due(self, now: float) -> list[Probe]:

@@ -247,6 +247,21 @@ def test_a_probe_not_sent_is_no_verdict_and_sync_corrects_a_stale_record() -> No
     assert changes == [HealthChange(key, True, "the switch of host host-a is not connected")]
 
 
+def test_sync_reports_a_verdict_that_never_reached_the_store() -> None:
+    monitor = monitor_for(snapshot(lb()))
+    key = ("lb-1", "10.1.0.11", 8080)
+    b2 = ("lb-1", "10.1.0.12", 8080)
+    for second in (5.0, 6.0, 7.0):  # fall 3: b1 is taken out
+        delivered(monitor, monitor.due(second))
+        monitor.expire(second + 0.6)
+    assert monitor.health()[key] is False
+    # Recording it failed (database down): the store still says healthy.
+    targets = probe_targets(snapshot(lb()))
+    stale = {key: True, b2: False}
+    assert monitor.sync(targets, stale, 8.0, {key: None, b2: None}) == [HealthChange(key, False)]
+    assert monitor.sync(targets, {key: False, b2: False}, 8.0, {key: None, b2: None}) == []
+
+
 def test_an_answer_that_does_not_acknowledge_the_probe_is_ignored() -> None:
     monitor = monitor_for(snapshot(lb()))
     probe = monitor.due(5.0)[1]
