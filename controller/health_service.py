@@ -36,8 +36,17 @@ class HealthService:
     reports every change through `on_change` (which records it and recomputes flows)."""
 
     def __init__(
-        self, *, send: SendFrame, send_confirmed: SendConfirmed, on_change: HealthChanged
+        self,
+        *,
+        send: SendFrame,
+        send_confirmed: SendConfirmed,
+        on_change: HealthChanged,
+        probes_from: Callable[[str], bool] | None = None,
     ) -> None:
+        """`probes_from(host_id)`: whether this process probes backends on that host
+        (controller replicas: only the master of the backend's switch can send the
+        probes and gets the replies); None: every host."""
+        self._probes_from = probes_from
         self._send = send
         self._send_confirmed = send_confirmed
         self._on_change = on_change
@@ -58,7 +67,11 @@ class HealthService:
             self._thread.join(timeout=5)
 
     def update(self, snapshot: Snapshot) -> None:
-        targets = probe_targets(snapshot)
+        targets = tuple(
+            t
+            for t in probe_targets(snapshot)
+            if self._probes_from is None or self._probes_from(t.host_id)
+        )
         backends = [
             ((lb.id, b.ip, b.port), b) for lb in snapshot.load_balancers for b in lb.backends
         ]

@@ -100,6 +100,7 @@ class FabricController:
             send=self._send_frame,
             send_confirmed=self._send_frame_confirmed,
             on_change=self._health_changed,
+            probes_from=None if self._coordinator is None else self._masters,
         )
         # Verdicts wait for the agents on their own thread: the health service and
         # os-ken's thread (probe replies) must never block on a reconcile pass.
@@ -277,8 +278,16 @@ class FabricController:
     def _set_master(self, host_id: str, generation: int | None) -> None:
         with self._lock:
             agent = self._agents.get(host_id)
+            stored = self._stored_snapshot
         if agent is not None:
             agent.set_master(generation)
+        if stored is not None:
+            self._health.update(stored)  # probes follow the switches we master
+
+    def _masters(self, host_id: str) -> bool:
+        with self._lock:
+            agent = self._agents.get(host_id)
+        return agent is not None and agent.is_master
 
     def _replicas_changed(self, replicas: tuple[ReplicaInfo, ...]) -> None:
         with self._lock:

@@ -108,3 +108,18 @@ def test_role_request_bytes_equal_os_kens() -> None:
     message.set_xid(5)
     message.serialize()
     assert ofmsg.role_request(5, ofmsg.OFPCR_ROLE_MASTER, 7) == bytes(message.buf)
+
+
+def test_a_replica_probes_only_backends_on_switches_it_masters() -> None:
+    from controller.health_service import HealthService
+    from tests.unit.test_health import lb, snapshot
+
+    changes: list[object] = []
+    service = HealthService(
+        send=lambda *_: False,
+        send_confirmed=lambda *_: None,
+        on_change=changes.extend,
+        probes_from=lambda host_id: host_id == "host-b",
+    )
+    service.update(snapshot(lb()))
+    assert set(service.health()) == {("lb-1", "10.1.0.12", 8080)}  # the backend on host-b
