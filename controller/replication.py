@@ -62,7 +62,8 @@ class ReplicaCoordinator:
     def stop(self) -> None:
         self._stop.set()
         self._poke.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for host_id in self._store.held():
             self._on_slave(host_id)
         self._store.leave()

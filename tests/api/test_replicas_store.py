@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from api.config import Settings
 from api.store.db import Database, upgrade_database
 from api.store.replicas import PgMastership, ReplicasNeedPostgres
 from controller.core.mastership import ReplicaInfo
+from controller.replication import ReplicaCoordinator
 from tests.support.postgres import running_postgres
 
 pytestmark = pytest.mark.api
@@ -31,6 +33,7 @@ import sys, time
 from api.store.db import Database
 from api.store.replicas import PgMastership
 from controller.core.mastership import ReplicaInfo
+from controller.replication import ReplicaCoordinator
 replica = ReplicaInfo("doomed", "ofp-doomed.sock")
 store = PgMastership(Database(sys.argv[1]), replica)
 store.join(replica)
@@ -115,3 +118,42 @@ def test_sqlite_refuses_replicas(tmp_path: object) -> None:
     for settings in ({"controller_replicas": True}, {"role": "controller"}, {"role": "api"}):
         with pytest.raises(ValueError, match="controller replicas need PostgreSQL"):
             Settings(database_url="sqlite:///x.db", **settings)
+
+
+def test_a_lost_database_connection_demotes_everything_then_rejoins(postgres_url: str) -> None:
+    """The coordinator cannot know whether it still holds a lock whose connection
+    broke: it stops mastering at once, and takes the switch again (next generation)
+    when the database answers."""
+    host = "7a3c1a4e-0000-4000-8000-000000000003"
+    roles: dict[str, int | None] = {}
+    replica = ReplicaInfo("lonely", "ofp-lonely.sock")
+    coordinator = ReplicaCoordinator(
+        PgMastership(Database(postgres_url), replica),
+        replica,
+        host_ids=lambda: [host],
+        on_master=lambda h, generation: roles.__setitem__(h, generation),
+        on_slave=lambda h: roles.__setitem__(h, None),
+        on_replicas=lambda _replicas: None,
+    )
+    coordinator.poll()
+    first = roles[host]
+    assert first is not None
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+    with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
+        coordinator.poll()
+    coordinator._give_up_everything()  # what the coordinator's thread does on failure
+    assert roles[host] is None
+
+    coordinator.poll()  # joins again on a new connection
+    assert roles[host] == first + 1
+    coordinator.stop()
+    assert roles[host] is None
