@@ -90,6 +90,12 @@ def serve(
     from api.main import create_app
 
     settings = _settings()
+    from api import runtime
+
+    try:
+        runtime.claim_sqlite_controller(settings)
+    except runtime.ControllerAlreadyRuns as exc:
+        raise CliError(str(exc)) from None
     # Migrate before uvicorn starts, so a bad database fails here with one line.
     upgrade_database(settings.database_url)
     application = create_app(settings)

@@ -7,9 +7,13 @@ service runs when its own setting enables it.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import fields, replace
+
+from sqlalchemy.engine import make_url
 
 from api.config import Settings
 from api.libvirt.watch import start_libvirt_watchers
@@ -29,6 +33,35 @@ def controller_config(settings: Settings) -> ControllerConfig:
             if field.name in Settings.model_fields
         }
     )
+
+
+class ControllerAlreadyRuns(Exception):
+    pass
+
+
+# Held open for the life of the process: the kernel drops the lock when it dies.
+_sqlite_controller_lock: list[int] = []
+
+
+def claim_sqlite_controller(settings: Settings) -> None:
+    """On SQLite the service is one process: refuse a second controller on the same
+    database file (it would master every switch as well). A lock on a file next to
+    the database, released by the kernel when the holder dies, even by SIGKILL."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    if not settings.controller_enabled or _sqlite_controller_lock:
+        return
+    fd = os.open(f"{url.database}.controller-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ControllerAlreadyRuns(
+            "controller replicas need PostgreSQL: another controller already runs on"
+            f" {url.database}"
+        ) from None
+    _sqlite_controller_lock.append(fd)
 
 
 def _controller(settings: Settings, store: SqlStateStore) -> FabricController:

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from api.client import FabricClient
+from api.launcher import ServiceProcess, ServiceStartError
 from lab.hosts import Lab
 from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
+from tests.support.fabric import Fabric, running_service
 from tests.support.postgres import running_postgres
 from tests.support.reliability import record
 from tests.support.replicas import Replicas, one_master_all_connected, running_replicas
@@ -114,3 +115,14 @@ def test_killing_a_master_loses_nothing_and_another_takes_over(
     record("Failover", f"kill, restart, join of replicas: ping a->b every {PING_INTERVAL:g} s,"
            " packets lost", sent - received, f"of {sent}", requirement="0")  # fmt: skip
     assert received == sent, out
+
+
+def test_a_second_controller_on_one_sqlite_database_is_refused(tmp_path: Path) -> None:
+    with running_service(tmp_path / "one") as first:
+        second = ServiceProcess(tmp_path / "one", api_port=None, openflow_port=None)
+        with pytest.raises(ServiceStartError, match="controller replicas need PostgreSQL"):
+            second.start(timeout=20)
+        assert first.running
+    # The lock died with the first process: the database can be served again.
+    with running_service(tmp_path / "one") as again:
+        assert again.running
