@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -153,16 +153,16 @@ class FabricController:
     # ---- desired state -------------------------------------------------------------------
 
     def _watch(self) -> None:
-        seen: int | None = None
+        seen: Hashable | None = None
         snapshot: Snapshot | None = None
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
-                revision = self._store.current_revision()
-                if revision != seen:
+                stamp = self._store.change_stamp()
+                if stamp != seen:
                     snapshot = self._store.load_snapshot()
                     self._apply_snapshot(snapshot)
-                    seen = snapshot.revision
+                    seen = stamp
                 elif snapshot is not None:
                     # A host's run directory may appear after the host was registered.
                     self._sync_relays(snapshot)
@@ -180,7 +180,7 @@ class FabricController:
                     log.info(
                         "desired state readable again after %.1f s (revision %s)",
                         time.monotonic() - failing_since,
-                        seen,
+                        snapshot.revision if snapshot is not None else None,
                     )
                     failing_since = None
             self._poke.wait(timeout=self._config.revision_poll_interval)

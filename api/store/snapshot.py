@@ -1,18 +1,19 @@
 """The controller's view of SQL: `controller.core.model.StateStore` over the service database.
 
 Reads build one `Snapshot` per read transaction; status writes are plain UPDATEs
-that never bump the global revision (see `api.store.models`).
+that never bump the global revision (see `api.store.models`). Port status writes
+announce the ports they changed, for `?wait=active` waiters: `api.store.port_status_watch`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, select, update
+from sqlalchemy import RowMapping, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from api.store.db import Database, read_revision
@@ -26,6 +27,7 @@ from api.store.models import (
     columns_for,
     utcnow,
 )
+from api.store.port_status_watch import PORT_STATUS_CHANNEL, notify_payloads
 from controller.core.model import (
     BackendHealthUpdate,
     BackendSpec,
@@ -41,11 +43,25 @@ from controller.core.model import (
 
 
 class SqlStateStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        port_status_changed: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
         self.database = database
+        # SQLite: called after a commit that changed port statuses (PostgreSQL NOTIFYs).
+        self.port_status_changed = port_status_changed
 
     def current_revision(self) -> int:
         return self.database.current_revision()
+
+    def change_stamp(self) -> tuple[int, datetime | None]:
+        # NOTE: health verdicts are written without a revision bump; the newest
+        # verdict's time makes another replica's controller (whose switches carry
+        # the same load balancers) reload them. One cheap read, like the revision.
+        with self.database.read() as session:
+            return read_revision(session), session.scalar(select(func.max(LbBackend.health_at)))
 
     def load_snapshot(self) -> Snapshot:
         with self.database.read() as session:
@@ -108,6 +124,7 @@ class SqlStateStore:
         """
         if not updates:
             return
+        changed: list[str] = []
         with self.database.unversioned_write() as session:
             for item in updates:
                 at = _aware(item.at)
@@ -122,7 +139,7 @@ class SqlStateStore:
                     if item.status == "ACTIVE" and bound_at is not None
                     else None
                 )
-                session.execute(
+                result = session.execute(
                     update(Port)
                     .where(
                         Port.id == item.port_id,
@@ -135,6 +152,14 @@ class SqlStateStore:
                     )
                     .values(status=item.status, status_at=at, activation_seconds=activation)
                 )
+                if result.rowcount:  # type: ignore[attr-defined]
+                    changed.append(item.port_id)
+            if changed and not self.database.is_sqlite:
+                # Delivered at commit to every process that LISTENs, this one included.
+                for payload in notify_payloads(changed):
+                    session.execute(select(func.pg_notify(PORT_STATUS_CHANNEL, payload)))
+        if changed and self.database.is_sqlite and self.port_status_changed is not None:
+            self.port_status_changed(changed)
 
     def record_backend_health(self, updates: Sequence[BackendHealthUpdate]) -> None:
         if not updates:

@@ -7,7 +7,7 @@ form of the resources' UUIDs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -135,6 +135,11 @@ class StateStore(Protocol):
     """What the controller needs from the desired-state store (SQL, in `api.store.snapshot`)."""
 
     def current_revision(self) -> int: ...
+
+    def change_stamp(self) -> Hashable:
+        """Changes whenever the snapshot would: a new revision, or a backend health
+        verdict recorded (by this or another controller replica) without one."""
+        ...
 
     def load_snapshot(self) -> Snapshot: ...
 

@@ -55,3 +55,40 @@ def test_unknown_health_shows_the_reason_and_keeps_the_last_verdict(
     assert shown() == [("10.0.0.10", True, "unknown", SILENT)]
     record("10.0.0.10", True)
     assert shown() == [("10.0.0.10", True, "healthy", None)]
+
+
+def test_a_recorded_verdict_changes_the_stamp_other_replicas_watch(
+    api: Any, net: dict[str, Any]
+) -> None:
+    # Verdicts bump no revision; a controller replica that did not make the verdict
+    # must still reload the snapshot, or its switches keep a dead backend in their groups.
+    lb = api.admin.create(
+        "/load-balancers",
+        {
+            "network_id": net["id"],
+            "name": "web",
+            "vip": "10.0.0.100",
+            "protocol": "tcp",
+            "port": 80,
+            "backends": [{"ip": "10.0.0.10", "port": 80}],
+        },
+    )
+    store = api.client.app.state.store
+
+    def record(healthy: bool, unknown: str | None = None) -> None:
+        now = datetime.now(UTC)
+        store.record_backend_health(
+            [BackendHealthUpdate(lb["id"], "10.0.0.10", 80, healthy, now, unknown)]
+        )
+
+    revision = store.current_revision()
+    before = store.change_stamp()
+    record(True)  # the verdict it already had: nothing to reload
+    assert store.change_stamp() == before
+    record(False)
+    flipped = store.change_stamp()
+    assert flipped != before
+    assert store.current_revision() == revision
+    record(False, SILENT)  # unknown keeps the last verdict, and so do the flows
+    assert store.change_stamp() == flipped
+    assert store.load_snapshot().load_balancers[0].backends[0].healthy is False
