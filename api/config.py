@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     mastership_poll_interval: float = Field(default=0.15, gt=0)
     mastership_grace: float = Field(default=0.5, ge=0)
+    # Concurrent `GET /ports/{id}?wait=active` long-polls one token may hold open;
+    # beyond it a wait is answered 429 with Retry-After.
+    max_waiters_per_token: int = Field(default=32, ge=1)
 
     @field_validator("vlan_ranges", "vlan_reserved")
     @classmethod

@@ -17,6 +17,7 @@ from api.rest.auth import QueryCredentialScrubber
 from api.rest.problems import install_problem_handlers
 from api.rest.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
 from api.store.db import Database, upgrade_database
+from api.store.port_status_watch import PortStatusWatch
 from api.store.principals import ensure_admin_token
 from api.store.snapshot import SqlStateStore
 
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     database = Database(settings.database_url)
+    # Wakes every `?wait=active` long-poll (routes/ports.py) on status changes.
+    port_status_watch = PortStatusWatch(
+        database, max_waiters_per_key=settings.max_waiters_per_token
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,12 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if token is not None:
             # Shown once: only its hash is stored.
             print(f"ovs-fabric: generated admin token (shown only now): {token}", flush=True)
-        store = SqlStateStore(database)
+        store = SqlStateStore(database, port_status_changed=port_status_watch.port_status_changed)
         app.state.store = store
+        await port_status_watch.start()
         stoppers = runtime.start_background_services(settings, store)
         try:
             yield
         finally:
+            await port_status_watch.stop()
             for stop in reversed(stoppers):
                 try:
                     stop()
@@ -57,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.port_status_watch = port_status_watch
     # Set on SIGTERM by `ovs-fabric serve`: long-polls end at once (routes/ports.py).
     app.state.shutting_down = threading.Event()
     install_problem_handlers(app)
