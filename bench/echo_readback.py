@@ -26,7 +26,7 @@ from os_ken.base import app_manager
 
 from api.launcher import free_tcp_port
 from bench.encode_bench import bench_flows
-from bench.flow_install import FirstSwitch, flow_count
+from bench.flow_install import FirstSwitch, flow_count, switch_of
 from controller.openflow import app as openflow_app
 from controller.openflow.app import (
     ECHO_INTERVAL,
@@ -35,8 +35,6 @@ from controller.openflow.app import (
     start_openflow_controller,
 )
 from controller.openflow.channel import SwitchChannel
-from controller.openflow.relay import UnixToTcpRelay
-from controller.reconcile import DatapathSync
 from lab.hosts import Lab
 from tests.support.reliability import record
 
@@ -101,65 +99,50 @@ def main() -> None:
     if args.measure_only:  # the datapath reads this when the switch connects
         cfg.CONF.set_override("maximum_unreplied_echo_requests", 1_000_000)
         openflow_app._heard_from = lambda datapath: None
-    with Lab() as lab:
-        host = lab.add_host("b1", tunnel_ip=None, uplink=False)
-        host.vsctl(
-            "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
-            "protocols=OpenFlow13", "fail_mode=secure",
-        )  # fmt: skip
-        relay = UnixToTcpRelay(host.rundir / "ofp.sock", ("127.0.0.1", port))
-        relay.start()
-        try:
-            host.vsctl("set-controller", "br-int", f"unix:{host.rundir / 'ofp.sock'}")
-            if not sink.connected.wait(20) or sink.channel is None:
-                raise SystemExit("the switch never connected")
-            sync = DatapathSync(sink.channel, timeout=600)
-            dp = _datapath()
-            time.sleep(3 * ECHO_INTERVAL)
-            flows = bench_flows(args.flows)
-            with EchoWatch(dp) as install:
+    with Lab() as lab, switch_of(lab, sink, port) as (host, sync):
+        dp = _datapath()
+        time.sleep(3 * ECHO_INTERVAL)
+        flows = bench_flows(args.flows)
+        with EchoWatch(dp) as install:
+            start = time.perf_counter()
+            sync.read_actual()
+            sync.apply(flows, [])
+            took = time.perf_counter() - start
+        assert flow_count(host) == args.flows
+        with EchoWatch(dp) as idle:
+            time.sleep(5)
+        print(
+            f"{args.flows:,} flows, echo every {ECHO_INTERVAL} s, "
+            f"dead after {'never' if args.measure_only else ECHO_MISSES + 1} unanswered"
+        )
+        print(f"  idle 5 s: longest unanswered echo {idle.longest:.2f} s")
+        print(
+            f"  install (one bundle): {took:.2f} s, longest unanswered echo {install.longest:.2f} s"
+        )
+        longest = install.longest
+        for n in range(args.rounds):
+            with EchoWatch(dp) as busy:
                 start = time.perf_counter()
                 sync.read_actual()
-                sync.apply(flows, [])
                 took = time.perf_counter() - start
-            assert flow_count(host) == args.flows
-            with EchoWatch(dp) as idle:
-                time.sleep(5)
-            print(
-                f"{args.flows:,} flows, echo every {ECHO_INTERVAL} s, "
-                f"dead after {'never' if args.measure_only else ECHO_MISSES + 1} unanswered"
-            )
-            print(f"  idle 5 s: longest unanswered echo {idle.longest:.2f} s")
-            print(
-                f"  install (one bundle): {took:.2f} s, "
-                f"longest unanswered echo {install.longest:.2f} s"
-            )
-            longest = install.longest
-            for n in range(args.rounds):
-                with EchoWatch(dp) as busy:
-                    start = time.perf_counter()
-                    sync.read_actual()
-                    took = time.perf_counter() - start
-                silent = busy.longest
-                longest = max(longest, silent)
-                print(f"  read-back {n + 1}: {took:.2f} s, longest unanswered echo {silent:.2f} s")
-            what = "echo replies only" if args.measure_only else "any message counts as an answer"
-            record(
-                "Liveness",
-                f"healthy switch, {args.flows:,} flows installed and read back "
-                f"{args.rounds}x: longest it looked silent ({what})",
-                longest,
-                "s",
-                requirement=f"< {ECHO_MISSES * ECHO_INTERVAL:g} s (dead after "
-                f"{ECHO_MISSES + 1} unanswered echoes {ECHO_INTERVAL:g} s apart)"
-                if not args.measure_only
-                else "context: why any message counts",
-                source="python -m bench.echo_readback"
-                + (" --measure-only" if args.measure_only else ""),
-            )
-            print(f"  connection declared dead during the run: {sink.lost} time(s)")
-        finally:
-            relay.close()
+            silent = busy.longest
+            longest = max(longest, silent)
+            print(f"  read-back {n + 1}: {took:.2f} s, longest unanswered echo {silent:.2f} s")
+        what = "echo replies only" if args.measure_only else "any message counts as an answer"
+        record(
+            "Liveness",
+            f"healthy switch, {args.flows:,} flows installed and read back "
+            f"{args.rounds}x: longest it looked silent ({what})",
+            longest,
+            "s",
+            requirement=f"< {ECHO_MISSES * ECHO_INTERVAL:g} s (dead after "
+            f"{ECHO_MISSES + 1} unanswered echoes {ECHO_INTERVAL:g} s apart)"
+            if not args.measure_only
+            else "context: why any message counts",
+            source="python -m bench.echo_readback"
+            + (" --measure-only" if args.measure_only else ""),
+        )
+        print(f"  connection declared dead during the run: {sink.lost} time(s)")
 
 
 if __name__ == "__main__":

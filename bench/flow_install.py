@@ -17,11 +17,13 @@ table (read every flow back, diff, send nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 from api.launcher import free_tcp_port
 from bench.encode_bench import bench_flows, ofctl_text, rate
@@ -30,7 +32,7 @@ from controller.openflow.app import start_openflow_controller
 from controller.openflow.channel import SwitchChannel
 from controller.openflow.relay import UnixToTcpRelay
 from controller.reconcile import DatapathSync
-from lab.hosts import Lab
+from lab.hosts import Lab, SimHost
 
 
 class FirstSwitch:
@@ -61,6 +63,27 @@ def flow_count(host: object, bridge: str = "br-int") -> int:
     return int(out.split("flow_count=")[1].split()[0])
 
 
+@contextlib.contextmanager
+def switch_of(lab: Lab, sink: FirstSwitch, port: int) -> Iterator[tuple[SimHost, DatapathSync]]:
+    """Host "b1" of `lab` with a netdev bridge br-int whose switch connects (through a
+    unix-socket relay) to the OpenFlow controller on 127.0.0.1:`port`, which hands it to
+    `sink`; yields the host and a DatapathSync of that switch, and closes the relay after."""
+    host = lab.add_host("b1", tunnel_ip=None, uplink=False)
+    host.vsctl(
+        "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+        "protocols=OpenFlow13", "fail_mode=secure",
+    )  # fmt: skip
+    relay = UnixToTcpRelay(host.rundir / "ofp.sock", ("127.0.0.1", port))
+    relay.start()
+    try:
+        host.vsctl("set-controller", "br-int", f"unix:{host.rundir / 'ofp.sock'}")
+        if not sink.connected.wait(20) or sink.channel is None:
+            raise SystemExit("the switch never connected")
+        yield host, DatapathSync(sink.channel, timeout=600)
+    finally:
+        relay.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=100_000)
@@ -71,51 +94,37 @@ def main() -> None:
     sink = FirstSwitch()
     port = free_tcp_port()
     start_openflow_controller(sink, host="127.0.0.1", port=port)
-    with Lab() as lab:
-        host = lab.add_host("b1", tunnel_ip=None, uplink=False)
-        host.vsctl(
-            "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
-            "protocols=OpenFlow13", "fail_mode=secure",
-        )  # fmt: skip
-        relay = UnixToTcpRelay(host.rundir / "ofp.sock", ("127.0.0.1", port))
-        relay.start()
-        try:
-            host.vsctl("set-controller", "br-int", f"unix:{host.rundir / 'ofp.sock'}")
-            if not sink.connected.wait(20) or sink.channel is None:
-                raise SystemExit("the switch never connected")
-            sync = DatapathSync(sink.channel, timeout=600)
-            ours: list[float] = []
-            peer: list[float] = []
-            noop: list[float] = []
-            with tempfile.NamedTemporaryFile("w", suffix=".flows") as text:
-                text.write(ofctl_text(flows))
-                text.flush()
-                for _ in range(args.rounds):
-                    ofmsg.encode_flow.cache_clear()  # a cold cache: every flow is encoded
-                    sync.read_actual()
-                    start = time.perf_counter()
-                    result = sync.apply(flows, [])
-                    ours.append(time.perf_counter() - start)
-                    assert result.flows_added == len(flows) and not result.rejected, result
-                    assert flow_count(host) == len(flows)
+    with Lab() as lab, switch_of(lab, sink, port) as (host, sync):
+        ours: list[float] = []
+        peer: list[float] = []
+        noop: list[float] = []
+        with tempfile.NamedTemporaryFile("w", suffix=".flows") as text:
+            text.write(ofctl_text(flows))
+            text.flush()
+            for _ in range(args.rounds):
+                ofmsg.encode_flow.cache_clear()  # a cold cache: every flow is encoded
+                sync.read_actual()
+                start = time.perf_counter()
+                result = sync.apply(flows, [])
+                ours.append(time.perf_counter() - start)
+                assert result.flows_added == len(flows) and not result.rejected, result
+                assert flow_count(host) == len(flows)
 
-                    start = time.perf_counter()
-                    sync.read_actual()
-                    assert not sync.apply(flows, []).changed
-                    noop.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                sync.read_actual()
+                assert not sync.apply(flows, []).changed
+                noop.append(time.perf_counter() - start)
 
-                    host.ofctl("del-flows", "br-int")
-                    start = time.perf_counter()
-                    subprocess.run(
-                        ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows",
-                         host.mgmt_target("br-int"), text.name],
-                        check=True,
-                    )  # fmt: skip
-                    peer.append(time.perf_counter() - start)
-                    assert flow_count(host) == len(flows)
-                    host.ofctl("del-flows", "br-int")
-        finally:
-            relay.close()
+                host.ofctl("del-flows", "br-int")
+                start = time.perf_counter()
+                subprocess.run(
+                    ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows",
+                     host.mgmt_target("br-int"), text.name],
+                    check=True,
+                )  # fmt: skip
+                peer.append(time.perf_counter() - start)
+                assert flow_count(host) == len(flows)
+                host.ofctl("del-flows", "br-int")
     ours_s, peer_s, noop_s = map(statistics.median, (ours, peer, noop))
     print(f"{len(flows):,} flows into one bridge, median of {args.rounds} alternating rounds:")
     print(f"  ovs-fabric (os-ken, DatapathSync, one bundle): {rate(len(flows), ours_s)}")

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.ovs_lab import bench_network
 from bench.stats import percentile
 from lab.hosts import Lab
 from tests.support.fabric import fabric_of, running_service
@@ -34,12 +35,7 @@ def main() -> None:
         fabric_of(lab, service) as fabric,
     ):
         client = fabric.client
-        for name in ("h1", "h2"):
-            fabric.add_host(name)
-        tenant = client.create("tenants", name="bench")["id"]
-        net = client.create(
-            "networks", tenant_id=tenant, name="n", type="vxlan", cidr="10.40.0.0/16"
-        )["id"]
+        net = bench_network(fabric, "10.40.0.0/16")
         wall: list[float] = []
         service_side: list[float] = []
         for i in range(args.ports):

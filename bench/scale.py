@@ -33,15 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from controller.core.model import (
-    BackendSpec,
-    DatapathView,
-    HostSpec,
-    LoadBalancerSpec,
-    NetworkSpec,
-    PortSpec,
-    Snapshot,
-)
+from controller.core import model
 from controller.core.pipeline import DatapathComputer, compute_datapath
 from controller.core.pipeline.context import tunnel_interface_name
 
@@ -56,17 +48,17 @@ def host_id(index: int) -> str:
     return f"{index + 1:08x}-0000-4000-8000-000000000000"
 
 
-def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> Snapshot:
+def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> model.Snapshot:
     host_specs = tuple(
-        HostSpec(host_id(h), f"h{h}", f"unix:/run/h{h}/db.sock", f"192.0.2.{h + 1}", UPLINK)
+        model.HostSpec(host_id(h), f"h{h}", f"unix:/run/h{h}/db.sock", f"192.0.2.{h + 1}", UPLINK)
         for h in range(hosts)
     )
-    nets: list[NetworkSpec] = []
-    ports: list[PortSpec] = []
-    lbs: list[LoadBalancerSpec] = []
+    nets: list[model.NetworkSpec] = []
+    ports: list[model.PortSpec] = []
+    lbs: list[model.LoadBalancerSpec] = []
     for n in range(networks):
         vxlan = n % VXLAN_EVERY == VXLAN_EVERY - 1
-        net = NetworkSpec(
+        net = model.NetworkSpec(
             f"net-{n}",
             f"tenant-{n % 97}",
             f"n{n}",
@@ -78,7 +70,7 @@ def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> Snapsho
         for p in range(ports_per_network):
             index = n * ports_per_network + p
             ports.append(
-                PortSpec(
+                model.PortSpec(
                     id=f"port-{index}",
                     network_id=net.id,
                     mac=f"02:00:{index >> 24 & 0xFF:02x}:{index >> 16 & 0xFF:02x}:"
@@ -89,12 +81,14 @@ def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> Snapsho
                 )
             )
         if n % LB_EVERY == 0 and ports_per_network >= 3:
-            backends = tuple(BackendSpec(f"10.0.0.{p + 10}", 8080, 1 + p % 2) for p in range(3))
-            lbs.append(LoadBalancerSpec(f"lb-{n}", net.id, "10.0.200.1", "tcp", 80, backends))
-    return Snapshot(1, host_specs, tuple(nets), tuple(ports), tuple(lbs))
+            backends = tuple(
+                model.BackendSpec(f"10.0.0.{p + 10}", 8080, 1 + p % 2) for p in range(3)
+            )
+            lbs.append(model.LoadBalancerSpec(f"lb-{n}", net.id, "10.0.200.1", "tcp", 80, backends))
+    return model.Snapshot(1, host_specs, tuple(nets), tuple(ports), tuple(lbs))
 
 
-def view_of(snapshot: Snapshot, index: int) -> DatapathView:
+def view_of(snapshot: model.Snapshot, index: int) -> model.DatapathView:
     here = host_id(index)
     ofports = {UPLINK: 1}
     for i, host in enumerate(snapshot.hosts):
@@ -102,10 +96,10 @@ def view_of(snapshot: Snapshot, index: int) -> DatapathView:
             ofports[tunnel_interface_name(host.id)] = 2 + i
     local = (p for p in snapshot.ports if p.host_id == here and p.interface)
     ofports.update({p.interface: 100 + i for i, p in enumerate(local) if p.interface})
-    return DatapathView(here, ofports)
+    return model.DatapathView(here, ofports)
 
 
-def change_one_port(snapshot: Snapshot, host: str) -> tuple[Snapshot, str]:
+def change_one_port(snapshot: model.Snapshot, host: str) -> tuple[model.Snapshot, str]:
     """A new snapshot where one port of `host` has a second address; every other object is
     shared with `snapshot`. Returns it and the changed port's network."""
     ports = list(snapshot.ports)
@@ -118,7 +112,7 @@ def change_one_port(snapshot: Snapshot, host: str) -> tuple[Snapshot, str]:
     )
 
 
-def replug_one_port(snapshot: Snapshot, host: str) -> Snapshot:
+def replug_one_port(snapshot: model.Snapshot, host: str) -> model.Snapshot:
     """A new snapshot where one port of `host` moved to another interface (a VM re-plugged):
     its flows change on `host` only."""
     ports = list(snapshot.ports)
@@ -127,9 +121,9 @@ def replug_one_port(snapshot: Snapshot, host: str) -> Snapshot:
     return dataclasses.replace(snapshot, revision=snapshot.revision + 1, ports=tuple(ports))
 
 
-def rebuilt(snapshot: Snapshot) -> Snapshot:
+def rebuilt(snapshot: model.Snapshot) -> model.Snapshot:
     """A value-equal snapshot sharing no spec object with `snapshot`."""
-    return Snapshot(
+    return model.Snapshot(
         snapshot.revision,
         tuple(dataclasses.replace(h) for h in snapshot.hosts),
         tuple(dataclasses.replace(n) for n in snapshot.networks),

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from api.client import FabricClient
+from bench.ovs_lab import bench_network
 from bench.stats import percentile
 from lab.hosts import Lab
 from tests.support.eventually import eventually
@@ -51,12 +52,7 @@ def main() -> None:
             replicas.start_controller(replica_id)
         with FabricClient(api.base_url, replicas.admin_token) as client:
             fabric = Fabric(lab=lab, service=api, client=client)
-            for name in ("h1", "h2"):
-                fabric.add_host(name)
-            tenant = client.create("tenants", name="bench")["id"]
-            net = client.create(
-                "networks", tenant_id=tenant, name="n", type="vxlan", cidr="10.60.0.0/14"
-            )["id"]
+            net = bench_network(fabric, "10.60.0.0/14")
             h1 = fabric.host_ids["h1"]
             takeovers: list[float] = []
             baseline: list[float] = []  # the same POST -> ACTIVE with h1's master alive

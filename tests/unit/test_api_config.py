@@ -6,17 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from api.config import Settings
+from tests.support.environment import clear_settings_environment
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("OVS_FABRIC_") or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
+    clear_settings_environment(monkeypatch)
 
 
 def test_defaults() -> None:

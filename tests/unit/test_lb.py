@@ -12,6 +12,7 @@ import dataclasses
 
 import pytest
 
+from controller.core import model
 from controller.core.flows import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -32,16 +33,6 @@ from controller.core.flows import (
     ip_to_int,
     mac_to_int,
 )
-from controller.core.model import (
-    BackendSpec,
-    DatapathView,
-    HealthCheckSpec,
-    HostSpec,
-    LoadBalancerSpec,
-    NetworkSpec,
-    PortSpec,
-    Snapshot,
-)
 from controller.core.pipeline import DatapathConfig, compute_datapath
 from controller.core.pipeline.context import network_metadata, tunnel_interface_name
 from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, conntrack_zones, vip_mac
@@ -54,12 +45,12 @@ HOST_A = "a0000000-0000-4000-8000-00000000000a"
 HOST_B = "b0000000-0000-4000-8000-00000000000b"
 CLIENT_PORT, B1_PORT, X_PORT, TUNNEL_B = 3, 4, 5, 10
 
-WEB = NetworkSpec("net-web", "tenant-1", "web", "vxlan", 5001, "10.1.0.0/24")
-COPY = NetworkSpec("net-copy", "tenant-2", "copy", "vxlan", 5002, "10.1.0.0/24")
+WEB = model.NetworkSpec("net-web", "tenant-1", "web", "vxlan", 5001, "10.1.0.0/24")
+COPY = model.NetworkSpec("net-copy", "tenant-2", "copy", "vxlan", 5002, "10.1.0.0/24")
 
 
-def _port(name: str, net: NetworkSpec, mac: str, ip: str, host: str) -> PortSpec:
-    return PortSpec(f"port-{name}", net.id, mac, (ip,), host, f"tap-{name}")
+def _port(name: str, net: model.NetworkSpec, mac: str, ip: str, host: str) -> model.PortSpec:
+    return model.PortSpec(f"port-{name}", net.id, mac, (ip,), host, f"tap-{name}")
 
 
 CLIENT = _port("client", WEB, "02:00:00:00:00:10", "10.1.0.10", HOST_A)
@@ -72,26 +63,28 @@ VIP = "10.1.0.100"
 VIP_INT = ip_to_int(VIP)
 VIP_MAC = vip_mac(WEB.id, VIP)
 OUTPUT_CONTROLLER = Output(OFPP_CONTROLLER)
-CHECK = HealthCheckSpec(interval=1.0, timeout=0.5, rise=2, fall=2)
+CHECK = model.HealthCheckSpec(interval=1.0, timeout=0.5, rise=2, fall=2)
 
 
-def lb(*backends: BackendSpec, check: HealthCheckSpec | None = CHECK) -> LoadBalancerSpec:
-    return LoadBalancerSpec("lb-1", WEB.id, VIP, "tcp", 80, backends, check)
+def lb(
+    *backends: model.BackendSpec, check: model.HealthCheckSpec | None = CHECK
+) -> model.LoadBalancerSpec:
+    return model.LoadBalancerSpec("lb-1", WEB.id, VIP, "tcp", 80, backends, check)
 
 
 BACKENDS = (
-    BackendSpec("10.1.0.11", 8080, 1, port_id=B1.id),
-    BackendSpec("10.1.0.12", 8080, 1, port_id=B2.id),
-    BackendSpec("10.1.0.13", 8080, 2),  # by IP only: b3's port holds it
+    model.BackendSpec("10.1.0.11", 8080, 1, port_id=B1.id),
+    model.BackendSpec("10.1.0.12", 8080, 1, port_id=B2.id),
+    model.BackendSpec("10.1.0.13", 8080, 2),  # by IP only: b3's port holds it
 )
 
 
-def snapshot(*lbs: LoadBalancerSpec) -> Snapshot:
-    return Snapshot(
+def snapshot(*lbs: model.LoadBalancerSpec) -> model.Snapshot:
+    return model.Snapshot(
         revision=1,
         hosts=(
-            HostSpec(HOST_A, "a", "unix:/run/a/db.sock", "192.0.2.1"),
-            HostSpec(HOST_B, "b", "unix:/run/b/db.sock", "192.0.2.2"),
+            model.HostSpec(HOST_A, "a", "unix:/run/a/db.sock", "192.0.2.1"),
+            model.HostSpec(HOST_B, "b", "unix:/run/b/db.sock", "192.0.2.2"),
         ),
         networks=(WEB, COPY),
         ports=(CLIENT, B1, B2, B3, X),
@@ -99,13 +92,13 @@ def snapshot(*lbs: LoadBalancerSpec) -> Snapshot:
     )
 
 
-def compute(snap: Snapshot, host: str = HOST_A) -> DatapathConfig:
+def compute(snap: model.Snapshot, host: str = HOST_A) -> DatapathConfig:
     if host == HOST_A:
         ofports = {"tap-client": CLIENT_PORT, "tap-b1": B1_PORT, "tap-x": X_PORT}
         ofports[tunnel_interface_name(HOST_B)] = TUNNEL_B
     else:
         ofports = {"tap-b2": 3, "tap-b3": 4, tunnel_interface_name(HOST_A): 10}
-    return compute_datapath(snap, DatapathView(host, ofports))
+    return compute_datapath(snap, model.DatapathView(host, ofports))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +106,9 @@ def config() -> DatapathConfig:
     return compute(snapshot(lb(*BACKENDS)))
 
 
-def tcp(src: PortSpec, in_port: int, dst_ip: int, dst_mac: int, dport: int, **extra: int) -> dict:
+def tcp(
+    src: model.PortSpec, in_port: int, dst_ip: int, dst_mac: int, dport: int, **extra: int
+) -> dict:
     return {
         "in_port": in_port,
         "eth_src": mac_to_int(src.mac),
@@ -198,7 +193,7 @@ def test_reply_without_conntrack_entry_is_forwarded_as_is() -> None:
 
 
 def test_only_healthy_addressable_backends_are_in_the_group() -> None:
-    ghost = BackendSpec("10.1.0.77", 8080, 5)  # no port holds it: no MAC to send to
+    ghost = model.BackendSpec("10.1.0.77", 8080, 5)  # no port holds it: no MAC to send to
     sick = dataclasses.replace(BACKENDS[1], healthy=False)
     config = compute(snapshot(lb(BACKENDS[0], sick, BACKENDS[2], ghost)))
     (group,) = [g for g in config.groups if g.type == "select"]
@@ -222,7 +217,7 @@ def test_no_usable_backend_sends_new_connections_to_the_controller() -> None:
 def test_vip_answers_arp_in_its_network_only(config: DatapathConfig) -> None:
     sim = FlowSimulator.of(config)
 
-    def ask(src: PortSpec, in_port: int) -> list:
+    def ask(src: model.PortSpec, in_port: int) -> list:
         return sim.emitted(
             {
                 "in_port": in_port,

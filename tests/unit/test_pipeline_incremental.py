@@ -21,16 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.model import (
-    BackendSpec,
-    DatapathView,
-    HealthCheckSpec,
-    HostSpec,
-    LoadBalancerSpec,
-    NetworkSpec,
-    PortSpec,
-    Snapshot,
-)
+from controller.core import model
 from controller.core.pipeline import DatapathComputer, PipelineError, compute_datapath
 from controller.core.pipeline import groups as pipeline_groups
 from controller.core.pipeline import load_balancer as pipeline_lb
@@ -43,7 +34,7 @@ HOSTS = tuple(f"{c * 8}-0000-4000-8000-{c * 12}" for c in "abcd")
 HERE = HOSTS[0]
 NETWORK_IDS = tuple(f"net-{i}" for i in range(7))
 INTERFACES = tuple(f"tap{i}" for i in range(12))
-CHECK = HealthCheckSpec(interval=1.0, timeout=0.5, rise=2, fall=2)
+CHECK = model.HealthCheckSpec(interval=1.0, timeout=0.5, rise=2, fall=2)
 
 
 class World:
@@ -53,21 +44,23 @@ class World:
         self.rng = rng
         self.next_port = 0
 
-    def host(self, host_id: str) -> HostSpec:
+    def host(self, host_id: str) -> model.HostSpec:
         rng = self.rng
         tunnel = rng.choice([None, f"192.0.2.{HOSTS.index(host_id) + 1}", "192.0.2.1"])
-        return HostSpec(host_id, host_id[:1], "unix:/x", tunnel, rng.choice([None, "up0", "up1"]))
+        return model.HostSpec(
+            host_id, host_id[:1], "unix:/x", tunnel, rng.choice([None, "up0", "up1"])
+        )
 
-    def network(self, network_id: str) -> NetworkSpec:
+    def network(self, network_id: str) -> model.NetworkSpec:
         rng = self.rng
         kind = rng.choice(["vlan", "vxlan"])
         # A small pool of segments: two networks on one segment now and then.
         segment = rng.randrange(10, 30)
         if rng.random() < 0.02:
             segment = 5000  # out of the VLAN range for a VLAN network
-        return NetworkSpec(network_id, "t", network_id, kind, segment)
+        return model.NetworkSpec(network_id, "t", network_id, kind, segment)
 
-    def port(self, port_id: str | None = None) -> PortSpec:
+    def port(self, port_id: str | None = None) -> model.PortSpec:
         rng = self.rng
         if port_id is None:
             port_id = f"port-{self.next_port}"
@@ -80,7 +73,7 @@ class World:
         if rng.random() < 0.05:
             ips = (*ips, "2001:db8::1")
         host = rng.choice([*HOSTS, HERE, HERE, None])
-        return PortSpec(
+        return model.PortSpec(
             id=port_id,
             network_id=rng.choice([*NETWORK_IDS, "net-gone"]),
             mac=f"02:00:00:00:{number >> 8:02x}:{number & 0xFF:02x}",
@@ -89,10 +82,10 @@ class World:
             interface=rng.choice([*INTERFACES, None]) if host else None,
         )
 
-    def load_balancer(self, lb_id: str) -> LoadBalancerSpec:
+    def load_balancer(self, lb_id: str) -> model.LoadBalancerSpec:
         rng = self.rng
         backends = tuple(
-            BackendSpec(
+            model.BackendSpec(
                 f"10.0.0.{rng.randrange(1, 60)}",
                 rng.choice([80, 8080]),
                 rng.randrange(1, 4),
@@ -101,7 +94,7 @@ class World:
             )
             for _ in range(rng.randrange(0, 4))
         )
-        return LoadBalancerSpec(
+        return model.LoadBalancerSpec(
             lb_id,
             rng.choice(NETWORK_IDS),
             f"10.0.1.{rng.randrange(1, 4)}",
@@ -111,9 +104,9 @@ class World:
             rng.choice([None, CHECK]),
         )
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> model.Snapshot:
         rng = self.rng
-        return Snapshot(
+        return model.Snapshot(
             revision=1,
             hosts=tuple(self.host(h) for h in HOSTS),
             networks=tuple(self.network(n) for n in rng.sample(NETWORK_IDS, 5)),
@@ -121,7 +114,7 @@ class World:
             load_balancers=tuple(self.load_balancer(f"lb-{i}") for i in range(rng.randrange(3))),
         )
 
-    def view(self) -> DatapathView:
+    def view(self) -> model.DatapathView:
         rng = self.rng
         ofports = {name: 3 + i for i, name in enumerate(INTERFACES) if rng.random() < 0.8}
         if rng.random() < 0.1:
@@ -132,9 +125,11 @@ class World:
                 ofports[tunnel_interface_name(peer)] = 20 + i
         if rng.random() < 0.05:
             ofports["reserved"] = 0xFFFFFFFE
-        return DatapathView(HERE, ofports)
+        return model.DatapathView(HERE, ofports)
 
-    def changed(self, snapshot: Snapshot, view: DatapathView) -> tuple[Snapshot, DatapathView]:
+    def changed(
+        self, snapshot: model.Snapshot, view: model.DatapathView
+    ) -> tuple[model.Snapshot, model.DatapathView]:
         """One small change, the way an incremental loader gives it: every untouched
         object shared with the previous snapshot."""
         rng = self.rng
@@ -184,7 +179,7 @@ class World:
                 del ofports[name]
             else:
                 ofports[name] = rng.randrange(1, 40)
-            return snapshot, DatapathView(HERE, ofports)
+            return snapshot, model.DatapathView(HERE, ofports)
         elif kind == "shuffle":
             return replace(
                 snapshot,
@@ -192,13 +187,13 @@ class World:
                 ports=tuple(rng.sample(ports, len(ports))),
             ), view
         elif kind == "rebuild":  # value-equal, no object shared
-            return Snapshot(
+            return model.Snapshot(
                 snapshot.revision,
                 tuple(replace(h) for h in snapshot.hosts),
                 tuple(replace(n) for n in snapshot.networks),
                 tuple(replace(p) for p in snapshot.ports),
                 tuple(replace(lb) for lb in snapshot.load_balancers),
-            ), DatapathView(HERE, dict(view.ofports))
+            ), model.DatapathView(HERE, dict(view.ofports))
         return replace(snapshot, ports=tuple(ports)), view
 
 
@@ -209,7 +204,9 @@ def outcome(compute: Callable[[], DatapathConfig]) -> DatapathConfig | type[Pipe
         return PipelineError
 
 
-def walk(seed: int | random.Random, steps: int) -> Iterator[tuple[Snapshot, DatapathView]]:
+def walk(
+    seed: int | random.Random, steps: int
+) -> Iterator[tuple[model.Snapshot, model.DatapathView]]:
     world = World(seed if isinstance(seed, random.Random) else random.Random(seed))
     snapshot, view = world.snapshot(), world.view()
     for _ in range(steps):
@@ -270,7 +267,7 @@ def test_incremental_equals_fresh_when_every_id_collides(monkeypatch: pytest.Mon
     assert check_walk(7, 150) > 30
 
 
-def computable(seed: int) -> tuple[Snapshot, DatapathView]:
+def computable(seed: int) -> tuple[model.Snapshot, model.DatapathView]:
     """The first snapshot of a walk that is not refused."""
     return next(
         (s, v)
@@ -284,19 +281,19 @@ def test_nothing_changed_is_found_without_recomputing() -> None:
     computer = DatapathComputer(HERE)
     first = computer.compute(snapshot, view)
     same = dataclasses.replace(snapshot, revision=snapshot.revision + 1)
-    assert not computer.affects(same, DatapathView(HERE, dict(view.ofports)))
+    assert not computer.affects(same, model.DatapathView(HERE, dict(view.ofports)))
     assert computer.compute(same, view) is first
 
 
 def test_a_change_on_another_host_only_matters_where_it_is_seen() -> None:
     up = "uplink"
-    hosts = tuple(HostSpec(h, h[:1], "unix:/x", None, up) for h in HOSTS[:2])
-    red = NetworkSpec("net-red", "t", "red", "vlan", 10)
-    blue = NetworkSpec("net-blue", "t", "blue", "vlan", 11)
-    here = PortSpec("port-1", red.id, "02:00:00:00:00:01", ("10.0.0.1",), HOSTS[0], "tap1")
-    there = PortSpec("port-2", blue.id, "02:00:00:00:00:02", ("10.0.0.2",), HOSTS[1], "tap2")
-    snapshot = Snapshot(1, hosts, (red, blue), (here, there))
-    view = DatapathView(HOSTS[0], {"tap1": 5, up: 1})
+    hosts = tuple(model.HostSpec(h, h[:1], "unix:/x", None, up) for h in HOSTS[:2])
+    red = model.NetworkSpec("net-red", "t", "red", "vlan", 10)
+    blue = model.NetworkSpec("net-blue", "t", "blue", "vlan", 11)
+    here = model.PortSpec("port-1", red.id, "02:00:00:00:00:01", ("10.0.0.1",), HOSTS[0], "tap1")
+    there = model.PortSpec("port-2", blue.id, "02:00:00:00:00:02", ("10.0.0.2",), HOSTS[1], "tap2")
+    snapshot = model.Snapshot(1, hosts, (red, blue), (here, there))
+    view = model.DatapathView(HOSTS[0], {"tap1": 5, up: 1})
     computer = DatapathComputer(HOSTS[0])
     computer.compute(snapshot, view)
     moved = dataclasses.replace(there, ips=("10.0.0.3",))
@@ -319,7 +316,7 @@ def test_a_refused_snapshot_leaves_the_computer_usable() -> None:
 
 def test_a_view_of_another_host_is_refused() -> None:
     with pytest.raises(ValueError, match="given to the computer of"):
-        DatapathComputer(HERE).compute(Snapshot(1), DatapathView(HOSTS[1]))
+        DatapathComputer(HERE).compute(model.Snapshot(1), model.DatapathView(HOSTS[1]))
 
 
 def test_flow_sequence_behaves_as_the_tuple_of_its_flows() -> None:

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.core import model
 from controller.core.flows import (
     ARP_REQUEST,
     BROADCAST_MAC,
@@ -37,15 +38,6 @@ from controller.core.flows import (
     VLAN_PRESENT,
     ip_to_int,
     mac_to_int,
-)
-from controller.core.model import (
-    BackendSpec,
-    DatapathView,
-    HostSpec,
-    LoadBalancerSpec,
-    NetworkSpec,
-    PortSpec,
-    Snapshot,
 )
 from controller.core.pipeline import compute_datapath
 from controller.core.pipeline.context import tunnel_interface_name
@@ -61,19 +53,19 @@ CIDRS = ("10.0.0.0/24", "10.0.1.0/24")  # few ranges: tenants collide on purpose
 
 @dataclass(frozen=True)
 class Fabric:
-    snapshot: Snapshot
-    view: DatapathView
+    snapshot: model.Snapshot
+    view: model.DatapathView
     local: str  # host id
 
-    def network(self, network_id: str) -> NetworkSpec:
+    def network(self, network_id: str) -> model.NetworkSpec:
         return next(n for n in self.snapshot.networks if n.id == network_id)
 
-    def ofport(self, port: PortSpec) -> int | None:
+    def ofport(self, port: model.PortSpec) -> int | None:
         if port.host_id != self.local or port.interface is None:
             return None
         return self.view.ofports.get(port.interface)
 
-    def local_ports(self) -> list[tuple[PortSpec, int]]:
+    def local_ports(self) -> list[tuple[model.PortSpec, int]]:
         found = [(p, self.ofport(p)) for p in self.snapshot.ports]
         return [(p, number) for p, number in found if number is not None]
 
@@ -86,7 +78,7 @@ class Fabric:
             and (number := self.view.ofports.get(tunnel_interface_name(host.id))) is not None
         }
 
-    def allowed(self, network: NetworkSpec, emitted: Emitted) -> bool:
+    def allowed(self, network: model.NetworkSpec, emitted: Emitted) -> bool:
         """May a frame of `network` leave this way?"""
         port = emitted.port
         if port == OFPP_CONTROLLER:
@@ -110,11 +102,11 @@ def _uuid(draw: st.DrawFn) -> str:
 def fabrics(draw: st.DrawFn) -> Fabric:
     host_ids = [_uuid(draw) for _ in range(draw(st.integers(2, 3)))]
     hosts = tuple(
-        HostSpec(host_id, f"h{i}", f"unix:/run/h{i}/db.sock", f"192.0.2.{i + 1}", "uplink0")
+        model.HostSpec(host_id, f"h{i}", f"unix:/run/h{i}/db.sock", f"192.0.2.{i + 1}", "uplink0")
         for i, host_id in enumerate(host_ids)
     )
     tenants = [f"tenant-{i}" for i in range(draw(st.integers(1, 3)))]
-    networks: list[NetworkSpec] = []
+    networks: list[model.NetworkSpec] = []
     for i in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["vlan", "vxlan"]))
         used = {n.segmentation_id for n in networks if n.type == kind}
@@ -125,9 +117,11 @@ def fabrics(draw: st.DrawFn) -> Fabric:
         )
         cidr = draw(st.sampled_from([*CIDRS, None]))
         networks.append(
-            NetworkSpec(f"net-{i}", draw(st.sampled_from(tenants)), f"n{i}", kind, segment, cidr)
+            model.NetworkSpec(
+                f"net-{i}", draw(st.sampled_from(tenants)), f"n{i}", kind, segment, cidr
+            )
         )
-    ports: list[PortSpec] = []
+    ports: list[model.PortSpec] = []
     taps: dict[str, int] = {}
     for i in range(draw(st.integers(1, 8))):
         network = draw(st.sampled_from(networks))
@@ -140,37 +134,41 @@ def fabrics(draw: st.DrawFn) -> Fabric:
             ips = (draw(st.sampled_from(free)),) if free else ()
         interface = f"tap{i}" if host is not None else None
         ports.append(
-            PortSpec(f"port-{i}", network.id, f"02:00:00:00:00:{i + 1:02x}", ips, host, interface)
+            model.PortSpec(
+                f"port-{i}", network.id, f"02:00:00:00:00:{i + 1:02x}", ips, host, interface
+            )
         )
         if host == host_ids[0] and draw(st.integers(0, 4)):  # sometimes not on the switch yet
             taps[f"tap{i}"] = FIRST_TAP + i
-    load_balancers: list[LoadBalancerSpec] = []
+    load_balancers: list[model.LoadBalancerSpec] = []
     for i, network in enumerate(networks):
         members = [p for p in ports if p.network_id == network.id and p.ips]
         if network.cidr is None or not draw(st.booleans()):
             continue
         vip = str(ipaddress.IPv4Network(network.cidr).network_address + 200)
         backends = tuple(
-            BackendSpec(p.ips[0], 8080, draw(st.integers(1, 5)), draw(st.booleans()), p.id)
+            model.BackendSpec(p.ips[0], 8080, draw(st.integers(1, 5)), draw(st.booleans()), p.id)
             for p in members
         )
         protocol = draw(st.sampled_from(["tcp", "udp"]))
-        load_balancers.append(LoadBalancerSpec(f"lb-{i}", network.id, vip, protocol, 80, backends))
+        load_balancers.append(
+            model.LoadBalancerSpec(f"lb-{i}", network.id, vip, protocol, 80, backends)
+        )
     local = host_ids[0]
     ofports = {"uplink0": UPLINK, **taps}
     for i, peer in enumerate(host_ids[1:]):
         ofports[tunnel_interface_name(peer)] = FIRST_TUNNEL + i
-    snapshot = Snapshot(
+    snapshot = model.Snapshot(
         revision=1,
         hosts=hosts,
         networks=tuple(networks),
         ports=tuple(ports),
         load_balancers=tuple(load_balancers),
     )
-    return Fabric(snapshot, DatapathView(local, ofports), local)
+    return Fabric(snapshot, model.DatapathView(local, ofports), local)
 
 
-def frames_from(fabric: Fabric, source: PortSpec, in_port: int) -> list[dict[str, int]]:
+def frames_from(fabric: Fabric, source: model.PortSpec, in_port: int) -> list[dict[str, int]]:
     """What a local port may send: to every MAC and address of the fabric, broadcast, ARP."""
     src_ip = ip_to_int(source.ips[0]) if source.ips else ip_to_int("10.0.0.250")
     base = {"in_port": in_port, "eth_src": mac_to_int(source.mac)}
@@ -239,7 +237,9 @@ def test_frames_from_the_uplink_and_tunnels_reach_only_their_network(fabric: Fab
             arrivals = [{"in_port": t, "tunnel_id": network.segmentation_id} for t in tunnels]
         for arrival in arrivals:
             for port in fabric.snapshot.ports:
-                remote = PortSpec(f"{port.id}-remote", network.id, "02:bb:00:00:00:01", port.ips)
+                remote = model.PortSpec(
+                    f"{port.id}-remote", network.id, "02:bb:00:00:00:01", port.ips
+                )
                 for frame in frames_from(fabric, remote, arrival["in_port"]):
                     for emitted in sim.emitted({**frame, **arrival}):
                         assert fabric.allowed(network, emitted), (network, frame, emitted)

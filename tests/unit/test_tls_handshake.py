@@ -6,16 +6,14 @@ Real handshakes between the contexts the controller uses and peers made with
 
 from __future__ import annotations
 
-import datetime
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from api import pki
 from controller.tls import TlsFiles, describe_handshake_failure, peer_names
+from tests.support.certs import write_expired_leaf
 
 pytestmark = pytest.mark.unit
 
@@ -76,6 +74,27 @@ def _handshake(
     return client_end, errors.get("client"), errors.get("server")
 
 
+def _foreign_peer(tmp_path: Path, ours: TlsFiles, *, server: bool) -> ssl.SSLContext:
+    """A peer "hv1" whose pair comes from a foreign CA, trusting our CA."""
+    foreign, _ = _ours(tmp_path, "foreign")
+    return _peer_context(foreign, "hv1", server=server, trusts=ours.ca_certificate)
+
+
+def _failure(error: BaseException | None, peer: str) -> str:
+    """What the operator reads about a handshake that must have failed."""
+    assert error is not None
+    return describe_handshake_failure(error, peer=peer)
+
+
+def _expired_host_context(root: Path, tmp_path: Path) -> ssl.SSLContext:
+    """A host "hv1" serving a certificate from root's CA whose validity ended 5 days ago."""
+    key_path, cert_path = tmp_path / "k.pem", tmp_path / "c.pem"
+    write_expired_leaf(root, "hv1", key_path, cert_path, issued_days_ago=10, days=5)
+    host = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    host.load_cert_chain(cert_path, key_path)
+    return host
+
+
 def test_ours_on_both_ends_is_accepted_and_names_the_host(tmp_path: Path) -> None:
     root, ours = _ours(tmp_path)
     client_end, client_error, server_error = _handshake(
@@ -87,11 +106,9 @@ def test_ours_on_both_ends_is_accepted_and_names_the_host(tmp_path: Path) -> Non
 
 def test_a_host_with_a_foreign_ca_certificate(tmp_path: Path) -> None:
     _, ours = _ours(tmp_path)
-    foreign, _ = _ours(tmp_path, "foreign")
-    host = _peer_context(foreign, "hv1", server=True, trusts=ours.ca_certificate)
+    host = _foreign_peer(tmp_path, ours, server=True)
     _, client_error, _ = _handshake(ours.client_context(), host)
-    assert client_error is not None
-    assert describe_handshake_failure(client_error, peer="the host").startswith(
+    assert _failure(client_error, "the host").startswith(
         "the host's certificate is not issued by our CA ("
     )
 
@@ -101,49 +118,24 @@ def test_a_host_that_trusts_another_ca_refuses_us(tmp_path: Path) -> None:
     foreign, _ = _ours(tmp_path, "foreign")
     host = _peer_context(root, "hv1", server=True, trusts=pki.PkiDir(foreign).ca.certificate)
     _, client_error, _ = _handshake(ours.client_context(), host)
-    assert client_error is not None
-    assert describe_handshake_failure(client_error, peer="the host") == (
+    assert _failure(client_error, "the host") == (
         "the host refused our certificate: unknown CA (the host trusts another CA)"
     )
 
 
 def test_an_expired_host_certificate(tmp_path: Path) -> None:
     root, ours = _ours(tmp_path)
-    ca = pki.PkiDir(root).ca
-    ca_key = serialization.load_pem_private_key(ca.private_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=10)
-    cert = pki.build_leaf(
-        "hv1", key, ca_key, pki.load_certificate(ca.certificate),
-        now=long_ago, days=5, dns_name="hv1",
-    )  # fmt: skip
-    key_path, cert_path = tmp_path / "k.pem", tmp_path / "c.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    host = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    host.load_cert_chain(cert_path, key_path)
+    host = _expired_host_context(root, tmp_path)
     _, client_error, _ = _handshake(ours.client_context(), host)
-    assert client_error is not None
-    assert describe_handshake_failure(client_error, peer="the host").startswith(
-        "the host's certificate has expired"
-    )
+    assert _failure(client_error, "the host").startswith("the host's certificate has expired")
 
 
 def test_the_openflow_listener_demands_a_certificate_from_our_ca(tmp_path: Path) -> None:
     root, ours = _ours(tmp_path)
-    foreign, _ = _ours(tmp_path, "foreign")
     # A switch with a foreign certificate that trusts our CA: we refuse it.
-    switch = _peer_context(foreign, "hv1", server=False, trusts=ours.ca_certificate)
+    switch = _foreign_peer(tmp_path, ours, server=False)
     _, _, server_error = _handshake(switch, ours.server_context())
-    assert server_error is not None
-    assert describe_handshake_failure(server_error, peer="the switch").startswith(
+    assert _failure(server_error, "the switch").startswith(
         "the switch's certificate is not issued by our CA"
     )
     # A switch with no certificate at all.
@@ -151,8 +143,7 @@ def test_the_openflow_listener_demands_a_certificate_from_our_ca(tmp_path: Path)
     bare.check_hostname = False
     bare.load_verify_locations(ours.ca_certificate)
     _, _, server_error = _handshake(bare, ours.server_context())
-    assert server_error is not None
-    assert describe_handshake_failure(server_error, peer="the switch") == (
+    assert _failure(server_error, "the switch") == (
         "the switch presented no certificate (a client certificate is required)"
     )
     # One of ours is accepted.

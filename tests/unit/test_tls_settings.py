@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,14 @@ from controller.host_agent import (
     plaintext_remotes,
     remote_address,
 )
+from tests.support.environment import clear_settings_environment
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OVS_FABRIC_") or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
+    clear_settings_environment(monkeypatch)
 
 
 @pytest.fixture
