@@ -166,28 +166,18 @@ class SqlStateStore:
             return
         with self.database.unversioned_write() as session:
             for item in updates:
-                session.execute(
-                    update(LbBackend)
-                    .where(
-                        and_(
-                            LbBackend.load_balancer_id == item.load_balancer_id,
-                            LbBackend.ip == item.ip,
-                            LbBackend.port == item.port,
-                            LbBackend.healthy != item.healthy,
-                        )
-                    )
-                    .values(healthy=item.healthy, health_at=_aware(item.at))
+                backend = and_(
+                    LbBackend.load_balancer_id == item.load_balancer_id,
+                    LbBackend.ip == item.ip,
+                    LbBackend.port == item.port,
                 )
                 session.execute(
                     update(LbBackend)
-                    .where(
-                        and_(
-                            LbBackend.load_balancer_id == item.load_balancer_id,
-                            LbBackend.ip == item.ip,
-                            LbBackend.port == item.port,
-                        )
-                    )
-                    .values(health_unknown=item.unknown)
+                    .where(backend, LbBackend.healthy != item.healthy)
+                    .values(healthy=item.healthy, health_at=_aware(item.at))
+                )
+                session.execute(
+                    update(LbBackend).where(backend).values(health_unknown=item.unknown)
                 )
 
 

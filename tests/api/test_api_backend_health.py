@@ -14,10 +14,9 @@ pytestmark = pytest.mark.api
 SILENT = "the switch of host h2 is not answering"
 
 
-def test_unknown_health_shows_the_reason_and_keeps_the_last_verdict(
-    api: Any, net: dict[str, Any]
-) -> None:
-    lb = api.admin.create(
+def create_web(api: Any, net: dict[str, Any], *ips: str) -> dict[str, Any]:
+    """A TCP load balancer on port 80 with one backend on port 80 per address."""
+    return api.admin.create(
         "/load-balancers",
         {
             "network_id": net["id"],
@@ -25,9 +24,15 @@ def test_unknown_health_shows_the_reason_and_keeps_the_last_verdict(
             "vip": "10.0.0.100",
             "protocol": "tcp",
             "port": 80,
-            "backends": [{"ip": "10.0.0.10", "port": 80}, {"ip": "10.0.0.11", "port": 80}],
+            "backends": [{"ip": ip, "port": 80} for ip in ips],
         },
     )
+
+
+def test_unknown_health_shows_the_reason_and_keeps_the_last_verdict(
+    api: Any, net: dict[str, Any]
+) -> None:
+    lb = create_web(api, net, "10.0.0.10", "10.0.0.11")
     store = api.client.app.state.store
 
     def record(ip: str, healthy: bool, unknown: str | None = None) -> None:
@@ -62,17 +67,7 @@ def test_a_recorded_verdict_changes_the_stamp_other_replicas_watch(
 ) -> None:
     # Verdicts bump no revision; a controller replica that did not make the verdict
     # must still reload the snapshot, or its switches keep a dead backend in their groups.
-    lb = api.admin.create(
-        "/load-balancers",
-        {
-            "network_id": net["id"],
-            "name": "web",
-            "vip": "10.0.0.100",
-            "protocol": "tcp",
-            "port": 80,
-            "backends": [{"ip": "10.0.0.10", "port": 80}],
-        },
-    )
+    lb = create_web(api, net, "10.0.0.10")
     store = api.client.app.state.store
 
     def record(healthy: bool, unknown: str | None = None) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
-from tests.support.load_balancer import BACKEND_PORT, FAST_HEALTH, LISTENER, VIP, Servers
+from tests.support.load_balancer import FAST_HEALTH, Servers, build
 from tests.support.reliability import record
 
 pytestmark = pytest.mark.e2e
@@ -28,15 +28,32 @@ LIVENESS_BOUND = 3.0
 
 @pytest.fixture
 def servers() -> Iterator[Servers]:
-    found = Servers()
-    try:
+    with Servers() as found:
         yield found
-    finally:
-        found.close()
 
 
 def _openflow_connected(fabric: Fabric, host: str) -> bool:
     return bool(fabric.client.get("hosts", fabric.host_ids[host])["openflow_connected"])
+
+
+def _reported_disconnected_within_bound(fabric: Fabric, host: str, cause: str) -> None:
+    """Wait until the API shows `host` disconnected; record and bound how long that took."""
+    since = time.monotonic()
+    eventually(
+        lambda: not _openflow_connected(fabric, host),
+        what=f"{host} reported disconnected",
+        timeout=30,
+        interval=0.05,
+    )
+    reported = time.monotonic() - since
+    record(
+        "Liveness",
+        f"{cause}: seconds until the API shows openflow_connected=false",
+        reported,
+        "s",
+        requirement=f"<= {LIVENESS_BOUND:g} s",
+    )
+    assert reported <= LIVENESS_BOUND, f"reported after {reported:.2f} s"
 
 
 def _backends(fabric: Fabric, lb_id: str) -> dict[str, dict[str, Any]]:
@@ -52,31 +69,13 @@ def _health(fabric: Fabric, lb_id: str) -> dict[str, bool]:
 def test_silent_switch_is_reported_within_bound_and_condemns_no_backend(
     fabric: Fabric, servers: Servers
 ) -> None:
-    for name in ("h1", "h2", "h3"):
-        fabric.add_host(name)
-    tenant = fabric.client.create("tenants", name="acme")["id"]
-    net = fabric.network(tenant, "web", "vxlan", "10.5.0.0/24")
-    vms = {
-        "c": fabric.add_vm("h1", net, "c", "10.5.0.10", wait=False),
-        "b2": fabric.add_vm("h2", net, "b2", "10.5.0.12", wait=False),
-        "b3": fabric.add_vm("h3", net, "b3", "10.5.0.13", wait=False),
-    }
-    fabric.wait_active(*vms)
-    servers.start(vms["b2"])
-    servers.start(vms["b3"])
-    lb = fabric.client.create(
-        "load-balancers",
-        network_id=net,
-        name="web",
-        vip=VIP,
-        protocol="tcp",
-        port=LISTENER,
-        backends=[
-            {"port_id": fabric.port_ids[name], "port": BACKEND_PORT, "weight": 1}
-            for name in ("b2", "b3")
-        ],
-        health_check=FAST_HEALTH,
+    lab = build(
+        fabric,
+        servers,
+        hosts={"c": "h1", "b2": "h2", "b3": "h3"},
+        weights={"b2": 1, "b3": 1},
     )
+    vms, lb = lab.vms, lab.lb
     both = {"10.5.0.12": True, "10.5.0.13": True}
     eventually(lambda: _health(fabric, lb["id"]) == both, what="both backends healthy")
     assert _openflow_connected(fabric, "h2")
@@ -86,22 +85,7 @@ def test_silent_switch_is_reported_within_bound_and_condemns_no_backend(
     assert vswitchd is not None
     os.kill(vswitchd, signal.SIGSTOP)
     try:
-        frozen = time.monotonic()
-        eventually(
-            lambda: not _openflow_connected(fabric, "h2"),
-            what="h2 reported disconnected",
-            timeout=30,
-            interval=0.05,
-        )
-        reported = time.monotonic() - frozen
-        record(
-            "Liveness",
-            "ovs-vswitchd SIGSTOPped: seconds until the API shows openflow_connected=false",
-            reported,
-            "s",
-            requirement=f"<= {LIVENESS_BOUND:g} s",
-        )
-        assert reported <= LIVENESS_BOUND, f"reported after {reported:.2f} s"
+        _reported_disconnected_within_bound(fabric, "h2", "ovs-vswitchd SIGSTOPped")
 
         # Probes for b2 go through h2's silent switch: for several times the health
         # check's fall window they give no verdict. b2 keeps its last verdict and
@@ -147,22 +131,7 @@ def test_host_whose_ovsdb_server_stops_is_reported_within_bound(fabric: Fabric) 
     assert _openflow_connected(fabric, "h2")
     h2.ovs.stop_ovsdb()
     try:
-        stopped = time.monotonic()
-        eventually(
-            lambda: not _openflow_connected(fabric, "h2"),
-            what="h2 reported disconnected",
-            timeout=30,
-            interval=0.05,
-        )
-        reported = time.monotonic() - stopped
-        record(
-            "Liveness",
-            "ovsdb-server stopped: seconds until the API shows openflow_connected=false",
-            reported,
-            "s",
-            requirement=f"<= {LIVENESS_BOUND:g} s",
-        )
-        assert reported <= LIVENESS_BOUND, f"reported after {reported:.2f} s"
+        _reported_disconnected_within_bound(fabric, "h2", "ovsdb-server stopped")
 
         def ovsdb_reported() -> bool:
             host = fabric.client.get("hosts", fabric.host_ids["h2"])

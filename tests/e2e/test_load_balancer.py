@@ -33,11 +33,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def servers() -> Iterator[Servers]:
-    found = Servers()
-    try:
+    with Servers() as found:
         yield found
-    finally:
-        found.close()
 
 
 def test_weighted_split_pinning_and_hairpin(fabric: Fabric, servers: Servers) -> None:

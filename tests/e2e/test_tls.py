@@ -179,6 +179,15 @@ def wait_error(
     return status
 
 
+def register_and_wait_error(
+    fabric: Fabric, host: SimHost, remote: str, expected: str, *, case: str
+) -> dict[str, Any]:
+    """Register `host` at `remote`, then `wait_error` for `expected` timed from then."""
+    since = time.monotonic()
+    register(fabric, host, remote)
+    return wait_error(fabric, host.name, expected, since=since, case=case)
+
+
 def test_all_hosts_over_tls_carry_traffic_and_isolation_holds(
     fabric: Fabric, pki_dir: Path
 ) -> None:
@@ -365,14 +374,12 @@ def test_switch_with_a_foreign_certificate_is_refused_over_openflow(
         plaintext = f"ptcp:{OVSDB_PORT + 1}:{host.management_ip}"
         host.vsctl("--no-wait", "set-manager", f"pssl:{OVSDB_PORT}:{host.management_ip}",
                    plaintext)  # fmt: skip
-        since = time.monotonic()
-        register(fabric, host, f"tcp:{host.management_ip}:{OVSDB_PORT + 1}")
         # Wholly foreign: the switch does not trust us, we do not trust it.
-        status = wait_error(
+        status = register_and_wait_error(
             fabric,
-            "hx",
+            host,
+            f"tcp:{host.management_ip}:{OVSDB_PORT + 1}",
             "the switch refused our certificate: unknown CA",
-            since=since,
             case="OpenFlow: switch trusts a foreign CA",
         )
         assert status["ovsdb_connected"] and not status["openflow_connected"], status
@@ -430,13 +437,11 @@ def test_ssl_host_on_a_service_without_tls_is_reported(
     try:
         with fabric_of(lab, service) as fabric:
             host = lab.add_host("hs", tunnel_ip=None, management=True, uplink=False)
-            since = time.monotonic()
-            register(fabric, host, f"ssl:{host.management_ip}:{OVSDB_PORT}")
-            status = wait_error(
+            status = register_and_wait_error(
                 fabric,
-                "hs",
+                host,
+                f"ssl:{host.management_ip}:{OVSDB_PORT}",
                 "no TLS key, certificate and CA are configured",
-                since=since,
                 case="OVSDB: ssl: host, service without TLS settings",
             )
             assert not status["ovsdb_connected"], status

@@ -97,6 +97,12 @@ class Servers:
         for name in list(self.procs):
             self.kill(name)
 
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -159,20 +165,35 @@ class LbLab:
         return {by_ip[b["ip"]]: b["healthy"] for b in lb["backends"]}
 
 
-def build(fabric: Fabric, servers: Servers, *, health: dict[str, Any] | None = None) -> LbLab:
-    """Client c and backend b1 on h1, backends b2 and b3 on h2; VXLAN network; LB 1:1:2."""
-    fabric.add_host("h1")
-    fabric.add_host("h2")
+# The lab's VMs: name -> address; the client is c, the backends b1..b3.
+ADDRESSES = {"c": "10.5.0.10", "b1": "10.5.0.11", "b2": "10.5.0.12", "b3": "10.5.0.13"}
+
+
+def build(
+    fabric: Fabric,
+    servers: Servers,
+    *,
+    health: dict[str, Any] | None = None,
+    hosts: dict[str, str] | None = None,
+    weights: dict[str, int] | None = None,
+) -> LbLab:
+    """Client c and backend b1 on h1, backends b2 and b3 on h2; VXLAN network; LB 1:1:2.
+
+    `hosts` places other VMs (VM name -> host name), `weights` picks the backends
+    (a server is started in each) and their weights.
+    """
+    hosts = hosts or {"c": "h1", "b1": "h1", "b2": "h2", "b3": "h2"}
+    weights = weights or {"b1": 1, "b2": 1, "b3": 2}
+    for host in dict.fromkeys(hosts.values()):
+        fabric.add_host(host)
     tenant = fabric.client.create("tenants", name="acme")["id"]
     net = fabric.network(tenant, "web", "vxlan", "10.5.0.0/24")
     vms = {
-        "c": fabric.add_vm("h1", net, "c", "10.5.0.10", wait=False),
-        "b1": fabric.add_vm("h1", net, "b1", "10.5.0.11", wait=False),
-        "b2": fabric.add_vm("h2", net, "b2", "10.5.0.12", wait=False),
-        "b3": fabric.add_vm("h2", net, "b3", "10.5.0.13", wait=False),
+        name: fabric.add_vm(host, net, name, ADDRESSES[name], wait=False)
+        for name, host in hosts.items()
     }
     fabric.wait_active(*vms)
-    for name in ("b1", "b2", "b3"):
+    for name in weights:
         servers.start(vms[name])
     lab = LbLab(fabric, tenant, net, vms)
     lab.lb = fabric.client.create(
@@ -182,11 +203,11 @@ def build(fabric: Fabric, servers: Servers, *, health: dict[str, Any] | None = N
         vip=VIP,
         protocol="tcp",
         port=LISTENER,
-        backends=lab.backends({"b1": 1, "b2": 1, "b3": 2}),
+        backends=lab.backends(weights),
         health_check=health or FAST_HEALTH,
     )
     # Warm the paths (VXLAN neighbour resolution drops a first packet) and wait
     # until the VIP answers.
-    assert vms["c"].wait_for_ping("10.5.0.12")
+    assert vms["c"].wait_for_ping(ADDRESSES["b2"])
     eventually(lambda: connect(vms["c"], 1).served != [""], timeout=30, what="the VIP to answer")
     return lab
