@@ -151,6 +151,11 @@ def test_stateful_sequences_get_documented_answers_and_no_5xx(api: Any) -> None:
                 deadline=None,
                 database=None,
                 derandomize=True,
+                # NOTE: a sequence runs against a database that earlier sequences
+                # changed, so hypothesis cannot replay it to shrink a failure (it
+                # reports "Inconsistent data generation" instead of the failure):
+                # generate only, and a failure shows its own request and answer.
+                phases=[hypothesis.Phase.generate],
                 suppress_health_check=list(HealthCheck),
             )
         )
