@@ -35,6 +35,9 @@ class NetworkSpec:
     segmentation_id: int  # VLAN id (1-4094) or VNI (1-16777215)
     cidr: str | None = None
     gateway: str | None = None
+    mtu: int = 1500  # the VMs' interface MTU, advertised by DHCP (option 26)
+    dhcp_enabled: bool = True  # the service answers its ports' DHCP (needs a cidr)
+    dns_servers: tuple[str, ...] = ()  # IPv4 addresses, advertised by DHCP
 
 
 @dataclass(frozen=True, slots=True)
