@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from bench.report import Figure, measured
 from controller.core import ofmsg
 from controller.core.flows import (
     VLAN_PRESENT,
@@ -166,3 +167,22 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run(quick: bool) -> list[Figure]:
+    """The suite's entry point (bench/run.py): encode rate, ofmsg (cold cache) vs os-ken."""
+    flows = bench_flows(10_000 if quick else 50_000)
+    ours: list[float] = []
+    peer: list[float] = []
+    for _ in range(3 if quick else 5):
+        ofmsg.encode_flow.cache_clear()
+        ours.append(len(flows) / timed(lambda: encode_with_ofmsg(flows)))
+        peer.append(len(flows) / timed(lambda: encode_with_os_ken(flows)))
+    ofmsg.encode_flow.cache_clear()
+    return [
+        measured(
+            f"encode {len(flows):,} flow-mods (cold cache)", "flows/s", ours,
+            peer="os-ken OFPFlowMod + serialize", peer_values=peer,
+            notes="no goal of its own: the encoder's share of bulk install (flow_install)",
+        )
+    ]  # fmt: skip
