@@ -1,5 +1,8 @@
 """A small OpenFlow 1.3 evaluator: which copies of a packet leave the switch, where, and how.
 
+Pure: the tests check the pipeline with it, and the connectivity diagnosis
+(`controller.core.diagnosis`) evaluates its synthetic packet with it.
+
 Give it flows and groups (e.g. a `DatapathConfig`) and a packet as a dict of
 header fields named as in `controller.core.flows.FIELD_BITS`; it returns every
 emitted copy with its output port and headers. Semantics modelled:
