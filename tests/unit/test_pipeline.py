@@ -27,6 +27,7 @@ from controller.core.flows import (
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
     IP_PROTO_UDP,
+    OFPP_CONTROLLER,
     VLAN_NONE,
     VLAN_PRESENT,
     Flow,
@@ -361,13 +362,36 @@ def test_spoofed_ipv4_source_is_dropped(sim: FlowSimulator) -> None:
     assert sim.emitted(unicast(RED1, RED2)) != []
 
 
-def test_dhcp_discovery_from_the_unspecified_address_passes(sim: FlowSimulator) -> None:
+def test_dhcp_client_messages_reach_the_controller_only(sim: FlowSimulator) -> None:
     discover = broadcast(RED1, ipv4_src=0, udp_src=68, udp_dst=67)
-    assert outputs(sim.emitted(discover)) == untagged(OFPORT[RED2], OFPORT[RED_OPEN]) | {
-        (UPLINK, VLAN_PRESENT | 100)
-    }
+    assert outputs(sim.emitted(discover)) == {(OFPP_CONTROLLER, VLAN_NONE)}
+    renewal = unicast(RED1, RED2, udp_src=68, udp_dst=67)  # from its own address
+    assert outputs(sim.emitted(renewal)) == {(OFPP_CONTROLLER, VLAN_NONE)}
     # Only DHCP may use 0.0.0.0.
     assert sim.emitted(broadcast(RED1, ipv4_src=0, udp_src=5000, udp_dst=67)) == []
+
+
+def test_dhcp_of_a_port_without_address_or_on_a_network_without_dhcp_is_dropped() -> None:
+    # red_open has no IP: nothing to offer, and nobody else may hear it either.
+    no_dhcp = dataclasses.replace(RED, dhcp_enabled=False)
+    snapshot = dataclasses.replace(fabric(), networks=(no_dhcp, GREEN, BLUE))
+    for sim, port in (
+        (FlowSimulator.of(compute_datapath(fabric(), view_a())), RED_OPEN),
+        (FlowSimulator.of(compute_datapath(snapshot, view_a())), RED1),
+    ):
+        discover = ipv4_frame(OFPORT[port], RED1, BROADCAST_MAC, 0xFFFFFFFF, ipv4_src=0)
+        discover.update(eth_src=mac(port), udp_src=68, udp_dst=67)
+        assert sim.emitted(discover) == []
+
+
+def test_dhcp_server_messages_from_a_vm_are_dropped(sim: FlowSimulator) -> None:
+    assert sim.emitted(broadcast(RED1, udp_src=67, udp_dst=68)) == []
+    assert sim.emitted(unicast(RED1, RED2, udp_src=67, udp_dst=68)) == []
+    # A port without addresses may send anything, but not that.
+    offer = ipv4_frame(OFPORT[RED_OPEN], RED1, mac(RED2), ip(RED2), udp_src=67, udp_dst=68)
+    offer["eth_src"] = mac(RED_OPEN)
+    assert sim.emitted(offer) == []
+    assert sim.emitted({**offer, "udp_src": 5000}) != []
 
 
 def test_other_ethertypes_are_dropped_for_ports_with_addresses(sim: FlowSimulator) -> None:

@@ -70,6 +70,7 @@ from controller.core.pipeline.context import (
     ofport_of,
     switch_ports,
 )
+from controller.core.pipeline.dhcp import dhcp_network_flows
 from controller.core.pipeline.groups import GroupContent, assign_group_ids, first_choice_id
 from controller.core.pipeline.l2_forward import (
     FloodGroups,
@@ -568,6 +569,7 @@ class DatapathComputer:
         net, paths = unit.net, unit.paths
         yield from classify_network_flows(paths, net)
         yield from port_security_network_flows(net)
+        yield from dhcp_network_flows(net)
         yield from arp_responder_network_flows(net)
         if unit.zone is not None:
             yield from load_balancer_network_flows(net, unit.zone)

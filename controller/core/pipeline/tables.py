@@ -47,6 +47,8 @@ TABLE_LB_CT: Final = 4  # after conntrack on the way to a VIP: pick a backend or
 TABLE_LB_REWRITE: Final = 5  # a NATed packet toward a backend gets the backend's MAC
 TABLE_LB_REPLY: Final = 6  # after conntrack on a backend's reply: the VIP's MAC as source
 TABLE_L2_FORWARD: Final = 8
+# A VM's DHCP client messages, diverted by port_security: to the controller or dropped.
+TABLE_DHCP: Final = 20
 
 REG_ORIGIN: Final = "reg5"
 ORIGIN_LOCAL: Final = 1
@@ -125,7 +127,7 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
                 "udp_dst",
             }
         ),
-        next_tables=frozenset({TABLE_ARP_RESPONDER}),
+        next_tables=frozenset({TABLE_ARP_RESPONDER, TABLE_DHCP}),
         required_fields=frozenset({"in_port"}),
         # A spoofed source, or a protocol other than ARP/IPv4 from a port with
         # addresses, is dropped.
@@ -186,6 +188,14 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         # Toward the uplink (tagged) or a tunnel (with the VNI).
         set_fields=frozenset({"vlan_vid", "tunnel_id"}),
         # A frame of no local network: dropped.
+    ),
+    TableDecl(
+        name="dhcp",
+        id=TABLE_DHCP,
+        match_fields=frozenset({"in_port"}),
+        required_fields=frozenset({"in_port"}),
+        # A port the service does not serve (no IPv4, DHCP off): its DHCP is dropped,
+        # so a VM's DHCP never reaches another VM.
     ),
 )
 

@@ -1,0 +1,51 @@
+"""Table dhcp: a VM's DHCP client messages go to the controller, which answers them.
+
+Port security sends every DHCP client message (UDP 68 -> 67) of a local port here
+and nowhere else. A port the service serves (an IPv4 address inside its network's
+cidr, DHCP on for that network: `controller.core.dhcp.network_lease`) has its
+messages sent to the controller, as a packet-in on this switch; the answer goes
+back by packet-out to that port only. Any other port's fall to the table miss and
+are dropped, so no DHCP message of a VM ever reaches another VM.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import Final
+
+from controller.core.flows import OFPP_CONTROLLER, Flow, Output, match
+from controller.core.pipeline.context import BoundPort, DatapathContext, LocalNetwork, ofport_of
+from controller.core.pipeline.tables import TABLE_DHCP
+
+__all__ = ["dhcp_flows", "dhcp_network_flows", "served_by_dhcp"]
+
+PRIORITY_SERVED_PORT: Final = 100
+
+_TO_CONTROLLER: Final = (Output(OFPP_CONTROLLER),)
+
+
+def served_by_dhcp(net: LocalNetwork, port: BoundPort) -> bool:
+    """Whether the service answers the DHCP of `port` (the same rule as `network_lease`)."""
+    spec = net.spec
+    if spec.cidr is None or not spec.dhcp_enabled:
+        return False
+    subnet = ipaddress.IPv4Network(spec.cidr)
+    first, last = int(subnet.network_address), int(subnet.broadcast_address)
+    return any(first <= ip <= last for ip in port.ipv4s)
+
+
+def dhcp_flows(ctx: DatapathContext) -> Iterator[Flow]:
+    for net in ctx.networks:
+        yield from dhcp_network_flows(net)
+
+
+def dhcp_network_flows(net: LocalNetwork) -> Iterator[Flow]:
+    for port in net.local_ports:
+        if served_by_dhcp(net, port):
+            yield Flow(
+                TABLE_DHCP,
+                PRIORITY_SERVED_PORT,
+                match(in_port=ofport_of(port)),
+                actions=_TO_CONTROLLER,
+            )
