@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
+
+from controller import metrics
 from controller.core import ofmsg
 from controller.core.flows import OFPP_CONTROLLER, Output
 from controller.core.model import (
@@ -198,6 +201,10 @@ class HostAgent:
         self._wake.set()
         self._thread.join(timeout=10)
         self._ovsdb.close()
+        with self._lock:
+            if self._channel is not None:
+                metrics.SWITCHES_CONNECTED.dec()
+        metrics.forget_host(self.host.name)
 
     def update(self, snapshot: Snapshot) -> int:
         """Hand in a new snapshot; returns the number of the first pass that works on
@@ -221,6 +228,9 @@ class HostAgent:
 
     def switch_connected(self, channel: SwitchChannel, ports: dict[str, int]) -> None:
         with self._lock:
+            if self._channel is None:
+                metrics.SWITCHES_CONNECTED.inc()
+            metrics.SWITCH_CONNECTED.labels(self.host.name).set(1)
             self._channel = channel
             self._ofports = dict(ports)
             self._sync = DatapathSync(channel)
@@ -233,6 +243,8 @@ class HostAgent:
             if self._channel is channel:
                 self._channel = None
                 self._sync = None
+                metrics.SWITCHES_CONNECTED.dec()
+                metrics.SWITCH_CONNECTED.labels(self.host.name).set(0)
         self._wake.set()
 
     def ports_changed(self, ports: dict[str, int]) -> None:
@@ -260,6 +272,11 @@ class HostAgent:
             self._reported_ports = {}
             self._reported_status = None
         self._wake.set()
+
+    def interface_at(self, ofport: int) -> str | None:
+        """The name of the switch's port `ofport`, as the switch last reported it."""
+        with self._lock:
+            return next((name for name, no in self._ofports.items() if no == ofport), None)
 
     def send_frame(self, interface: str, frame: bytes) -> bool:
         """Packet-out `frame` straight to `interface` (load-balancer health probes and
@@ -313,6 +330,8 @@ class HostAgent:
     # ---- the worker ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Every line this worker logs (reconcile.py's too) names its host.
+        structlog.contextvars.bind_contextvars(host=self.host.name, host_id=self.host.id)
         while not self._stop.is_set():
             self._wake.wait(timeout=self._config.reconcile_interval)
             self._wake.clear()
@@ -355,6 +374,24 @@ class HostAgent:
                 self._wake_later(self._config.connect_grace)
             self._report_host(openflow=False)
             return
+        started = time.perf_counter()
+        ok = False
+        try:
+            ok = self._reconcile(snapshot, channel, sync, ofports, needs_read=needs_read)
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            metrics.RECONCILE_PASSES.labels("ok" if ok else "failed").inc()
+
+    def _reconcile(
+        self,
+        snapshot: Snapshot,
+        channel: SwitchChannel,
+        sync: DatapathSync,
+        ofports: dict[str, int],
+        *,
+        needs_read: bool,
+    ) -> bool:
+        """Compute the switch's flows and apply the difference; True when it landed."""
         try:
             config = self._computer.compute(snapshot, DatapathView(self.host.id, ofports))
         except PipelineError as exc:
@@ -362,10 +399,10 @@ class HostAgent:
             # state is pushed) until the desired state is fixed.
             self._set_error(f"cannot compute flows: {exc}")
             self._report_host(openflow=True)
-            return
+            return False
         try:
             if not self._claim(channel):
-                return
+                return False
             now = time.monotonic()
             if needs_read or now - self._last_audit >= self._config.reconcile_interval:
                 sync.read_actual()
@@ -376,13 +413,13 @@ class HostAgent:
             with self._lock:
                 self._needs_read = True
             self._report_host(openflow=channel.connected)
-            return
+            return False
         except OpenFlowError as exc:
             self._set_error(f"OpenFlow bundle failed: {exc}")
             with self._lock:
                 self._needs_read = True
             self._report_host(openflow=True)
-            return
+            return False
         if result.rejected:
             first = next(iter(result.rejected.items()))
             self._set_error(
@@ -401,8 +438,21 @@ class HostAgent:
                 result.groups_deleted,
                 snapshot.revision,
             )
+        metrics.FLOWS.labels(self.host.name).set(sync.flow_count)
+        metrics.GROUPS.labels(self.host.name).set(sync.group_count)
+        changes = {
+            "flow_add": result.flows_added,
+            "flow_delete": result.flows_deleted,
+            "group_add": result.groups_added,
+            "group_delete": result.groups_deleted,
+        }
+        metrics.RECONCILE_DIFF.observe(sum(changes.values()))
+        for change, count in changes.items():
+            if count:
+                metrics.RECONCILE_CHANGES.labels(change).inc(count)
         self._report_ports(snapshot, config)
         self._report_host(openflow=True)
+        return not result.rejected
 
     def _claim(self, channel: SwitchChannel) -> bool:
         """Replicated: tell the switch we are its MASTER with our generation, once per
@@ -515,6 +565,7 @@ class HostAgent:
             self._set_error(f"OpenFlow: TLS connection from {address} refused: {refusal.reason}")
 
     def _set_ovsdb(self, ok: bool, error: str | None) -> None:
+        metrics.OVSDB_CONNECTED.labels(self.host.name).set(ok)
         if ok != self._ovsdb_ok:
             if ok:
                 log.info("host %s: OVSDB %s connected", self.host.name, self.host.ovsdb_remote)
@@ -566,3 +617,11 @@ class HostAgent:
                 [PortStatusUpdate(p.id, status, self.host.id, now) for p, status in changed.items()]
             )
             self._reported_ports.update(changed)
+            for port, status in changed.items():
+                log.info(
+                    "port %s %s on host %s",
+                    port.id,
+                    status,
+                    self.host.name,
+                    extra={"port_id": port.id, "network_id": port.network_id, "status": status},
+                )

@@ -22,11 +22,12 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
-from controller.core import probes
+from controller import metrics
+from controller.core import dhcp, probes
 from controller.core.health import with_health
 from controller.core.mastership import MastershipStore, ReplicaInfo, controller_targets
 from controller.core.model import BackendHealthUpdate, HostSpec, Snapshot, StateStore
-from controller.core.pipeline.tables import TABLE_LB, TABLE_LB_CT
+from controller.core.pipeline.tables import TABLE_DHCP, TABLE_LB, TABLE_LB_CT
 from controller.health_service import HealthService
 from controller.host_agent import (
     ControllerConfig,
@@ -91,11 +92,15 @@ class FabricController:
         self._watcher = threading.Thread(target=self._watch, name="revision-watch", daemon=True)
         self._stop_openflow: Callable[[], None] | None = None
         self._unknown_dpids: set[int] = set()
-        self.packet_in_handlers: list[PacketInHandler] = [self._load_balancer_packet_in]
+        self.packet_in_handlers: list[PacketInHandler] = [
+            self._load_balancer_packet_in,
+            self._dhcp_packet_in,
+        ]
         # The last snapshot read from SQL, before the health overlay; dispatches
         # are serialised so the agents always end with the newest of both.
         self._stored_snapshot: Snapshot | None = None
         self._dispatch_lock = threading.Lock()
+        self._exported_backends: set[tuple[str, str]] = set()  # under _dispatch_lock
         self._health = HealthService(
             send=self._send_frame,
             send_confirmed=self._send_frame_confirmed,
@@ -225,9 +230,24 @@ class FabricController:
             if snapshot is None:
                 return []
             effective = with_health(snapshot, self._health.health())
+            self._export_backend_health(effective)
             with self._lock:
                 agents = list(self._agents.values())
             return [(agent, agent.update(effective)) for agent in agents]
+
+    def _export_backend_health(self, effective: Snapshot) -> None:
+        """The health the flows follow, as `ovs_fabric_backend_healthy`; deleted backends'
+        series go."""
+        exported = {}
+        for lb in effective.load_balancers:
+            for backend in lb.backends:
+                state = -1 if backend.health_unknown is not None else int(backend.healthy)
+                exported[(lb.id, f"{backend.ip}:{backend.port}")] = state
+        for labels, state in exported.items():
+            metrics.BACKEND_HEALTHY.labels(*labels).set(state)
+        for labels in self._exported_backends - exported.keys():
+            metrics.BACKEND_HEALTHY.remove(*labels)
+        self._exported_backends = set(exported)
 
     # ---- load balancers: health and rejections -------------------------------------------
 
@@ -268,6 +288,26 @@ class FabricController:
                 agent = self._agents.get(host_id)
             if answer is not None and agent is not None:
                 agent.send_to_port(in_port, answer)
+
+    # ---- DHCP ------------------------------------------------------------------------------
+
+    def _dhcp_packet_in(
+        self, host_id: str, in_port: int, table_id: int, cookie: int, data: bytes
+    ) -> None:
+        """A VM's DHCP client message (table dhcp): answered from the desired state, by
+        packet-out to the port it came from only."""
+        if table_id != TABLE_DHCP:
+            return
+        with self._lock:
+            agent = self._agents.get(host_id)
+        snapshot = self._stored_snapshot
+        interface = None if agent is None else agent.interface_at(in_port)
+        if agent is None or snapshot is None or interface is None:
+            return
+        lease = dhcp.lease_for(snapshot, host_id, interface)
+        reply = None if lease is None else dhcp.answer(data, lease)
+        if reply is not None:
+            agent.send_to_port(in_port, reply)
 
     # ---- replicas ------------------------------------------------------------------------
 
