@@ -64,6 +64,15 @@ class DatapathSync:
         self._rejected: dict[int, OpenFlowError] = {}
         self._foreign_cookies: set[int] = set()
 
+    @property
+    def flow_count(self) -> int:
+        """Service flows on the switch, as far as the last read and the applied diffs say."""
+        return len(self._actual_flows)
+
+    @property
+    def group_count(self) -> int:
+        return len(self._actual_groups)
+
     def read_actual(self) -> None:
         """Read the switch's flow and group tables (level-triggered: never trust memory alone)."""
         xid = self.channel.next_xid()
