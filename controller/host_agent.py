@@ -24,7 +24,7 @@ import structlog
 
 from controller import metrics
 from controller.core import ofmsg
-from controller.core.flows import OFPP_CONTROLLER, Output
+from controller.core.flows import OFPP_CONTROLLER, Flow, Output
 from controller.core.model import (
     DatapathView,
     HostSpec,
@@ -438,8 +438,11 @@ class HostAgent:
                 result.groups_deleted,
                 snapshot.revision,
             )
-        metrics.FLOWS.labels(self.host.name).set(sync.flow_count)
-        metrics.GROUPS.labels(self.host.name).set(sync.group_count)
+        # The switch now holds the desired flows and groups, less what it rejected.
+        rejected_flows = sum(isinstance(item, Flow) for item in result.rejected)
+        rejected_groups = len(result.rejected) - rejected_flows
+        metrics.FLOWS.labels(self.host.name).set(len(config.flows) - rejected_flows)
+        metrics.GROUPS.labels(self.host.name).set(len(config.groups) - rejected_groups)
         changes = {
             "flow_add": result.flows_added,
             "flow_delete": result.flows_deleted,
