@@ -12,6 +12,8 @@ import httpx
 
 from api.paths import API_PREFIX
 
+PAGE_LIMIT = 1000  # the API's largest page
+
 
 class ApiError(Exception):
     def __init__(self, status: int, detail: str) -> None:
@@ -65,6 +67,22 @@ class FabricClient:
 
     def delete(self, resource: str, obj_id: str) -> None:
         self.request("DELETE", f"/{resource}/{obj_id}")
+
+    def list_all(self, resource: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item, page after page (a list answers at most PAGE_LIMIT per request)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page: dict[str, Any] = self.request(
+                "GET", f"/{resource}", params={**params, "limit": PAGE_LIMIT, "offset": len(items)}
+            )
+            items.extend(page["items"])
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    def topology(self) -> dict[str, Any]:
+        """Everything the token may see, in one consistent read."""
+        result: dict[str, Any] = self.request("GET", "/topology")
+        return result
 
     def list(self, resource: str, **params: Any) -> list[dict[str, Any]]:
         page: dict[str, Any] = self.request("GET", f"/{resource}", params=params)
