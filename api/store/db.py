@@ -10,8 +10,9 @@ reads a settled state; the UNIQUE constraints remain the last word.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,29 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from api.store.models import DESIRED_STATE_CHILDREN, GlobalRevision, Revisioned, utcnow
+from api.store.models import (
+    DESIRED_STATE_CHILDREN,
+    DeletedRow,
+    GlobalRevision,
+    LbBackend,
+    LoadBalancer,
+    Port,
+    PortIp,
+    Revisioned,
+    utcnow,
+)
 
 _WRITE_OPTION = "ovs_fabric_write"
 _SESSION_REVISION = "revision"
 _SESSION_CHANGED = "changed"
+# The PostgreSQL channel every commit of desired state (or of a health verdict)
+# notifies, with the revision as payload: controllers LISTEN instead of polling.
+DESIRED_STATE_CHANNEL = "ovs_fabric_desired_state"
 
 
 class DatabaseUrlError(ValueError):
@@ -99,12 +113,29 @@ def _stamp_changes(session: Session, _context: Any, _instances: Any) -> None:
         raise RuntimeError("desired state changed outside Database.write()")
     session.info[_SESSION_CHANGED] = True
     now = utcnow()
-    for obj in changed:
-        if isinstance(obj, Revisioned) and obj not in session.deleted:
+    with session.no_autoflush:
+        # A changed child (an address, a backend) changes its parent's record: the
+        # parent is stamped, so a reader of the rows changed since a revision sees it.
+        parents = [_parent(session, obj) for obj in changed if not isinstance(obj, Revisioned)]
+    for obj in dict.fromkeys([*changed, *(p for p in parents if p is not None)]):
+        if not isinstance(obj, Revisioned):
+            continue
+        if obj in session.deleted:
+            session.add(DeletedRow(kind=type(obj).__name__, row_id=obj.id, revision=revision))
+        else:
             obj.revision = revision
             obj.updated_at = now
             if obj in session.new:
                 obj.created_at = now
+
+
+def _parent(session: Session, child: object) -> object | None:
+    if isinstance(child, PortIp):
+        return child.port or (session.get(Port, child.port_id) if child.port_id else None)
+    if isinstance(child, LbBackend):
+        lb_id = child.load_balancer_id
+        return child.load_balancer or (session.get(LoadBalancer, lb_id) if lb_id else None)
+    return None
 
 
 class Database:
@@ -122,6 +153,8 @@ class Database:
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="REPEATABLE READ")
         )
+        # Called after each commit of desired state by this process (any backend).
+        self._change_listeners: list[Callable[[], None]] = []
         self._reader = sessionmaker(read_engine, expire_on_commit=False)
         self._writer = sessionmaker(write_engine, expire_on_commit=False)
         event.listen(self._reader, "before_flush", _stamp_changes)
@@ -153,10 +186,13 @@ class Database:
         with self._writer() as session:
             session.begin()
             try:
-                session.info[_SESSION_REVISION] = bump_revision(session)
+                revision = bump_revision(session)
+                session.info[_SESSION_REVISION] = revision
                 yield session
                 session.flush()
-                if session.info.get(_SESSION_CHANGED):
+                changed = bool(session.info.get(_SESSION_CHANGED))
+                if changed:
+                    self.notify_change(session, revision)
                     session.commit()
                 else:
                     session.rollback()
@@ -165,6 +201,29 @@ class Database:
                 raise
             finally:
                 session.info.clear()
+        if changed:
+            self.changes_committed()
+
+    def notify_change(self, session: Session, revision: int) -> None:
+        """PostgreSQL: NOTIFY the other processes at the commit of `session`."""
+        if not self.is_sqlite:
+            session.execute(select(func.pg_notify(DESIRED_STATE_CHANNEL, str(revision))))
+
+    def changes_committed(self) -> None:
+        """Wake this process's change listeners (after a commit)."""
+        for listener in list(self._change_listeners):
+            listener()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every commit of desired state by this process; returns
+        a function that removes it."""
+        self._change_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._change_listeners.remove(listener)
+
+        return remove
 
     @contextmanager
     def unversioned_write(self) -> Iterator[Session]:

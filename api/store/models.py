@@ -100,7 +100,20 @@ class Revisioned:
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
-    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # Indexed: the controller loads the rows changed since the revision it last read.
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, index=True)
+
+
+class DeletedRow(Base):
+    """A tombstone: a desired-state row deleted at `revision` (kind: its table), so a
+    reader loading what changed since a revision learns about deletions too."""
+
+    __tablename__ = "deleted_rows"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))  # the model class: Port, Host...
+    row_id: Mapped[str] = mapped_column(String(36))
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 class Host(Revisioned, Base):

@@ -23,13 +23,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 
-import psycopg
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from api.errors import ProblemError
 from api.store.db import Database
 from api.store.models import Port
+from api.store.pg_listen import listen
 
 log = logging.getLogger(__name__)
 
@@ -204,23 +203,11 @@ class PortStatusWatch:
 
     def _listen(self) -> None:
         """PostgreSQL: LISTEN on a dedicated connection; reconnect when it drops."""
-        url = make_url(self.database.url).set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        failing = False
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
-                    connection.execute(f"LISTEN {PORT_STATUS_CHANNEL}")
-                    if failing:
-                        log.info("port status watch: listening again")
-                    failing = False
-                    # Whatever changed before LISTEN took effect.
-                    self._recheck_all()
-                    while not self._stopping.is_set():
-                        for notify in connection.notifies(timeout=1.0):
-                            self.port_status_changed(p for p in notify.payload.split(",") if p)
-            except psycopg.Error as exc:
-                if not failing:
-                    log.warning("port status watch: LISTEN connection lost: %s", exc)
-                failing = True
-                self._stopping.wait(1.0)
+        listen(
+            self.database,
+            PORT_STATUS_CHANNEL,
+            notified=lambda payload: self.port_status_changed(p for p in payload.split(",") if p),
+            # Whatever changed before LISTEN took effect.
+            connected=self._recheck_all,
+            stopping=self._stopping,
+        )

@@ -7,36 +7,24 @@ announce the ports they changed, for `?wait=active` waiters: `api.store.port_sta
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, select, update
 
 from api.store.db import Database, read_revision
 from api.store.models import (
     Host,
     LbBackend,
-    LoadBalancer,
-    Network,
     Port,
-    PortIp,
-    columns_for,
     utcnow,
 )
+from api.store.pg_listen import ChangeWatch
 from api.store.port_status_watch import PORT_STATUS_CHANNEL, notify_payloads
+from api.store.snapshot_loader import IncrementalSnapshotLoader
 from controller.core.model import (
     BackendHealthUpdate,
-    BackendSpec,
-    HealthCheckSpec,
-    HostSpec,
     HostStatus,
-    LoadBalancerSpec,
-    NetworkSpec,
-    PortSpec,
     PortStatusUpdate,
     Snapshot,
 )
@@ -64,42 +52,17 @@ class SqlStateStore:
             return read_revision(session), session.scalar(select(func.max(LbBackend.health_at)))
 
     def load_snapshot(self) -> Snapshot:
-        with self.database.read() as session:
-            revision = read_revision(session)
-            hosts = _records(session, Host, HostSpec)
-            networks = _records(session, Network, NetworkSpec)
-            ports = _records(session, Port, PortSpec)
-            port_ips = session.execute(
-                select(PortIp.port_id, PortIp.ip).order_by(PortIp.port_id, PortIp.position)
-            ).all()
-            lbs = _records(session, LoadBalancer, LoadBalancerSpec, *_HEALTH_CHECK_COLUMNS)
-            backends = session.execute(
-                select(LbBackend.load_balancer_id, *columns_for(LbBackend, BackendSpec)).order_by(
-                    LbBackend.load_balancer_id, LbBackend.position
-                )
-            ).all()
+        update = IncrementalSnapshotLoader(self.database).load(full=True)
+        assert update is not None
+        return update.snapshot
 
-        ips_by_port: dict[str, list[str]] = defaultdict(list)
-        for port_id, ip in port_ips:
-            ips_by_port[port_id].append(ip)
-        backends_by_lb: dict[str, list[BackendSpec]] = defaultdict(list)
-        for lb_id, *backend in backends:
-            backends_by_lb[lb_id].append(BackendSpec(*backend))
+    def snapshot_loader(self) -> IncrementalSnapshotLoader:
+        return IncrementalSnapshotLoader(self.database)
 
-        return Snapshot(
-            revision=revision,
-            hosts=tuple(HostSpec(**h) for h in hosts),
-            networks=tuple(NetworkSpec(**n) for n in networks),
-            ports=tuple(PortSpec(**p, ips=tuple(ips_by_port[p["id"]])) for p in ports),
-            load_balancers=tuple(
-                LoadBalancerSpec(
-                    **_fields_of(LoadBalancerSpec, lb),
-                    backends=tuple(backends_by_lb[lb["id"]]),
-                    health_check=_health_check(lb),
-                )
-                for lb in lbs
-            ),
-        )
+    def watch_changes(self, changed: Callable[[], None]) -> Callable[[], None]:
+        watch = ChangeWatch(self.database, changed)
+        watch.start()
+        return watch.stop
 
     def record_host_status(self, status: HostStatus) -> None:
         with self.database.unversioned_write() as session:
@@ -179,37 +142,12 @@ class SqlStateStore:
                 session.execute(
                     update(LbBackend).where(backend).values(health_unknown=item.unknown)
                 )
+            # Other replicas' controllers reload the load balancers whose verdict changed.
+            self.database.notify_change(session, 0)
+        self.database.changes_committed()
 
 
 def _aware(moment: datetime) -> datetime:
     # The contract asks for aware datetimes; a naive one is taken as UTC rather
     # than failing the controller's status path.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-# hc_enabled, then hc_<field> for every field of HealthCheckSpec.
-_HEALTH_CHECK_COLUMNS = (
-    LoadBalancer.hc_enabled,
-    *(getattr(LoadBalancer, f"hc_{field.name}") for field in fields(HealthCheckSpec)),
-)
-
-
-def _records(
-    session: Session,
-    model: type[Host | Network | Port | LoadBalancer],
-    record: type[Any],
-    *extra: Any,
-) -> list[RowMapping]:
-    """Rows of `model` with the columns `record` has fields for (plus `extra`), oldest first."""
-    stmt = select(*columns_for(model, record), *extra)
-    return list(session.execute(stmt.order_by(model.created_at, model.id)).mappings())
-
-
-def _fields_of(record: type[Any], row: RowMapping) -> dict[str, Any]:
-    return {field.name: row[field.name] for field in fields(record) if field.name in row}
-
-
-def _health_check(lb: RowMapping) -> HealthCheckSpec | None:
-    if not lb["hc_enabled"]:
-        return None
-    return HealthCheckSpec(**{f.name: lb[f"hc_{f.name}"] for f in fields(HealthCheckSpec)})

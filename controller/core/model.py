@@ -7,10 +7,10 @@ form of the resources' UUIDs.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 NetworkType = Literal["vlan", "vxlan"]
 PortStatus = Literal["DOWN", "ACTIVE", "ERROR"]
@@ -94,6 +94,56 @@ class Snapshot:
         return next((h for h in self.hosts if h.id == host_id), None)
 
 
+_Record = TypeVar("_Record", HostSpec, NetworkSpec, PortSpec, LoadBalancerSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChange:
+    """What a snapshot changed from the one loaded before it: (before, after) of every
+    record that appeared (before None), went (after None) or changed, by kind."""
+
+    hosts: tuple[tuple[HostSpec | None, HostSpec | None], ...] = ()
+    networks: tuple[tuple[NetworkSpec | None, NetworkSpec | None], ...] = ()
+    ports: tuple[tuple[PortSpec | None, PortSpec | None], ...] = ()
+    load_balancers: tuple[tuple[LoadBalancerSpec | None, LoadBalancerSpec | None], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.networks or self.ports or self.load_balancers)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotUpdate:
+    """A loaded snapshot and what changed since the previous load. `change` is None
+    after a full load (the first, or a resync): anything may have changed."""
+
+    snapshot: Snapshot
+    change: SnapshotChange | None
+
+
+def snapshot_change(old: Snapshot, new: Snapshot) -> SnapshotChange:
+    """The records that differ between two snapshots, by id (O(snapshot); the
+    incremental loader knows its change without this)."""
+
+    return SnapshotChange(
+        hosts=_differ(old.hosts, new.hosts),
+        networks=_differ(old.networks, new.networks),
+        ports=_differ(old.ports, new.ports),
+        load_balancers=_differ(old.load_balancers, new.load_balancers),
+    )
+
+
+def _differ(
+    before: Sequence[_Record], after: Sequence[_Record]
+) -> tuple[tuple[_Record | None, _Record | None], ...]:
+    was: dict[str, _Record] = {item.id: item for item in before}
+    now: dict[str, _Record] = {item.id: item for item in after}
+    return tuple(
+        (was.get(key), now.get(key))
+        for key in dict.fromkeys([*was, *now])
+        if was.get(key) != now.get(key)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DatapathView:
     """What one switch reports about itself that the pipeline needs: OpenFlow port
@@ -134,6 +184,13 @@ class BackendHealthUpdate:
     unknown: str | None = None  # why no verdict can be had now; None: it can
 
 
+class SnapshotLoader(Protocol):
+    def load(self, *, full: bool = False) -> SnapshotUpdate | None:
+        """The desired state now and what changed since the last load; None when
+        nothing did. `full` reads everything again (a resync)."""
+        ...
+
+
 class StateStore(Protocol):
     """What the controller needs from the desired-state store (SQL, in `api.store.snapshot`)."""
 
@@ -145,6 +202,16 @@ class StateStore(Protocol):
         ...
 
     def load_snapshot(self) -> Snapshot: ...
+
+    def snapshot_loader(self) -> SnapshotLoader:
+        """A loader of its own for one reader: a full load first, then what changed."""
+        ...
+
+    def watch_changes(self, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call `changed` (from any thread) soon after desired state or a health verdict
+        is committed, by anyone; returns a function that stops the watch. Best effort:
+        a reader still checks now and then."""
+        ...
 
     def record_host_status(self, status: HostStatus) -> None: ...
 
