@@ -33,8 +33,15 @@ ETH_TYPE_IPV6: Final = 0x86DD
 IP_PROTO_ICMP: Final = 1
 IP_PROTO_TCP: Final = 6
 IP_PROTO_UDP: Final = 17
+IP_PROTO_ICMPV6: Final = 58
 ARP_REQUEST: Final = 1
 ARP_REPLY: Final = 2
+# ICMPv6 types of Neighbor Discovery (RFC 4861).
+ICMPV6_ROUTER_SOLICITATION: Final = 133
+ICMPV6_ROUTER_ADVERTISEMENT: Final = 134
+ICMPV6_NEIGHBOR_SOLICITATION: Final = 135
+ICMPV6_NEIGHBOR_ADVERTISEMENT: Final = 136
+ICMPV6_REDIRECT: Final = 137
 
 # ct_state bits (Nicira extension, as OVS defines them).
 CT_NEW: Final = 0x01
@@ -63,6 +70,13 @@ FIELD_BITS: Final[dict[str, int]] = {
     "udp_dst": 16,
     "icmpv4_type": 8,
     "icmpv4_code": 8,
+    "ipv6_src": 128,
+    "ipv6_dst": 128,
+    "icmpv6_type": 8,
+    "icmpv6_code": 8,
+    "ipv6_nd_target": 128,
+    "ipv6_nd_sll": 48,
+    "ipv6_nd_tll": 48,
     "arp_op": 16,
     "arp_spa": 32,
     "arp_tpa": 32,
@@ -81,6 +95,10 @@ FIELD_BITS: Final[dict[str, int]] = {
     "ct_state": 32,
     "ct_zone": 16,
     "ct_mark": 32,
+    # ERICOXM_OF extensions (OVS 2.11+): writable, so a flow can turn a Neighbor
+    # Solicitation into an Advertisement (flags, and the option's type SLL -> TLL).
+    "nd_reserved": 32,
+    "nd_options_type": 8,
 }
 
 MatchValue: TypeAlias = int | tuple[int, int]
@@ -245,6 +263,21 @@ def ip_to_int(ip: str) -> int:
 
 def int_to_ip(value: int) -> str:
     return str(ipaddress.IPv4Address(value))
+
+
+def ipv6_to_int(ip: str) -> int:
+    return int(ipaddress.IPv6Address(ip))
+
+
+def int_to_ipv6(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))
+
+
+def link_local_ipv6(mac: int) -> int:
+    """The modified EUI-64 link-local address (RFC 4291) a host forms from `mac`:
+    fe80::, then the MAC with the universal/local bit flipped and ff:fe in its middle."""
+    eui64 = ((mac >> 24) << 40) | (0xFFFE << 24) | (mac & 0xFFFFFF)
+    return (0xFE80 << 112) | (eui64 ^ (0x02 << 56))
 
 
 MULTICAST_BIT: Final = 0x010000000000

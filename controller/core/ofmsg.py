@@ -138,6 +138,7 @@ _NX_NAT_RANGE_PROTO_MIN: Final = 0x10
 _OXM_CLASS_NXM_1: Final = 0x0001
 _OXM_CLASS_BASIC: Final = 0x8000
 _OXM_CLASS_EXPERIMENTER: Final = 0xFFFF
+_OXM_CLASS_ERICOXM_OF: Final = 0x1000  # OVS's Ericsson fields (nd_reserved, nd_options_type)
 
 
 class _Oxm(NamedTuple):
@@ -180,6 +181,13 @@ _OXM: Final[dict[str, _Oxm]] = {
     "arp_tpa": _oxm(_OXM_CLASS_BASIC, 23, 4),
     "arp_sha": _oxm(_OXM_CLASS_BASIC, 24, 6),
     "arp_tha": _oxm(_OXM_CLASS_BASIC, 25, 6),
+    "ipv6_src": _oxm(_OXM_CLASS_BASIC, 26, 16),
+    "ipv6_dst": _oxm(_OXM_CLASS_BASIC, 27, 16),
+    "icmpv6_type": _oxm(_OXM_CLASS_BASIC, 29, 1),
+    "icmpv6_code": _oxm(_OXM_CLASS_BASIC, 30, 1),
+    "ipv6_nd_target": _oxm(_OXM_CLASS_BASIC, 31, 16),
+    "ipv6_nd_sll": _oxm(_OXM_CLASS_BASIC, 32, 6),
+    "ipv6_nd_tll": _oxm(_OXM_CLASS_BASIC, 33, 6),
     "tunnel_id": _oxm(_OXM_CLASS_BASIC, 38, 8),
     # OpenFlow 1.3 has no basic tcp_flags; OVS takes the ONF extension (EXT-109).
     "tcp_flags": _oxm(_OXM_CLASS_EXPERIMENTER, 42, 2, ONF_EXPERIMENTER_ID),
@@ -187,6 +195,8 @@ _OXM: Final[dict[str, _Oxm]] = {
     "ct_state": _oxm(_OXM_CLASS_NXM_1, 105, 4),
     "ct_zone": _oxm(_OXM_CLASS_NXM_1, 106, 2),
     "ct_mark": _oxm(_OXM_CLASS_NXM_1, 107, 4),
+    "nd_reserved": _oxm(_OXM_CLASS_ERICOXM_OF, 1, 4),
+    "nd_options_type": _oxm(_OXM_CLASS_ERICOXM_OF, 2, 1),
 }
 
 # ---- precompiled layouts ----------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from controller.core import flows as of
 from controller.core import ofmsg
+from controller.core.pipeline.nd_responder import nd_advert_actions
 from tests.support.ofclient import OpenFlowConnection, controller_connection
 from tests.support.ovs_instance import OvsInstance, running_ovs, unique_name
 
@@ -216,6 +217,41 @@ FLOWS_AS_OVS_SHOWS_THEM: list[tuple[of.Flow, str]] = [
         ),
         "priority=20,tcp,nw_dst=10.0.0.100,tp_dst=80 actions=ct(commit,zone=1,nat(dst=10.0.0.7)),"
         "set_field:1.2.3.4->ip_src,set_field:81->tcp_dst,output:1",
+    ),
+    # The IPv6 Neighbor Advertisement built from a Solicitation (nd_responder), in its
+    # two steps: OVS refuses writing nd_tll unless the match says NA.
+    (
+        of.Flow(
+            2,
+            30,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV6,
+                ip_proto=of.IP_PROTO_ICMPV6,
+                icmpv6_type=of.ICMPV6_NEIGHBOR_SOLICITATION,
+                ipv6_nd_target=of.ipv6_to_int("fd00::2"),
+            ),
+            nd_advert_actions(MAC("02:00:00:00:00:02"), of.ipv6_to_int("fd00::2")),
+        ),
+        "priority=30,icmp6,icmp_type=135,nd_target=fd00::2"
+        " actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:00:00:00:00:02->eth_src,"
+        "move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00::2->ipv6_src,"
+        "set_field:136->icmpv6_type,set_field:1610612736->nd_reserved,"
+        "set_field:2->nd_options_type,resubmit(,9)",
+    ),
+    (
+        of.Flow(
+            9,
+            31,
+            of.match(
+                eth_type=of.ETH_TYPE_IPV6,
+                ip_proto=of.IP_PROTO_ICMPV6,
+                icmpv6_type=of.ICMPV6_NEIGHBOR_ADVERTISEMENT,
+                ipv6_nd_tll=0,
+            ),
+            (of.RegMove("eth_src", "ipv6_nd_tll", 48), of.Output(of.OFPP_IN_PORT)),
+        ),
+        "priority=31,icmp6,icmp_type=136,nd_tll=00:00:00:00:00:00"
+        " actions=move:NXM_OF_ETH_SRC[]->NXM_NX_ND_TLL[],IN_PORT",
     ),
 ]
 

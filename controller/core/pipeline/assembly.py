@@ -12,7 +12,8 @@ built by the module of the same name:
     classify       which port/network it comes from; anything unknown is dropped
     port_security  a local VM may only use its own MAC and IPs; its DHCP goes to dhcp
     dhcp           DHCP client messages of served ports to the controller, others dropped
-    arp_responder  ARP requests for known IPs are answered by the switch itself
+    arp_responder  ARP requests and IPv6 Neighbor Solicitations (`nd_responder`) for
+                   known IPs are answered by the switch itself (an NA finished in nd_reply)
     lb             L4 load balancer (`load_balancer`): VIP connections and backend
                    replies through conntrack (lb_ct, lb_rewrite, lb_reply), health
                    probe replies to the controller; everything else straight through

@@ -63,6 +63,7 @@ class BoundPort:
     ipv4s: tuple[int, ...]
     restricted: bool  # the port has addresses: port security allows only those
     ofport: int | None  # set for ports realized on this datapath only
+    ipv6s: tuple[int, ...] = ()  # given by the API (the link-local one is derived from mac)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +115,19 @@ def _dotted_quad(text: str) -> int | None:
     return value
 
 
-def _ipv4s(port: PortSpec) -> tuple[int, ...]:
-    # IPv6 is not supported yet: a port's IPv6 addresses open nothing.
-    found: set[int] = set()
+def _addresses(port: PortSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The port's IPv4 and IPv6 addresses, each sorted."""
+    ipv4s: set[int] = set()
+    ipv6s: set[int] = set()
     for text in port.ips:
         # Parsing with `ipaddress` costs more than the rest of a port's flows.
         quad = _dotted_quad(text)
         if quad is not None:
-            found.add(quad)
+            ipv4s.add(quad)
             continue
         ip = ipaddress.ip_address(text)
-        if ip.version == 4:
-            found.add(int(ip))
-    return tuple(sorted(found))
+        (ipv4s if ip.version == 4 else ipv6s).add(int(ip))
+    return tuple(sorted(ipv4s)), tuple(sorted(ipv6s))
 
 
 def bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
@@ -134,13 +135,15 @@ def bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
     mac = mac_to_int(port.mac)
     if not 0 <= mac < _MAC_LIMIT:  # the flow builders put it in matches without `match()`
         raise ValueError(f"not a MAC address: {port.mac!r}")
+    ipv4s, ipv6s = _addresses(port)
     return BoundPort(
         id=port.id,
         host_id=host_id,
         mac=mac,
-        ipv4s=_ipv4s(port),
+        ipv4s=ipv4s,
         restricted=bool(port.ips),
         ofport=ofport,
+        ipv6s=ipv6s,
     )
 
 

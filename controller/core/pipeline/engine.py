@@ -87,6 +87,7 @@ from controller.core.pipeline.load_balancer import (
     load_balancer_own_flows,
     local_load_balancer,
 )
+from controller.core.pipeline.nd_responder import nd_responder_network_flows
 from controller.core.pipeline.port_security import port_security_network_flows
 from controller.core.pipeline.tables import (
     PipelineError,
@@ -571,6 +572,7 @@ class DatapathComputer:
         yield from port_security_network_flows(net)
         yield from dhcp_network_flows(net)
         yield from arp_responder_network_flows(net)
+        yield from nd_responder_network_flows(net)
         if unit.zone is not None:
             yield from load_balancer_network_flows(net, unit.zone)
             for lb in unit.lbs:

@@ -26,7 +26,11 @@ from typing import Final
 from controller.core.flows import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ICMPV6_NEIGHBOR_ADVERTISEMENT,
+    ICMPV6_NEIGHBOR_SOLICITATION,
     IP_PROTO_ICMP,
+    IP_PROTO_ICMPV6,
     IP_PROTO_TCP,
     IP_PROTO_UDP,
     Action,
@@ -47,6 +51,9 @@ TABLE_LB_CT: Final = 4  # after conntrack on the way to a VIP: pick a backend or
 TABLE_LB_REWRITE: Final = 5  # a NATed packet toward a backend gets the backend's MAC
 TABLE_LB_REPLY: Final = 6  # after conntrack on a backend's reply: the VIP's MAC as source
 TABLE_L2_FORWARD: Final = 8
+# Entered only by resubmit from arp_responder: the second half of a Neighbor Advertisement
+# built from a Solicitation (its TLL option can only be written once the match says NA).
+TABLE_ND_REPLY: Final = 9
 # A VM's DHCP client messages, diverted by port_security: to the controller or dropped.
 TABLE_DHCP: Final = 20
 
@@ -121,26 +128,58 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
                 "eth_type",
                 "arp_sha",
                 "arp_spa",
+                "arp_tpa",
                 "ipv4_src",
                 "ip_proto",
                 "udp_src",
                 "udp_dst",
+                "ipv6_src",
+                "icmpv6_type",
+                "ipv6_nd_target",
+                "ipv6_nd_sll",
+                "ipv6_nd_tll",
             }
         ),
         next_tables=frozenset({TABLE_ARP_RESPONDER, TABLE_DHCP}),
         required_fields=frozenset({"in_port"}),
-        # A spoofed source, or a protocol other than ARP/IPv4 from a port with
-        # addresses, is dropped.
+        # A spoofed source, a Router Advertisement, or a protocol other than
+        # ARP/IPv4/IPv6 from a port with addresses, is dropped.
     ),
     TableDecl(
         name="arp_responder",
         id=TABLE_ARP_RESPONDER,
-        match_fields=frozenset({"metadata", "eth_src", "eth_type", "arp_op", "arp_tpa"}),
-        next_tables=frozenset({TABLE_LB}),
-        required_fields=frozenset({"metadata", "eth_type", "arp_op"}),
+        # ARP requests and IPv6 Neighbor Solicitations (nd_responder) for known addresses.
+        match_fields=frozenset(
+            {
+                "metadata",
+                "eth_src",
+                "eth_type",
+                "arp_op",
+                "arp_tpa",
+                "ipv6_src",
+                "ip_proto",
+                "icmpv6_type",
+                "ipv6_nd_target",
+            }
+        ),
+        next_tables=frozenset({TABLE_LB, TABLE_ND_REPLY}),
+        required_fields=frozenset({"metadata", "eth_type"}),
         # The request is turned into the reply in place.
         set_fields=frozenset(
-            {"eth_src", "eth_dst", "arp_op", "arp_sha", "arp_tha", "arp_spa", "arp_tpa"}
+            {
+                "eth_src",
+                "eth_dst",
+                "arp_op",
+                "arp_sha",
+                "arp_tha",
+                "arp_spa",
+                "arp_tpa",
+                "ipv6_src",
+                "ipv6_dst",
+                "icmpv6_type",
+                "nd_reserved",
+                "nd_options_type",
+            }
         ),
         miss_goto=TABLE_LB,
     ),
@@ -190,6 +229,13 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         # A frame of no local network: dropped.
     ),
     TableDecl(
+        name="nd_reply",
+        id=TABLE_ND_REPLY,
+        match_fields=frozenset({"metadata", "eth_type", "ip_proto", "icmpv6_type"}),
+        required_fields=frozenset({"metadata", "icmpv6_type"}),
+        set_fields=frozenset({"ipv6_nd_tll"}),
+    ),
+    TableDecl(
         name="dhcp",
         id=TABLE_DHCP,
         match_fields=frozenset({"in_port"}),
@@ -201,25 +247,45 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
 
 TABLES: Final[dict[int, TableDecl]] = {table.id: table for table in PIPELINE}
 
-# field -> (the field it depends on, the exact values that field must be matched to)
-_PREREQUISITES: Final[dict[str, tuple[str, frozenset[int]]]] = {
+_Requirement = tuple[str, frozenset[int]]
+_ARP_FRAME: Final[_Requirement] = ("eth_type", frozenset({ETH_TYPE_ARP}))
+_IPV4_FRAME: Final[_Requirement] = ("eth_type", frozenset({ETH_TYPE_IPV4}))
+_IPV6_FRAME: Final[_Requirement] = ("eth_type", frozenset({ETH_TYPE_IPV6}))
+
+# field -> every (field it depends on, the exact values that field must be matched to)
+_PREREQUISITES: Final[dict[str, tuple[_Requirement, ...]]] = {
+    **{name: (_ARP_FRAME,) for name in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
+    **{name: (_IPV4_FRAME,) for name in ("ipv4_src", "ipv4_dst")},
+    **{name: (_IPV6_FRAME,) for name in ("ipv6_src", "ipv6_dst")},
+    "ip_proto": (("eth_type", frozenset({ETH_TYPE_IPV4, ETH_TYPE_IPV6})),),
     **{
-        name: ("eth_type", frozenset({ETH_TYPE_ARP}))
-        for name in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
-    },
-    **{name: ("eth_type", frozenset({ETH_TYPE_IPV4})) for name in ("ipv4_src", "ipv4_dst")},
-    "ip_proto": ("eth_type", frozenset({ETH_TYPE_IPV4})),
-    **{
-        name: ("ip_proto", frozenset({IP_PROTO_TCP}))
+        name: (("ip_proto", frozenset({IP_PROTO_TCP})),)
         for name in ("tcp_src", "tcp_dst", "tcp_flags")
     },
-    **{name: ("ip_proto", frozenset({IP_PROTO_UDP})) for name in ("udp_src", "udp_dst")},
-    **{name: ("ip_proto", frozenset({IP_PROTO_ICMP})) for name in ("icmpv4_type", "icmpv4_code")},
+    **{name: (("ip_proto", frozenset({IP_PROTO_UDP})),) for name in ("udp_src", "udp_dst")},
+    **{
+        name: (_IPV4_FRAME, ("ip_proto", frozenset({IP_PROTO_ICMP})))
+        for name in ("icmpv4_type", "icmpv4_code")
+    },
+    **{
+        name: (_IPV6_FRAME, ("ip_proto", frozenset({IP_PROTO_ICMPV6})))
+        for name in ("icmpv6_type", "icmpv6_code")
+    },
+    "ipv6_nd_target": (
+        (
+            "icmpv6_type",
+            frozenset({ICMPV6_NEIGHBOR_SOLICITATION, ICMPV6_NEIGHBOR_ADVERTISEMENT}),
+        ),
+    ),
+    "ipv6_nd_sll": (("icmpv6_type", frozenset({ICMPV6_NEIGHBOR_SOLICITATION})),),
+    "ipv6_nd_tll": (("icmpv6_type", frozenset({ICMPV6_NEIGHBOR_ADVERTISEMENT})),),
 }
 
 
 # The fields other fields' prerequisites are about.
-_PARENTS: Final = frozenset(parent for parent, _values in _PREREQUISITES.values())
+_PARENTS: Final = frozenset(
+    parent for requirements in _PREREQUISITES.values() for parent, _values in requirements
+)
 
 
 def table_miss_flows() -> tuple[Flow, ...]:
@@ -314,15 +380,16 @@ def _check_shape(flow: Flow, table: TableDecl, names: frozenset[str]) -> None:
 
 
 def _check_prerequisite(flow: Flow, name: str) -> None:
-    prerequisite = _PREREQUISITES.get(name)
-    if prerequisite is None:
-        return
-    parent, values = prerequisite
-    parent_field = flow.match.get(parent)
-    if parent_field is None or parent_field.mask is not None or parent_field.value not in values:
-        raise PipelineError(
-            f"matching {name} requires an exact {parent} in {sorted(values)}: {flow!r}"
-        )
+    for parent, values in _PREREQUISITES.get(name, ()):
+        parent_field = flow.match.get(parent)
+        if (
+            parent_field is None
+            or parent_field.mask is not None
+            or parent_field.value not in values
+        ):
+            raise PipelineError(
+                f"matching {name} requires an exact {parent} in {sorted(values)}: {flow!r}"
+            )
 
 
 def check_group(group: Group) -> None:
