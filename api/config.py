@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     vlan_reserved: str = ""
     vni_ranges: str = f"{VNI_MIN}-{VNI_MAX}"
     vni_reserved: str = ""
+    # MTU of the hosts' underlay (VXLAN) and VLAN trunk links: a new network's default
+    # MTU is this minus 50 (VXLAN over IPv4) for VXLAN, and min(1500, this) for VLAN.
+    underlay_mtu: int = Field(default=1500, ge=1280, le=65535)
 
     integration_bridge: str = "br-int"
     datapath_type: str = "system"

@@ -84,6 +84,8 @@ Interval = Annotated[float, Field(ge=0.1, le=3600)]
 Timeout = Annotated[float, Field(ge=0.05, le=3600)]
 Threshold = Annotated[int, Field(ge=1, le=10)]
 PortIps = Annotated[list[IPv4], Field(max_length=64)]
+Mtu = Annotated[int, Field(ge=576, le=9216)]
+DnsServers = Annotated[list[IPv4], Field(max_length=8)]
 Backends = Annotated[list["BackendIn"], Field(max_length=256)]
 NetworkType = Literal["vlan", "vxlan"]
 PortStatus = Literal["DOWN", "ACTIVE", "ERROR"]
@@ -286,6 +288,18 @@ class NetworkFields(BaseModel):
     type: NetworkType
     cidr: Cidr | None = None
     gateway: IPv4 | None = None
+    mtu: Mtu | None = Field(
+        default=None,
+        description="The VMs' interface MTU, advertised by DHCP (option 26). Default: the "
+        "underlay MTU minus 50 (VXLAN encapsulation) for VXLAN, 1500 for VLAN; at most "
+        "what the segment carries (the underlay MTU, minus 50 for VXLAN). Set at creation.",
+    )
+    dhcp_enabled: bool = Field(
+        default=True,
+        description="The service answers DHCP for ports with an address in the cidr "
+        "(address, gateway, DNS, lease time, MTU); off: VMs' DHCP is dropped unanswered.",
+    )
+    dns_servers: DnsServers = Field(default=[], description="Advertised by DHCP (option 6).")
 
 
 class NetworkCreate(RequestModel, NetworkFields):
@@ -324,6 +338,7 @@ class NetworkUpdate(PatchModel, NetworkFields):
     type: Immutable = None
     segmentation_id: Immutable = None
     cidr: Immutable = None
+    mtu: Immutable = None
 
     name: Name = UNCHANGED
 
@@ -331,6 +346,7 @@ class NetworkUpdate(PatchModel, NetworkFields):
 class NetworkOut(ResourceOut, NetworkFields):
     tenant_id: str
     segmentation_id: int
+    mtu: int
 
 
 # ---- ports -----------------------------------------------------------------------

@@ -70,6 +70,20 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class AddressList(TypeDecorator[tuple[str, ...]]):
+    """A short list of addresses as one comma-separated text column, read as a tuple
+    (the controller's records are hashable)."""
+
+    impl = String(255)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str:
+        return ",".join(value or ())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[str, ...]:
+        return tuple(value.split(",")) if value else ()
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UtcDateTime()}
@@ -153,6 +167,10 @@ class Network(Revisioned, Base):
     segmentation_id: Mapped[int] = mapped_column(Integer)
     cidr: Mapped[str | None] = mapped_column(String(18))
     gateway: Mapped[str | None] = mapped_column(String(15))
+    # Advertised by the service's DHCP (which a network may turn off).
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+    dhcp_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    dns_servers: Mapped[tuple[str, ...]] = mapped_column(AddressList(), default=())
 
 
 class Port(Revisioned, Base):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
@@ -305,6 +305,22 @@ NETWORKS = Resource(
 )
 
 
+VXLAN_OVERHEAD: Final = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+
+
+def _network_mtu(type: str, mtu: int | None, underlay_mtu: int) -> int:
+    """`mtu`, or the default for a network of `type`; refused above what the segment carries."""
+    most = underlay_mtu - VXLAN_OVERHEAD if type == "vxlan" else underlay_mtu
+    if mtu is None:
+        return most if type == "vxlan" else min(1500, most)
+    if mtu > most:
+        carrier = "VXLAN over" if type == "vxlan" else "VLAN on"
+        raise Invalid(
+            "mtu", f"{mtu} exceeds what {carrier} the underlay MTU {underlay_mtu} carries ({most})"
+        )
+    return mtu
+
+
 def create_network(
     session: Session,
     *,
@@ -316,6 +332,10 @@ def create_network(
     segmentation_id: int | None = None,
     cidr: str | None = None,
     gateway: str | None = None,
+    mtu: int | None = None,
+    dhcp_enabled: bool = True,
+    dns_servers: Sequence[str] = (),
+    underlay_mtu: int = 1500,
 ) -> Network:
     if segmentation_id is not None and not actor.is_admin:
         raise Forbidden("only an admin token may choose segmentation_id; omit it to get one")
@@ -330,6 +350,7 @@ def create_network(
         raise Forbidden("a tenant token can only create networks of its own tenant")
     assert tenant_id is not None
     _check_name_free(session, NETWORKS, name, tenant_id=tenant_id, other_than=None)
+    mtu = _network_mtu(type, mtu, underlay_mtu)
     pool = pools.for_type(type)
     label = "VLAN id" if type == "vlan" else "VNI"
     if segmentation_id is not None and segmentation_id not in pool:
@@ -355,6 +376,9 @@ def create_network(
             segmentation_id=chosen,
             cidr=cidr,
             gateway=gateway,
+            mtu=mtu,
+            dhcp_enabled=dhcp_enabled,
+            dns_servers=tuple(dns_servers),
         )
         try:
             with session.begin_nested():

@@ -281,3 +281,33 @@ def test_filters_and_pagination(api: Any) -> None:
     for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"type": "gre"}, {"limit": "x"}):
         api.problem(api.admin.get("/networks", params=params), 422)
     assert api.admin.get("/networks", params={"limit": 1000}).status_code == 200
+
+
+def test_mtu_and_dhcp_settings_default_by_type_and_are_checked(api: Any) -> None:
+    _tenant, caller = api.tenant("acme")
+    overlay = caller.create(
+        "/networks", {"name": "overlay", "type": "vxlan", "cidr": "10.0.0.0/24"}
+    )
+    # The default underlay MTU (1500) minus VXLAN's 50 bytes; VLAN: 1500; DHCP on, no DNS.
+    assert (overlay["mtu"], overlay["dhcp_enabled"], overlay["dns_servers"]) == (1450, True, [])
+    vlan = caller.create(
+        "/networks",
+        {"name": "v", "type": "vlan", "dns_servers": ["10.0.0.53", "9.9.9.9"], "mtu": 1400},
+    )
+    assert (vlan["mtu"], vlan["dns_servers"]) == (1400, ["10.0.0.53", "9.9.9.9"])
+    api.problem(
+        caller.post("/networks", json={"name": "big", "type": "vxlan", "mtu": 1500}),
+        422,
+        "1500 exceeds what VXLAN over the underlay MTU 1500 carries (1450)",
+    )
+    api.problem(caller.post("/networks", json={"name": "tiny", "type": "vlan", "mtu": 100}), 422)
+    api.problem(
+        caller.post("/networks", json={"name": "d", "type": "vlan", "dns_servers": ["x"]}), 422
+    )
+    changed = caller.patch(
+        f"/networks/{vlan['id']}", json={"dhcp_enabled": False, "dns_servers": []}
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["dhcp_enabled"], changed.json()["dns_servers"]) == (False, [])
+    api.problem(caller.patch(f"/networks/{vlan['id']}", json={"mtu": 1300}), 422)
+    assert caller.get(f"/networks/{vlan['id']}").json()["mtu"] == 1400

@@ -17,6 +17,9 @@ add_resource_routes(
     resources.create_network,
     ResourceSchemas(NetworkCreate, NetworkUpdate, NetworkOut),
     # Segmentation ids are allocated from the configured ranges.
-    create_options=lambda settings: {"pools": settings.segment_pools()},
+    create_options=lambda settings: {
+        "pools": settings.segment_pools(),
+        "underlay_mtu": settings.underlay_mtu,
+    },
     filters={"tenant_id": str, "type": NetworkType},
 )
