@@ -44,6 +44,7 @@ from api.validation import (
     normalize_mac,
     parse_ipv4_network,
 )
+from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT
 
 T = TypeVar("T")
 
@@ -505,6 +506,19 @@ class LoadBalancerCreate(RequestModel, LoadBalancerFields):
 
     health_check: HealthCheckIn = Field(default_factory=HealthCheckIn)
     backends: Backends = Field(default_factory=list)
+
+    @field_validator("port")
+    @classmethod
+    def _outside_probe_ports(cls, port: int) -> int:
+        # Health probes leave the switch from VIP:61440-61695; their answers are told
+        # from client traffic by that destination port range alone.
+        last = PROBE_PORT_BASE + PROBE_PORT_COUNT - 1
+        if PROBE_PORT_BASE <= port <= last:
+            raise ValueError(
+                f"{port} is inside {PROBE_PORT_BASE}-{last}, the source ports of the health "
+                "probes; a listener must use another port"
+            )
+        return port
 
 
 class LoadBalancerUpdate(PatchModel):

@@ -81,6 +81,9 @@ def test_load_balancer_lifecycle(api: Any, net: dict[str, Any]) -> None:
         ({"vip": "10.0.0.7"}, 409, "port"),
         ({"port": 0}, 422, "port"),
         ({"port": 65536}, 422, "port"),
+        # The health probes' source ports: the first, the last, and the one before.
+        ({"port": 61440}, 422, "61440 is inside 61440-61695, the source ports of the health"),
+        ({"port": 61695, "protocol": "udp"}, 422, "61695 is inside 61440-61695"),
         ({"protocol": "sctp"}, 422, "protocol"),
         ({"name": "existing"}, 409, "existing"),
         ({"vip": "10.0.0.50", "port": 443}, 409, "listener"),
@@ -131,6 +134,14 @@ def test_bad_load_balancers_change_nothing(
         api.problem(
             api.admin.post("/load-balancers", json=listener(net, **fields)), status, fragment
         )
+
+
+def test_listener_ports_around_the_probe_range_are_accepted(
+    api: Any, net: dict[str, Any]
+) -> None:
+    for port in (61439, 61696):
+        created = api.admin.create("/load-balancers", listener(net, name=f"p{port}", port=port))
+        assert created["port"] == port
 
 
 def test_network_without_cidr_cannot_have_a_vip(api: Any) -> None:
