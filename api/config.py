@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     # Concurrent `GET /ports/{id}?wait=active` long-polls one token may hold open;
     # beyond it a wait is answered 429 with Retry-After.
     max_waiters_per_token: int = Field(default=32, ge=1)
+    # Observability. `text`: classic lines; `json`: one object per line with the ids
+    # involved (request id, host, port, network). Metrics are always at /metrics for
+    # an admin token; metrics_port adds a token-less exporter listener on metrics_host,
+    # the way OVN's and OpenStack's Prometheus exporters are scraped.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("vlan_ranges", "vlan_reserved")
     @classmethod

@@ -7,15 +7,27 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import runtime
 from api.config import Settings
+from api.logs import configure_logging
 from api.paths import API_PREFIX
+from api.rest import ui
 from api.rest.auth import QueryCredentialScrubber
+from api.rest.observability import RequestObservability, bind_path_ids
 from api.rest.problems import install_problem_handlers
-from api.rest.routes import hosts, load_balancers, networks, ports, system, tenants, vm_interfaces
+from api.rest.routes import (
+    hosts,
+    load_balancers,
+    metrics,
+    networks,
+    ports,
+    system,
+    tenants,
+    vm_interfaces,
+)
 from api.store.db import Database, upgrade_database
 from api.store.port_status_watch import PortStatusWatch
 from api.store.principals import ensure_admin_token
@@ -34,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
         await run_in_threadpool(upgrade_database, settings.database_url)
         token = await run_in_threadpool(
             ensure_admin_token, database, configured=settings.admin_token
@@ -61,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Tenant networks, ports and L4 load balancers on Open vSwitch.",
         lifespan=lifespan,
+        # The ids in a request's path join its log lines (api/rest/observability.py).
+        dependencies=[Depends(bind_path_ids)],
     )
     app.state.settings = settings
     app.state.database = database
@@ -68,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Set on SIGTERM by `ovs-fabric serve`: long-polls end at once (routes/ports.py).
     app.state.shutting_down = threading.Event()
     install_problem_handlers(app)
+    # Inside the scrubber: latency by route and the request id (logged, echoed back).
+    app.add_middleware(RequestObservability)
     # Query parameters no route declares (a token put there) are masked in the
     # request scope before uvicorn logs it.
     app.add_middleware(QueryCredentialScrubber)
@@ -83,4 +100,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(system.health_router)
+    app.include_router(metrics.router)
+    ui.install(app)
     return app

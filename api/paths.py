@@ -6,3 +6,5 @@ NOTE: nothing is imported here, so the lab (which may reach only `api.client` an
 
 API_PREFIX = "/api/v1"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+UI_PATH = "/ui"

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from api.config import Settings
 from api.libvirt.watch import start_libvirt_watchers
+from api.metrics import start_exporter
 from api.store.replicas import PgMastership
 from api.store.snapshot import SqlStateStore
 from controller.core.mastership import ReplicaInfo
@@ -89,6 +90,8 @@ def _controller(settings: Settings, store: SqlStateStore) -> FabricController:
 def start_background_services(settings: Settings, store: SqlStateStore) -> list[Callable[[], None]]:
     """Start what runs next to the API; return callables that stop each of them."""
     stoppers: list[Callable[[], None]] = []
+    if settings.metrics_port is not None:
+        stoppers.append(start_exporter(settings.metrics_host, settings.metrics_port))
     if settings.controller_enabled and settings.role != "api":
         controller = _controller(settings, store)
         controller.start()

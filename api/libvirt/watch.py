@@ -46,6 +46,7 @@ from api.libvirt.domain_xml import (
     parse_domain,
 )
 from api.libvirt.vm_ports import VmPortStore, WatchedHost
+from api.metrics import LIBVIRT_EVENTS
 from api.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,16 @@ FAILED_RETRY = 2.0  # seconds before comparing again after a failed SQL write
 class EventEffect:
     refresh: bool  # look at the domain again
     migrated_away: bool = False  # keep its bindings here until the destination takes them
+
+
+# libvirt's lifecycle event numbers by name (STARTED, STOPPED, ...), for the events metric.
+_LIFECYCLE_NAMES: dict[int, str] = {
+    getattr(libvirt, f"VIR_DOMAIN_EVENT_{name}"): name
+    for name in (
+        *("DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED"),
+        *("STOPPED", "SHUTDOWN", "PMSUSPENDED", "CRASHED"),
+    )
+}
 
 
 def lifecycle_effect(event: int, detail: int) -> EventEffect:
@@ -398,10 +409,12 @@ class LibvirtWatcher:
     def _on_lifecycle(
         self, connection: Any, domain: Any, event: int, detail: int, _opaque: Any
     ) -> None:
+        LIBVIRT_EVENTS.labels(_LIFECYCLE_NAMES.get(event, str(event))).inc()
         effect = lifecycle_effect(event, detail)
         self._queue.put(_DomainChanged(connection, domain.UUIDString().lower(), effect))
 
     def _on_device(self, connection: Any, domain: Any, _alias: str, _opaque: Any) -> None:
+        LIBVIRT_EVENTS.labels("DEVICE_CHANGED").inc()
         effect = EventEffect(refresh=True)
         self._queue.put(_DomainChanged(connection, domain.UUIDString().lower(), effect))
 
