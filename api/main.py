@@ -19,6 +19,7 @@ from api.rest.auth import QueryCredentialScrubber
 from api.rest.observability import RequestObservability, bind_path_ids
 from api.rest.problems import install_problem_handlers
 from api.rest.routes import (
+    diagnose,
     hosts,
     load_balancers,
     metrics,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         load_balancers.router,
         vm_interfaces.router,
         system.router,
+        diagnose.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(system.health_router)
