@@ -21,12 +21,23 @@ import typer
 from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.cli import apply, database, host, pki, remote, resources, serve, status, tokens
+from api.cli import (
+    apply,
+    database,
+    diagnose,
+    host,
+    pki,
+    remote,
+    resources,
+    serve,
+    status,
+    tokens,
+)
 from api.cli.common import USAGE_ERROR, CliError
 from api.store.db import DatabaseUrlError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    serve, database, tokens, pki, host, resources, status, apply,
+    serve, database, tokens, pki, host, resources, status, apply, diagnose,
 )
 COMMAND_PLUGINS = "ovs_fabric.commands"
 
