@@ -11,7 +11,6 @@ with status 2; `--debug` (or OVS_FABRIC_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
-import os
 import sys
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -57,17 +56,16 @@ def _root(
         bool, typer.Option("--debug", envvar="OVS_FABRIC_DEBUG",
                            help="Show the traceback of an error instead of one line.")
     ] = False,
-    url: remote.UrlOption = None,
-    token: remote.TokenOption = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="The service's URL, for every command below.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Bearer token, for every command below.")
+    ] = None,
 ) -> None:
     global _debug
     _debug = debug
-    # Given before the command (`ovs-fabric --url U hosts list`): the command's own
-    # options read the same variables, so the flags reach every command that way.
-    if url is not None:
-        os.environ[remote.URL_ENV] = url
-    if token is not None:
-        os.environ[remote.TOKEN_ENV] = token
+    remote.given_before_the_command(url, token)
 
 
 for _module in COMMAND_MODULES:

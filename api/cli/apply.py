@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.cli.common import CliError
@@ -39,11 +40,11 @@ def render_plan(result: Plan, source: str) -> None:
         details = "".join(
             f"  {_field_text(change, f.name, f.current, f.desired)}" for f in change.fields
         )
-        console.print(f"  {_MARK[change.action]} {change.label}{details}")
+        console.print(f"  {_MARK[change.action]} {escape(change.label + details)}")
     for label in result.kept:
-        console.print(f"  [dim]= {label} (not in the file: kept; --prune deletes it)[/dim]")
+        console.print(f"  [dim]= {escape(label)} (not in the file: kept; --prune deletes it)[/dim]")
     for conflict in result.conflicts:
-        console.print(f"  [red]! {conflict}[/red]")
+        console.print(f"  [red]! {escape(conflict)}[/red]")
     if result:
         console.print(
             f"{result.count('create')} to create, {result.count('update')} to change, "
@@ -55,8 +56,22 @@ def render_plan(result: Plan, source: str) -> None:
 
 def _field_text(change: Change, name: str, current: object, desired: object) -> str:
     if change.action == "create":
-        return f"{name}={desired}"
-    return f"{name}: {current} -> {desired}"
+        return f"{name}={_value(desired)}"
+    return f"{name}: {_value(current)} -> {_value(desired)}"
+
+
+def _value(value: object) -> str:
+    """Compact and stable: lists joined, mappings as k=v, backends as target:port wN."""
+    if isinstance(value, list | tuple):
+        if len(value) == 4 and value[0] in ("ip", "port") and isinstance(value[2], int):
+            return f"{value[1]}:{value[2]} w{value[3]}"  # a backend's plan key
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        if "port" in value and ("ip" in value or "port_name" in value):
+            target = value.get("port_name") or value.get("ip")
+            return f"{target}:{value['port']} w{value.get('weight', 1)}"
+        return "{" + ", ".join(f"{k}={_value(v)}" for k, v in value.items()) + "}"
+    return "-" if value is None else str(value)
 
 
 def apply(

@@ -87,8 +87,19 @@ def _config_file() -> dict[str, Any]:
         raise CliError(f"cannot read config file {path}: {exc}") from None
 
 
+_before_command: dict[str, str | None] = {"url": None, "token": None}
+
+
+def given_before_the_command(url: str | None, token: str | None) -> None:
+    """`ovs-fabric --url U --token T <command>`: these win over the environment."""
+    _before_command.update(url=url, token=token)
+
+
 def resolve_connection(url: str | None, token: str | None) -> Connection:
-    """Flags and environment (Typer has merged those) first, then the config file."""
+    """Flags before the command, then the command's flags or the environment (which
+    Typer has merged), then the config file."""
+    url = _before_command["url"] or url
+    token = _before_command["token"] or token
     config = _config_file() if url is None or token is None else {}
     url = url or str(config.get("url") or DEFAULT_URL)
     token = token or config.get("token")
