@@ -56,7 +56,12 @@ class ControllerConfig:
     openflow_port: int = 6653
     openflow_advertise: str | None = None  # controller target for hosts reached over tcp/ssl
     reconcile_interval: float = 10.0
+    # Commits wake the controller (LISTEN/NOTIFY, in-process on SQLite); it also checks
+    # every safety_poll_interval, every revision_poll_interval while the database
+    # fails, and reads the whole desired state again every snapshot_resync_interval.
     revision_poll_interval: float = 0.1
+    safety_poll_interval: float = 1.0
+    snapshot_resync_interval: float = 300.0
     ovsdb_timeout: float = 5.0
     # After a (re)start, a switch keeps forwarding with the flows it has; give it
     # this long to reconnect before its ports are reported DOWN.
@@ -206,9 +211,10 @@ class HostAgent:
                 metrics.SWITCHES_CONNECTED.dec()
         metrics.forget_host(self.host.name)
 
-    def update(self, snapshot: Snapshot) -> int:
+    def update(self, snapshot: Snapshot, *, wake: bool = True) -> int:
         """Hand in a new snapshot; returns the number of the first pass that works on
-        it (or on a newer one), for `wait_passed`."""
+        it (or on a newer one), for `wait_passed`. `wake=False`: the snapshot changes
+        nothing for this host (see `pipeline.affected`); the next pass takes it."""
         with self._lock:
             self._snapshot = snapshot
             host = snapshot.host(self.host.id)
@@ -216,7 +222,8 @@ class HostAgent:
                 self.host = host
             # A pass under way took the previous snapshot; the next one takes this.
             first_pass = self._passes_started + 1
-        self._wake.set()
+        if wake:
+            self._wake.set()
         return first_pass
 
     def wait_passed(self, number: int, timeout: float) -> bool:

@@ -1,8 +1,11 @@
 """The controller as a whole: watch the desired-state revision, run one agent per host.
 
-SQL is the source of truth. A watcher polls the global revision (one cheap
-SELECT); on a change it loads one consistent snapshot and hands it to every
-host agent, creating and stopping agents as hosts come and go. os-ken events
+SQL is the source of truth. A watcher is woken by every commit of desired state
+(PostgreSQL LISTEN/NOTIFY; in-process on SQLite; a slow safety poll besides); it
+loads the rows changed since the last revision it read (everything at start and
+on a periodic resync) and hands the snapshot to every host agent, waking only the
+agents whose host the change can affect (`pipeline.affected`), creating and
+stopping agents as hosts come and go. os-ken events
 are routed to the agent whose datapath id they carry.
 
 Load-balancer backend health is observed state, not desired state: the health
@@ -18,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -26,7 +29,15 @@ from controller import metrics
 from controller.core import dhcp, probes
 from controller.core.health import with_health
 from controller.core.mastership import MastershipStore, ReplicaInfo, controller_targets
-from controller.core.model import BackendHealthUpdate, HostSpec, Snapshot, StateStore
+from controller.core.model import (
+    BackendHealthUpdate,
+    HostSpec,
+    Snapshot,
+    SnapshotChange,
+    SnapshotUpdate,
+    StateStore,
+)
+from controller.core.pipeline.affected import EVERY_HOST, DependencyIndex
 from controller.core.pipeline.tables import TABLE_DHCP, TABLE_LB, TABLE_LB_CT
 from controller.health_service import HealthService
 from controller.host_agent import (
@@ -88,8 +99,9 @@ class FabricController:
         self._by_dpid: dict[int, HostAgent] = {}
         self._relays: dict[Path, UnixToTcpRelay] = {}
         self._stop = threading.Event()
-        self._poke = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="revision-watch", daemon=True)
+        self._watcher = DesiredStateWatcher(
+            store, config, on_update=self._apply_snapshot, on_idle=self._sync_stored_relays
+        )
         self._stop_openflow: Callable[[], None] | None = None
         self._unknown_dpids: set[int] = set()
         self.packet_in_handlers: list[PacketInHandler] = [
@@ -99,6 +111,8 @@ class FabricController:
         # The last snapshot read from SQL, before the health overlay; dispatches
         # are serialised so the agents always end with the newest of both.
         self._stored_snapshot: Snapshot | None = None
+        # Which hosts a change can affect (only the watcher thread uses it).
+        self._dependencies = DependencyIndex()
         self._dispatch_lock = threading.Lock()
         self._exported_backends: set[tuple[str, str]] = set()  # under _dispatch_lock
         self._health = HealthService(
@@ -133,8 +147,7 @@ class FabricController:
         if self._coordinator is not None:
             self._coordinator.stop()  # our switches go to the others at once
         self._stop.set()
-        self._poke.set()
-        self._watcher.join(timeout=5)
+        self._watcher.stop()
         self._health.stop()
         self._health_records.put(None)
         self._health_recorder.join(timeout=HEALTH_APPLY_TIMEOUT + 1)
@@ -152,46 +165,20 @@ class FabricController:
             self._stop_openflow()
 
     def poke(self) -> None:
-        """Check the revision now instead of at the next poll."""
-        self._poke.set()
+        """Check for changes now instead of at the next safety poll."""
+        self._watcher.poke()
+
+    def _sync_stored_relays(self) -> None:
+        # A host's run directory may appear after the host was registered.
+        with self._dispatch_lock:
+            snapshot = self._stored_snapshot
+        if snapshot is not None:
+            self._sync_relays(snapshot)
 
     # ---- desired state -------------------------------------------------------------------
 
-    def _watch(self) -> None:
-        seen: Hashable | None = None
-        snapshot: Snapshot | None = None
-        failing_since: float | None = None
-        while not self._stop.is_set():
-            try:
-                stamp = self._store.change_stamp()
-                if stamp != seen:
-                    snapshot = self._store.load_snapshot()
-                    self._apply_snapshot(snapshot)
-                    seen = stamp
-                elif snapshot is not None:
-                    # A host's run directory may appear after the host was registered.
-                    self._sync_relays(snapshot)
-            except Exception:  # a database outage must not end the watcher
-                # The switches keep the flows of the last snapshot meanwhile. Said
-                # once, not ten times a second for as long as the outage lasts.
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.exception("loading desired state failed; retrying until it works")
-                # Once it works again, everything is read and compared afresh: what
-                # failed to reach SQL meanwhile (health verdicts) is written then.
-                seen = None
-            else:
-                if failing_since is not None:
-                    log.info(
-                        "desired state readable again after %.1f s (revision %s)",
-                        time.monotonic() - failing_since,
-                        snapshot.revision if snapshot is not None else None,
-                    )
-                    failing_since = None
-            self._poke.wait(timeout=self._config.revision_poll_interval)
-            self._poke.clear()
-
-    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+    def _apply_snapshot(self, update: SnapshotUpdate) -> None:
+        snapshot, change = update.snapshot, update.change
         wanted = {h.id: h for h in snapshot.hosts}
         with self._lock:
             gone = [a for hid, a in self._agents.items() if hid not in wanted]
@@ -217,12 +204,21 @@ class FabricController:
         for agent in new:
             log.info("host %s added (datapath %016x)", agent.host.name, agent.datapath_id)
             agent.start()
-        self._health.update(snapshot)
-        self._dispatch(snapshot)
+        if change is None:
+            self._dependencies.reset(snapshot)
+            affected = EVERY_HOST
+        else:
+            affected = self._dependencies.affected_hosts(change)
+        if change is None or _touches_load_balancers(snapshot, change):
+            self._health.update(snapshot)
+        self._dispatch(snapshot, affected)
 
-    def _dispatch(self, stored: Snapshot | None = None) -> _PassTickets:
-        """Hand every agent the stored snapshot with the observed backend health;
-        returns each agent's number of the first pass on it."""
+    def _dispatch(
+        self, stored: Snapshot | None = None, affected: frozenset[str] | None = EVERY_HOST
+    ) -> _PassTickets:
+        """Hand every agent the stored snapshot with the observed backend health, and
+        wake those it may affect (`affected`; the others take it with their next
+        pass); returns each woken agent's number of the first pass on it."""
         with self._dispatch_lock:
             if stored is not None:
                 self._stored_snapshot = stored
@@ -233,7 +229,13 @@ class FabricController:
             self._export_backend_health(effective)
             with self._lock:
                 agents = list(self._agents.values())
-            return [(agent, agent.update(effective)) for agent in agents]
+            tickets: _PassTickets = []
+            for agent in agents:
+                wake = affected is EVERY_HOST or agent.host.id in affected
+                number = agent.update(effective, wake=wake)
+                if wake:
+                    tickets.append((agent, number))
+            return tickets
 
     def _export_backend_health(self, effective: Snapshot) -> None:
         """The health the flows follow, as `ovs_fabric_backend_healthy`; deleted backends'
@@ -402,4 +404,105 @@ class FabricController:
             handler(agent.host.id, in_port, table_id, cookie, data)
 
 
-__all__ = ["ControllerConfig", "FabricController", "datapath_id_for"]
+class DesiredStateWatcher:
+    """Follows the desired state: loads what changed whenever a commit is announced
+    (`StateStore.watch_changes`), or at the latest every `safety_poll_interval`; the
+    whole of it at start, after a failed read and every `snapshot_resync_interval`.
+    Calls `on_update` with each new snapshot and its change, `on_idle` when a check
+    found nothing new; both on its own thread."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        config: ControllerConfig,
+        *,
+        on_update: Callable[[SnapshotUpdate], None],
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._on_update = on_update
+        self._on_idle = on_idle
+        self._stop = threading.Event()
+        self._poke = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="revision-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    def _run(self) -> None:
+        loader = self._store.snapshot_loader()
+        # Woken at once by every commit (NOTIFY / in-process); the timeout is only
+        # the safety poll for a notification lost while the listener reconnects.
+        stop_watching = self._store.watch_changes(self._poke.set)
+        revision: int | None = None
+        failing_since: float | None = None
+        full = True
+        last_full = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                # Cleared before reading: a commit announced from now on wakes the next round.
+                self._poke.clear()
+                try:
+                    if time.monotonic() - last_full >= self._config.snapshot_resync_interval:
+                        full = True
+                    update = loader.load(full=full)
+                    if full:
+                        full, last_full = False, time.monotonic()
+                    if update is not None:
+                        revision = update.snapshot.revision
+                        self._on_update(update)
+                    else:
+                        self._on_idle()
+                except Exception:  # a database outage must not end the watcher
+                    # The switches keep the flows of the last snapshot meanwhile. Said
+                    # once, not ten times a second for as long as the outage lasts.
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.exception("loading desired state failed; retrying until it works")
+                    # Once it works again, everything is read and compared afresh: what
+                    # failed to reach SQL meanwhile (health verdicts) is written then.
+                    full = True
+                else:
+                    if failing_since is not None:
+                        log.info(
+                            "desired state readable again after %.1f s (revision %s)",
+                            time.monotonic() - failing_since,
+                            revision,
+                        )
+                        failing_since = None
+                # While the database fails, retry at the pace of the old poll.
+                self._poke.wait(
+                    timeout=self._config.revision_poll_interval
+                    if failing_since is not None
+                    else self._config.safety_poll_interval
+                )
+        finally:
+            stop_watching()
+
+
+def _touches_load_balancers(snapshot: Snapshot, change: SnapshotChange) -> bool:
+    """Whether `change` can change the health checks: a load balancer, a host, or a
+    port in a network with a load balancer (a backend's owner) changed."""
+    if change.load_balancers or change.hosts:
+        return True
+    if not change.ports:
+        return False
+    lb_networks = {lb.network_id for lb in snapshot.load_balancers}
+    return any(
+        port is not None and port.network_id in lb_networks
+        for pair in change.ports
+        for port in pair
+    )
+
+
+__all__ = ["ControllerConfig", "DesiredStateWatcher", "FabricController", "datapath_id_for"]

@@ -135,6 +135,7 @@ def with_health(snapshot: Snapshot, health: Mapping[BackendKey, bool]) -> Snapsh
     lbs: list[LoadBalancerSpec] = []
     for lb in snapshot.load_balancers:
         backends = []
+        lb_changed = False
         for backend in lb.backends:
             if lb.health_check is None:
                 healthy = True
@@ -142,9 +143,12 @@ def with_health(snapshot: Snapshot, health: Mapping[BackendKey, bool]) -> Snapsh
                 healthy = health.get((lb.id, backend.ip, backend.port), backend.healthy)
             if healthy != backend.healthy:
                 backend = dataclasses.replace(backend, healthy=healthy)
-                changed = True
+                lb_changed = True
             backends.append(backend)
-        lbs.append(dataclasses.replace(lb, backends=tuple(backends)))
+        # Unchanged records stay the same objects: the pipeline's change detection
+        # then costs a pointer comparison for them.
+        lbs.append(dataclasses.replace(lb, backends=tuple(backends)) if lb_changed else lb)
+        changed = changed or lb_changed
     if not changed:
         return snapshot
     return dataclasses.replace(snapshot, load_balancers=tuple(lbs))
