@@ -411,8 +411,11 @@ class HostAgent:
             if not self._claim(channel):
                 return False
             now = time.monotonic()
-            if needs_read or now - self._last_audit >= self._config.reconcile_interval:
-                sync.read_actual()
+            if needs_read:
+                sync.resync()
+                self._last_audit = now
+            elif now - self._last_audit >= self._config.reconcile_interval:
+                sync.audit()  # counts; reads every flow back only when they disagree
                 self._last_audit = now
             result = sync.apply(config.flows, config.groups)
         except (SwitchDisconnected, TimeoutError) as exc:

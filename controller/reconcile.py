@@ -7,11 +7,32 @@ generation to sweep). Groups are content-addressed the same way by the pipeline.
 
 Changes are hitless, each step confirmed by the switch before the next:
 1. new groups are added (nothing references them yet);
-2. one atomic bundle adds the new flows (an ADD with an equal match replaces the
-   old flow in place) and deletes the flows no longer desired;
+2. one atomic bundle purges suspect cookies (see below), adds the new flows (an
+   ADD with an equal match replaces the old flow in place) and deletes the flows
+   no longer desired;
 3. groups no longer referenced are deleted.
 A flow the switch rejects is reported with its error and left out; the rest of
 the diff still lands.
+
+Knowing what the switch holds, cheaply (drift detection):
+- `resync()` (on connect, new mastership, after an error) starts the switch's
+  flow monitor (ONF EXT-187), then reads every flow's cookie and every group id.
+- From then on the switch pushes a note for every flow another connection adds,
+  deletes or modifies (our own changes are not reported in full); the channel
+  keeps them.
+- `audit()`, once per reconcile interval, takes those notes: each cookie they
+  name is *suspect* and the next `apply()` purges and re-adds it (core.sync),
+  which also repairs a flow whose actions were edited in place under our
+  cookie: no count or cookie read-back can see that. It does not trust the
+  monitor alone: it asks the switch how many flows it holds (one OFPMP_AGGREGATE
+  reply) and reads the group ids; only when the count disagrees, the monitor
+  paused, or the switch has no monitor, it reads every cookie back. Drift is
+  repaired at the audit, as before, not the moment the note arrives: a hand
+  edit stays visible until then (the diagnosis tests rely on that), and one
+  pass per interval repairs whatever accumulated.
+- The desired side is cached per chunk of the pipeline's FlowSequence (the same
+  tuple object while its unit is unchanged): a pass encodes and diffs only the
+  chunks that changed, and does nothing when neither side changed.
 """
 
 from __future__ import annotations
@@ -24,8 +45,8 @@ from typing import TypeVar
 
 from controller.core import ofmsg
 from controller.core.flows import Flow, Group
-from controller.core.sync import plan_sync
-from controller.openflow.channel import OpenFlowError, SwitchChannel
+from controller.core.sync import plan_flow_changes, plan_sync
+from controller.openflow.channel import FlowUpdates, OpenFlowError, SwitchChannel
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +54,10 @@ log = logging.getLogger(__name__)
 # bounded send queue moving without building one huge buffer.
 _SEND_SLICE = 256 << 10
 _MAX_ATTEMPTS = 3
+_MONITOR_ID = 1
+_SERVICE_PREFIX = ofmsg.SERVICE_COOKIE_PREFIX << 48
 _Owner = TypeVar("_Owner", bound=Hashable)
+_Encoded = tuple[Flow, ofmsg.EncodedFlow]
 
 
 @dataclass(slots=True)
@@ -42,13 +66,33 @@ class SyncResult:
     flows_deleted: int = 0
     groups_added: int = 0
     groups_deleted: int = 0
+    flows_purged: int = 0  # suspect or foreign cookies deleted (desired ones re-added)
     rejected: dict[Flow | Group, OpenFlowError] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
         return bool(
-            self.flows_added or self.flows_deleted or self.groups_added or self.groups_deleted
+            self.flows_added
+            or self.flows_deleted
+            or self.groups_added
+            or self.groups_deleted
+            or self.flows_purged
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """What one `audit()` found. `read_back`: why every flow was read back, or None."""
+
+    flow_count: int | None
+    changes_reported: int
+    read_back: str | None
+
+
+@dataclass(slots=True)
+class _Chunk:
+    flows: object  # the chunk itself: kept so its id() cannot be reused meanwhile
+    encoded: dict[int, _Encoded]
 
 
 class DatapathSync:
@@ -63,15 +107,47 @@ class DatapathSync:
         # not resend them on every pass; cleared on every full read.
         self._rejected: dict[int, OpenFlowError] = {}
         self._foreign_cookies: set[int] = set()
+        self._suspects: set[int] = set()
+        self._monitoring = False
+        # True while the switch may hold something else than the last desired state:
+        # the next apply diffs everything instead of only the chunks that changed.
+        self._dirty = True
+        # Desired side, cached per chunk: id(chunk) -> its encoded flows; every desired
+        # cookie with the number of chunks holding it.
+        self._chunks: dict[int, _Chunk] = {}
+        self._desired: dict[int, _Encoded] = {}
+        self._holders: dict[int, int] = {}
 
     @property
-    def flow_count(self) -> int:
-        """Service flows on the switch, as far as the last read and the applied diffs say."""
-        return len(self._actual_flows)
+    def monitoring(self) -> bool:
+        """Whether the switch reports others' flow changes (OVS >= 3.0)."""
+        return self._monitoring
 
-    @property
-    def group_count(self) -> int:
-        return len(self._actual_groups)
+    # ---- what the switch holds ---------------------------------------------------------
+
+    def resync(self) -> None:
+        """Start from scratch on this connection: flow monitor first (so no change made
+        during the read is missed), then read everything back."""
+        self.start_monitor()
+        self.read_actual()
+
+    def start_monitor(self) -> bool:
+        if self._monitoring:
+            return True
+        xid = self.channel.next_xid()
+        reply = self.channel.expect(xid)
+        self.channel.send(ofmsg.flow_monitor_request(xid, _MONITOR_ID))
+        try:
+            self._wait(reply)
+        except OpenFlowError as exc:
+            log.warning(
+                "datapath %016x has no flow monitor (%s): every audit reads all flows back",
+                self.channel.datapath_id,
+                exc,
+            )
+            return False
+        self._monitoring = True
+        return True
 
     def read_actual(self) -> None:
         """Read the switch's flow and group tables (level-triggered: never trust memory alone)."""
@@ -83,35 +159,87 @@ class DatapathSync:
         groups_reply = self.channel.expect(gxid)
         self.channel.send(ofmsg.group_desc_request(gxid))
         cookies = {c for _table, c in ofmsg.parse_flow_stats_cookies(self._wait(flows_reply))}
-        prefix = ofmsg.SERVICE_COOKIE_PREFIX << 48
-        self._actual_flows = {c for c in cookies if c & ofmsg.COOKIE_SERVICE_MASK == prefix}
+        self._actual_flows = {
+            c for c in cookies if c & ofmsg.COOKIE_SERVICE_MASK == _SERVICE_PREFIX
+        }
         self._foreign_cookies = cookies - self._actual_flows
         self._actual_groups = set(ofmsg.parse_group_desc_ids(self._wait(groups_reply)))
         self._rejected.clear()
+        self._dirty = True
+
+    def audit(self) -> Audit:
+        """The periodic check: counts first, every cookie only when they disagree."""
+        if not self._monitoring:
+            self.read_actual()
+            return Audit(None, 0, "the switch has no flow monitor")
+        xid = self.channel.next_xid()
+        count_reply = self.channel.expect(xid)
+        self.channel.send(ofmsg.aggregate_stats_request(xid))
+        gxid = self.channel.next_xid()
+        groups_reply = self.channel.expect(gxid)
+        self.channel.send(ofmsg.group_desc_request(gxid))
+        count = ofmsg.parse_aggregate_flow_count(self._wait(count_reply))
+        groups = set(ofmsg.parse_group_desc_ids(self._wait(groups_reply)))
+        # Notes about changes made before our request arrive before its reply.
+        updates = self.channel.take_flow_updates()
+        self._absorb(updates)
+        if groups != self._actual_groups:
+            self._actual_groups = groups
+            self._dirty = True
+        reason = None
+        if updates.paused or updates.overflowed:
+            reason = "the flow monitor paused"
+        elif not updates.changes and count != len(self._actual_flows):
+            reason = f"{count} flows on the switch, {len(self._actual_flows)} expected"
+        if reason is not None:
+            log.warning("datapath %016x: %s: reading every flow", self.channel.datapath_id, reason)
+            self.read_actual()
+        return Audit(count, len(updates.changes), reason)
+
+    def _absorb(self, updates: FlowUpdates) -> None:
+        """Mark what the monitor says others touched; the next apply repairs it."""
+        if updates.overflowed:
+            # Notes were lost: any of our flows may have been edited in place.
+            self._suspects.update(self._actual_flows)
+        for _event, _table, cookie in updates.changes:
+            if cookie & ofmsg.COOKIE_SERVICE_MASK == _SERVICE_PREFIX:
+                self._suspects.add(cookie)
+            else:
+                self._foreign_cookies.add(cookie)
+        if updates.changes or updates.overflowed:
+            self._dirty = True
+
+    # ---- making it what we want ---------------------------------------------------------
 
     def apply(self, flows: Iterable[Flow], groups: Iterable[Group]) -> SyncResult:
-        encoded = {}
-        for flow in flows:
-            ef = ofmsg.encode_flow(flow)
-            encoded[ef.cookie] = (flow, ef)
+        added, removed = self._update_desired(flows)
         wanted_groups = {g.group_id: g for g in groups}
-        wanted_cookies = set(encoded) - set(self._rejected)
-        plan = plan_sync(
-            desired_flows=wanted_cookies,
-            actual_flows=self._actual_flows,
-            desired_groups=wanted_groups,
-            actual_groups=self._actual_groups,
-        )
-        result = SyncResult()
-        if self._foreign_cookies:
-            self._send_bundle([ofmsg.flow_delete_by_cookie(c) for c in self._foreign_cookies], [])
-            log.warning(
-                "datapath %016x: removed %d foreign flow cookie(s)",
-                self.channel.datapath_id,
-                len(self._foreign_cookies),
+        suspects = self._suspects | self._foreign_cookies
+        if self._dirty:
+            wanted = self._desired.keys() - self._rejected.keys()
+            plan = plan_sync(
+                desired_flows=wanted,
+                actual_flows=self._actual_flows,
+                desired_groups=wanted_groups,
+                actual_groups=self._actual_groups,
+                suspect_flows=suspects,
             )
-            self._foreign_cookies.clear()
-        if plan.empty:
+            add_cookies, to_delete = list(plan.add_flows), list(plan.delete_flows)
+        else:
+            plan = plan_sync(
+                desired_flows=(),
+                actual_flows=(),
+                desired_groups=wanted_groups,
+                actual_groups=self._actual_groups,
+            )
+            new_cookies, gone_cookies = plan_flow_changes(
+                added=added, removed=removed, actual=self._actual_flows, skip=self._rejected.keys()
+            )
+            add_cookies, to_delete = list(new_cookies), list(gone_cookies)
+        purge = list(plan.purge_flows)
+        result = SyncResult()
+        if not (add_cookies or to_delete or purge or plan.add_groups or plan.delete_groups):
+            self._dirty = False
             return result
 
         if plan.add_groups:
@@ -127,15 +255,22 @@ class DatapathSync:
                     result.groups_added += 1
 
         # Rejections are tracked by cookie: hashing 100k frozen Flows costs more
-        # than encoding them.
-        add_cookies = list(plan.add_flows)
-        to_delete = list(plan.delete_flows)
+        # than encoding them. Purges go first: a suspect cookie is deleted, then
+        # (if desired) added again, in the same atomic bundle. Until the bundle is
+        # confirmed the switch may hold either state.
+        self._dirty = True
+        purges = [ofmsg.flow_delete_by_cookie(c) for c in purge]
+        deletes = [ofmsg.flow_delete_by_cookie(c) for c in to_delete]
         for _attempt in range(_MAX_ATTEMPTS):
-            msgs = [encoded[cookie][1].flow_mod for cookie in add_cookies]
-            msgs.extend(ofmsg.flow_delete_by_cookie(c) for c in to_delete)
-            committed, failed = self._send_bundle(msgs, add_cookies)
+            msgs = [*purges, *(self._desired[cookie][1].flow_mod for cookie in add_cookies)]
+            owners: list[int | None] = [None] * len(purges)
+            owners.extend(add_cookies)
+            msgs.extend(deletes)
+            committed, failed = self._send_bundle(msgs, owners)
             for cookie, error in failed.items():
-                result.rejected[encoded[cookie][0]] = error
+                if cookie is None:
+                    raise error
+                result.rejected[self._desired[cookie][0]] = error
                 self._rejected[cookie] = error
             if failed:
                 add_cookies = [c for c in add_cookies if c not in failed]
@@ -143,19 +278,78 @@ class DatapathSync:
                 break
         else:
             raise RuntimeError("switch kept rejecting the bundle")
+        self._actual_flows.difference_update(purge)
         self._actual_flows.update(add_cookies)
         self._actual_flows.difference_update(to_delete)
+        if self._foreign_cookies:
+            log.warning(
+                "datapath %016x: removed %d foreign flow cookie(s)",
+                self.channel.datapath_id,
+                len(self._foreign_cookies),
+            )
+        self._suspects.clear()
+        self._foreign_cookies.clear()
         result.flows_added = len(add_cookies)
         result.flows_deleted = len(to_delete)
+        result.flows_purged = len(purge)
 
         if plan.delete_groups:
             self._send_bundle([ofmsg.group_delete(g) for g in plan.delete_groups], [])
             self._actual_groups.difference_update(plan.delete_groups)
             result.groups_deleted = len(plan.delete_groups)
+        self._dirty = False
 
         for item, error in result.rejected.items():
             log.error("datapath %016x rejected %r: %s", self.channel.datapath_id, item, error)
         return result
+
+    def _update_desired(self, flows: Iterable[Flow]) -> tuple[list[int], list[int]]:
+        """Bring the desired cookies up to date, chunk by chunk; returns the cookies that
+        became desired and those that stopped being desired."""
+        chunks = getattr(flows, "chunks", None)
+        if chunks is None:
+            # Only an immutable sequence may be recognised by its identity next time.
+            chunks = (flows if isinstance(flows, tuple) else tuple(flows),)
+        previous, current = self._chunks, {}
+        fresh: list[_Chunk] = []
+        for chunk in chunks:
+            known = previous.get(id(chunk))
+            if known is None or known.flows is not chunk:
+                known = _Chunk(chunk, {})
+                encode = ofmsg.encode_flow
+                for flow in chunk:
+                    encoded = encode(flow)
+                    known.encoded[encoded.cookie] = (flow, encoded)
+                fresh.append(known)
+            current[id(chunk)] = known
+        self._chunks = current
+        added: list[int] = []
+        removed: list[int] = []
+        holders, desired = self._holders, self._desired
+        for key, gone in previous.items():
+            if current.get(key) is not gone:
+                for cookie in gone.encoded:
+                    left = holders[cookie] - 1
+                    if left:
+                        holders[cookie] = left
+                    else:
+                        del holders[cookie], desired[cookie]
+                        self._rejected.pop(cookie, None)
+                        removed.append(cookie)
+        for chunk in fresh:
+            for cookie, pair in chunk.encoded.items():
+                held = holders.get(cookie, 0)
+                holders[cookie] = held + 1
+                if not held:
+                    desired[cookie] = pair
+                    added.append(cookie)
+        # A cookie that moved from one chunk to another is neither added nor removed.
+        if added and removed:
+            moved = set(added) & set(removed)
+            if moved:
+                added = [c for c in added if c not in moved]
+                removed = [c for c in removed if c not in moved]
+        return added, removed
 
     # ---- wire ------------------------------------------------------------------------
 

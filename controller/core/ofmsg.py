@@ -84,7 +84,9 @@ OFPET_ROLE_REQUEST_FAILED: Final = 11
 OFPRRFC_STALE: Final = 0
 
 OFPMP_FLOW: Final = 1
+OFPMP_AGGREGATE: Final = 2
 OFPMP_GROUP_DESC: Final = 7
+OFPMP_EXPERIMENTER: Final = 0xFFFF
 OFPMPF_REPLY_MORE: Final = 1
 
 OFPFC_ADD: Final = 0
@@ -112,6 +114,21 @@ ONF_BCT_DISCARD_REPLY: Final = 7
 BUNDLE_FLAGS: Final = 0x1 | 0x2  # ATOMIC | ORDERED
 
 NX_EXPERIMENTER_ID: Final = 0x00002320
+
+# ONF extension EXT-187 as OVS (>= 3.0) implements it on OpenFlow 1.3: flow
+# monitoring. After one ONFST_FLOW_MONITOR request the switch pushes a note for
+# every flow another connection adds, deletes or modifies (changes made on our
+# own connection come as one "abbreviated" note carrying only an xid).
+ONFST_FLOW_MONITOR: Final = 1870
+ONFT_FLOW_MONITOR_PAUSED: Final = 1871
+ONFT_FLOW_MONITOR_RESUMED: Final = 1872
+ONFFMF_ADD: Final = 1 << 1
+ONFFMF_DELETE: Final = 1 << 2
+ONFFMF_MODIFY: Final = 1 << 3
+FLOW_UPDATE_ADDED: Final = 0
+FLOW_UPDATE_DELETED: Final = 1
+FLOW_UPDATE_MODIFIED: Final = 2
+FLOW_UPDATE_ABBREV: Final = 3
 
 _OFPAT_OUTPUT: Final = 0
 _OFPAT_PUSH_VLAN: Final = 17
@@ -229,6 +246,11 @@ _BUNDLE_ADD: Final = struct.Struct("!BBHIIII2xH")
 _MULTIPART_REQUEST: Final = struct.Struct("!BBHIHH4x")
 _FLOW_STATS_REQUEST: Final = struct.Struct("!BBHIHH4xB3xII4xQQ")
 _PACKET_OUT: Final = struct.Struct("!BBHIIIH6x")
+_EXPERIMENTER_MULTIPART: Final = struct.Struct("!BBHIHH4xII")
+_FLOW_MONITOR_REQUEST: Final = struct.Struct("!IHHIB3x")
+_FLOW_UPDATE_HEAD: Final = struct.Struct("!HH")
+_FLOW_UPDATE_FULL: Final = struct.Struct("!HH10xBxQ")  # length, event, ..., table, cookie
+_AGGREGATE_REPLY: Final = struct.Struct("!QQI4x")  # packet_count, byte_count, flow_count
 _FLOW_STATS_ENTRY: Final = struct.Struct("!HB21xQ")  # length, table_id, ..., cookie
 _GROUP_DESC_ENTRY: Final = struct.Struct("!H2xI")  # length, ..., group_id
 _ERROR: Final = struct.Struct("!HH")
@@ -619,6 +641,66 @@ def flow_stats_request(
         )
         + _EMPTY_MATCH
     )
+
+
+def aggregate_stats_request(xid: int, cookie: int = 0, cookie_mask: int = 0) -> bytes:
+    """OFPMP_AGGREGATE over all tables: how many flows (whose cookie matches) there are.
+    One short reply, however many flows the switch holds."""
+    request = bytearray(flow_stats_request(xid, cookie, cookie_mask))
+    request[8:10] = OFPMP_AGGREGATE.to_bytes(2, "big")
+    return bytes(request)
+
+
+def parse_aggregate_flow_count(body: bytes) -> int:
+    """flow_count of an OFPMP_AGGREGATE reply body."""
+    _packets, _bytes, flow_count = _AGGREGATE_REPLY.unpack_from(body)
+    return int(flow_count)
+
+
+def flow_monitor_request(xid: int, monitor_id: int) -> bytes:
+    """ONFST_FLOW_MONITOR: report every flow, in every table, added, deleted or
+    modified from now on (no initial dump, no actions: the cookie is what we use)."""
+    body = (
+        _FLOW_MONITOR_REQUEST.pack(
+            monitor_id,
+            ONFFMF_ADD | ONFFMF_DELETE | ONFFMF_MODIFY,
+            len(_EMPTY_MATCH),
+            OFPP_ANY,
+            OFPTT_ALL,
+        )
+        + _EMPTY_MATCH
+    )
+    head = _EXPERIMENTER_MULTIPART.pack(
+        OFP_VERSION,
+        OFPT_MULTIPART_REQUEST,
+        _EXPERIMENTER_MULTIPART.size + len(body),
+        xid,
+        OFPMP_EXPERIMENTER,
+        0,
+        ONF_EXPERIMENTER_ID,
+        ONFST_FLOW_MONITOR,
+    )
+    return head + body
+
+
+def parse_flow_updates(body: bytes) -> list[tuple[int, int, int]]:
+    """[(event, table_id, cookie)] of the notes in a flow monitor reply body (after the
+    experimenter id and type); an abbreviated note (our own change) is (ABBREV, 0, 0)."""
+    found = []
+    offset, end = 0, len(body)
+    while offset < end:
+        length, event = _FLOW_UPDATE_HEAD.unpack_from(body, offset)
+        if length < 8 or offset + length > end:
+            raise ValueError(f"bad flow update length {length} at offset {offset}")
+        if event == FLOW_UPDATE_ABBREV:
+            found.append((event, 0, 0))
+        else:
+            if length < _FLOW_UPDATE_FULL.size:
+                raise ValueError(f"bad flow update length {length} at offset {offset}")
+            _length, _event, table_id, cookie = _FLOW_UPDATE_FULL.unpack_from(body, offset)
+            found.append((event, table_id, cookie))
+        offset += length
+    return found
 
 
 def group_desc_request(xid: int) -> bytes:

@@ -17,12 +17,14 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from controller.core import ofmsg
 from controller.openflow.channel import OpenFlowError, SwitchChannel
 from controller.openflow.tls_front import TlsFront, TlsListener
 
 log = logging.getLogger(__name__)
 
 _MULTIPART_HEADER = 16  # ofp_header + type, flags, pad
+_EXPERIMENTER_HEADER = 8  # experimenter id, exp_type (after the multipart header)
 _OFPMPF_REPLY_MORE = 1
 
 # A switch that stops answering is declared dead once more than ECHO_MISSES echo
@@ -56,6 +58,45 @@ def _heard_from(datapath: Any) -> None:
     """The switch spoke: whatever echo requests it has not answered yet are
     queued behind this message, not lost."""
     datapath.unreplied_echo_requests.clear()
+
+
+def _install_raw_multipart_parser() -> None:
+    """Leave the bodies of the multipart replies we read ourselves unparsed.
+
+    NOTE: os-ken parses every OFPMP_FLOW entry into objects (match fields, MAC
+    strings through netaddr, instructions): 60-70 us per flow, 6.5 s of a 7.4 s
+    read-back of 100k flows (py-spy, BENCHMARKS.md), while the reconciler needs
+    only each entry's cookie (controller.core.ofmsg parses that in ~0.3 us). The
+    message keeps its os-ken class, so its event and handlers are unchanged; only
+    `body` stays None. os-ken keeps its parsers per process; the service is the
+    only OpenFlow application in its process, and nothing else reads these bodies.
+    """
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    raw_types = {
+        ofmsg.OFPMP_FLOW: parser.OFPFlowStatsReply,
+        ofmsg.OFPMP_AGGREGATE: parser.OFPAggregateStatsReply,
+        ofmsg.OFPMP_GROUP_DESC: parser.OFPGroupDescStatsReply,
+        ofmsg.OFPMP_EXPERIMENTER: parser.OFPExperimenterStatsReply,
+    }
+    parse_any = parser._MSG_PARSERS[ofmsg.OFPT_MULTIPART_REPLY]
+    if getattr(parse_any, "raw_types", None) is not None:
+        return  # installed already
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        stats_type = int.from_bytes(buf[8:10], "big")
+        cls = raw_types.get(stats_type)
+        if cls is None:
+            return parse_any(datapath, version, msg_type, msg_len, xid, buf)
+        msg = cls(datapath)
+        msg.set_headers(version, msg_type, msg_len, xid)
+        msg.set_buf(buf)
+        msg.type = stats_type
+        msg.flags = int.from_bytes(buf[10:12], "big")
+        return msg
+
+    parse.raw_types = raw_types  # type: ignore[attr-defined]
+    parser._MSG_PARSERS[ofmsg.OFPT_MULTIPART_REPLY] = parse
 
 
 def _port_name(port: Any) -> str:
@@ -136,7 +177,11 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._reply(ev.msg)
 
     @set_ev_cls(
-        [ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPGroupDescStatsReply],
+        [
+            ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPAggregateStatsReply,
+            ofp_event.EventOFPGroupDescStatsReply,
+        ],
         MAIN_DISPATCHER,
     )
     def _multipart_reply(self, ev: Any) -> None:
@@ -146,6 +191,35 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
         if channel is not None:
             body = bytes(msg.buf[_MULTIPART_HEADER : msg.msg_len])
             channel.on_multipart(msg.xid, body, bool(msg.flags & _OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPExperimenterStatsReply, MAIN_DISPATCHER)
+    def _experimenter_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        _heard_from(msg.datapath)
+        channel = self._channel(msg)
+        if channel is None:
+            return
+        start = _MULTIPART_HEADER + _EXPERIMENTER_HEADER
+        experimenter = int.from_bytes(msg.buf[_MULTIPART_HEADER : _MULTIPART_HEADER + 4], "big")
+        exp_type = int.from_bytes(msg.buf[_MULTIPART_HEADER + 4 : start], "big")
+        if (experimenter, exp_type) != (ofmsg.ONF_EXPERIMENTER_ID, ofmsg.ONFST_FLOW_MONITOR):
+            return
+        body = bytes(msg.buf[start : msg.msg_len])
+        if msg.xid == 0:  # pushed by the switch: flows changed
+            channel.on_flow_updates(body)
+        else:
+            channel.on_multipart(msg.xid, body, bool(msg.flags & _OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
+    def _experimenter(self, ev: Any) -> None:
+        msg = ev.msg
+        channel = self._channel(msg)
+        if channel is None or msg.experimenter != ofmsg.ONF_EXPERIMENTER_ID:
+            return
+        if msg.exp_type == ofmsg.ONFT_FLOW_MONITOR_PAUSED:
+            channel.on_monitor_paused()
+        elif msg.exp_type == ofmsg.ONFT_FLOW_MONITOR_RESUMED:
+            channel.on_monitor_resumed()
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
@@ -209,6 +283,7 @@ def start_openflow_controller(
     cfg.CONF.set_override("echo_request_interval", ECHO_INTERVAL)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", ECHO_MISSES)
     FabricOpenFlowApp.sink = sink
+    _install_raw_multipart_parser()
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])
     contexts = manager.create_contexts()

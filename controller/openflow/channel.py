@@ -13,6 +13,9 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
+
+from controller.core import ofmsg
 
 
 class OpenFlowError(Exception):
@@ -39,6 +42,23 @@ class SwitchDisconnected(Exception):
 
 # Bounded so a switch that keeps rejecting cannot grow memory without limit.
 _MAX_KEPT_ERRORS = 100_000
+# Flow-monitor notes kept until the reconciler takes them; beyond, they are dropped
+# and the batch says so (the reconciler then re-sends everything it wants).
+_MAX_KEPT_UPDATES = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class FlowUpdates:
+    """What the switch's flow monitor reported since the last `take_flow_updates`.
+
+    `changes`: (event, table, cookie) of flows another connection added, deleted or
+    modified. `paused`: the switch paused its notes meanwhile (its buffer filled) or
+    still does, so `changes` may miss additions. `overflowed`: notes were dropped here.
+    """
+
+    changes: tuple[tuple[int, int, int], ...] = ()
+    paused: bool = False
+    overflowed: bool = False
 
 
 class SwitchChannel:
@@ -53,6 +73,11 @@ class SwitchChannel:
         self._parts: dict[int, list[bytes]] = {}
         self._errors: dict[int, OpenFlowError] = {}
         self._connected = True
+        self._updates: list[tuple[int, int, int]] = []
+        self._paused = False  # between ONFT_FLOW_MONITOR_PAUSED and ..._RESUMED
+        self._was_paused = False  # a pause began since the last take
+        self._overflowed = False
+        self._on_change: Callable[[], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -85,7 +110,48 @@ class SwitchChannel:
                 del self._errors[xid]
         return found
 
+    def set_change_listener(self, listener: Callable[[], None] | None) -> None:
+        """Called (on os-ken's thread, so it must not block) whenever the flow monitor
+        reports a change made by someone else."""
+        self._on_change = listener
+
+    def take_flow_updates(self) -> FlowUpdates:
+        with self._lock:
+            batch = FlowUpdates(tuple(self._updates), self._was_paused, self._overflowed)
+            self._updates.clear()
+            self._was_paused = self._paused
+            self._overflowed = False
+        return batch
+
     # ---- called from os-ken's threads ------------------------------------------------
+
+    def on_flow_updates(self, body: bytes) -> None:
+        """Notes pushed by the flow monitor; our own changes (abbreviated) are dropped."""
+        changes = [u for u in ofmsg.parse_flow_updates(body) if u[0] != ofmsg.FLOW_UPDATE_ABBREV]
+        if not changes:
+            return
+        with self._lock:
+            if len(self._updates) + len(changes) > _MAX_KEPT_UPDATES:
+                self._updates.clear()
+                self._overflowed = True
+            else:
+                self._updates.extend(changes)
+        self._notify_change()
+
+    def on_monitor_paused(self) -> None:
+        with self._lock:
+            self._paused = self._was_paused = True
+        self._notify_change()
+
+    def on_monitor_resumed(self) -> None:
+        with self._lock:
+            self._paused = False
+        self._notify_change()
+
+    def _notify_change(self) -> None:
+        listener = self._on_change
+        if listener is not None:
+            listener()
 
     def on_reply(self, xid: int, payload: bytes) -> None:
         with self._lock:

@@ -8,12 +8,14 @@ through the service's unix-socket relay in the OVS run directory.
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from api.launcher import free_tcp_port
+from controller.core import ofmsg
 from controller.core.flows import (
     Bucket,
     Flow,
@@ -28,6 +30,8 @@ from controller.openflow.app import start_openflow_controller
 from controller.openflow.channel import SwitchChannel
 from controller.openflow.relay import UnixToTcpRelay
 from controller.reconcile import DatapathSync
+from lab.netns import run
+from tests.support.eventually import eventually
 from tests.support.ovs_instance import OvsInstance, running_ovs
 
 pytestmark = pytest.mark.ovs
@@ -60,9 +64,17 @@ class RecordingSink:
     def packet_in(self, datapath_id: int, **_: object) -> None:
         pass
 
-    def wait_channel(self, datapath_id: int, timeout: float = 15) -> SwitchChannel:
+    def wait_channel(
+        self, datapath_id: int, timeout: float = 15, *, not_: SwitchChannel | None = None
+    ) -> SwitchChannel:
+        """The switch's channel once it is connected (on another channel than `not_`)."""
+
+        def connected() -> bool:
+            channel = self.channels.get(datapath_id)
+            return channel is not None and channel is not not_
+
         with self._cond:
-            ok = self._cond.wait_for(lambda: datapath_id in self.channels, timeout=timeout)
+            ok = self._cond.wait_for(connected, timeout=timeout)
             assert ok, f"switch {datapath_id:016x} never connected"
             return self.channels[datapath_id]
 
@@ -87,7 +99,8 @@ def switch(openflow: tuple[RecordingSink, int]) -> Iterator[tuple[OvsInstance, D
         try:
             ovs.vsctl("set-controller", "br-int", f"unix:{ovs.rundir / 'ofp.sock'}")
             sync = DatapathSync(sink.wait_channel(dpid), timeout=20)
-            sync.read_actual()
+            sync.resync()
+            assert sync.monitoring  # OVS >= 3.0 has the flow monitor on OpenFlow 1.3
             yield ovs, sync
         finally:
             relay.close()
@@ -203,3 +216,106 @@ def test_set_field_and_many_flows_in_one_bundle(switch: tuple[OvsInstance, Datap
     result = sync.apply(flows, [])
     assert result.flows_added == 5000 and not result.rejected
     assert len(_flows(ovs)) == 5000
+
+
+def _barrier(channel: SwitchChannel) -> None:
+    """Returns once the switch has sent everything it queued for us before (flow
+    monitor notes about changes ovs-ofctl already made included)."""
+    xid = channel.next_xid()
+    reply = channel.expect(xid)
+    channel.send(ofmsg.barrier_request(xid))
+    reply.result(timeout=20)
+
+
+def _change_by_hand(ovs: OvsInstance) -> None:
+    """Another OpenFlow connection deletes, adds and edits flows in place."""
+    ovs.ofctl(
+        "del-flows", "br-int", "--strict", "table=3,priority=100,dl_vlan=5,dl_dst=02:00:00:00:00:04"
+    )
+    ovs.ofctl("add-flow", "br-int", "table=0,priority=1,actions=drop")  # foreign, cookie 0
+    # A flow under our cookie prefix that nothing desires.
+    ovs.ofctl("add-flow", "br-int", "cookie=0x0fab000000000001,table=7,priority=1,actions=drop")
+    # Same match, same cookie, other actions: counts and cookies cannot see this one.
+    ovs.ofctl(
+        "mod-flows", "br-int", "--strict",
+        "table=3,priority=100,dl_vlan=9,dl_dst=02:00:00:00:00:08,actions=drop",
+    )  # fmt: skip
+
+
+def test_flows_changed_by_hand_are_repaired_by_the_next_audit_pass(
+    switch: tuple[OvsInstance, DatapathSync],
+) -> None:
+    ovs, sync = switch
+    flows = _vlan_flows(50)
+    sync.apply(flows, [])
+    wanted = sorted(line.split(" actions=")[0].split("priority=")[1] + line.split(" actions=")[1]
+                    for line in _flows(ovs))  # fmt: skip
+    woken = threading.Event()
+    sync.channel.set_change_listener(woken.set)
+    _change_by_hand(ovs)
+    assert woken.wait(20), "the flow monitor reported nothing"
+    _barrier(sync.channel)
+    audit = sync.audit()  # one pass: the audit, then apply
+    assert audit.changes_reported == 4 and audit.read_back is None
+    result = sync.apply(flows, [])
+    assert result.flows_added == 2  # the deleted and the edited one
+    installed = _flows(ovs)
+    assert all("cookie=0xfab" in line for line in installed), installed
+    got = sorted(line.split(" actions=")[0].split("priority=")[1] + line.split(" actions=")[1]
+                 for line in installed)  # fmt: skip
+    assert got == wanted
+    assert not sync.apply(flows, []).changed
+
+
+def test_the_audit_counts_catch_what_the_monitor_did_not_report(
+    switch: tuple[OvsInstance, DatapathSync],
+) -> None:
+    ovs, sync = switch
+    flows = _vlan_flows(40)
+    sync.apply(flows, [])
+    quiet = sync.audit()
+    assert (quiet.flow_count, quiet.read_back) == (40, None)
+    ovs.ofctl("del-flows", "br-int", "table=3,dl_vlan=3")
+    ovs.ofctl("del-flows", "br-int", "table=3,dl_vlan=4")
+    ovs.ofctl("add-flow", "br-int", "table=0,priority=1,actions=drop")
+    _barrier(sync.channel)
+    sync.channel.take_flow_updates()  # as if the notes were lost
+    audit = sync.audit()
+    assert audit.flow_count == 39 and audit.read_back is not None
+    result = sync.apply(flows, [])
+    assert (result.flows_added, result.flows_purged) == (2, 1)
+    installed = _flows(ovs)
+    assert len(installed) == 40 and all("cookie=0xfab" in line for line in installed)
+
+
+def test_resync_after_a_reconnect_sends_no_flow_mod(
+    openflow: tuple[RecordingSink, int], switch: tuple[OvsInstance, DatapathSync]
+) -> None:
+    sink, _port = openflow
+    ovs, sync = switch
+    flows = tuple(_vlan_flows(2000))
+    sync.apply(flows, [])
+    # Like a controller restart: the switch connects anew, to a fresh reconciler.
+    run(["ovs-appctl", "-t", str(ovs.daemons.ctl("vswitchd")), "bridge/reconnect", "br-int"])
+    channel = sink.wait_channel(sync.channel.datapath_id, not_=sync.channel)
+    # A witness connection of our own: OVS reports to it every flow anyone changes.
+    watcher = subprocess.Popen(
+        ["ovs-ofctl", "-O", "OpenFlow13", f"--unixctl={ovs.rundir / 'witness.ctl'}",
+         "monitor", ovs.daemons.mgmt_target("br-int"), "watch:!initial"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # updates go to stderr
+    )  # fmt: skip
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(watcher.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        eventually(lambda: any("reply" in line for line in seen), "the witness monitors")
+        fresh = DatapathSync(channel, timeout=20)
+        fresh.resync()
+        assert not fresh.apply(flows, []).changed
+        ovs.ofctl("add-flow", "br-int", "table=200,priority=1,actions=drop")  # end marker
+        eventually(lambda: any("table=200" in line for line in seen), "the marker")
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+    events = [line for line in seen if "event=" in line]
+    assert len(events) == 1 and "table=200" in events[0], events
