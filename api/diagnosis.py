@@ -9,7 +9,6 @@ Hosts are read in parallel, so the answer costs about one round of tool calls pe
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from sqlalchemy import select
 
 from api.config import Settings
 from api.errors import Invalid, NotFound
-from api.libvirt.domain_state import domain_state
+from api.libvirt.domain_state import find_domain
 from api.libvirt.watch import host_interface_reports
 from api.store.db import Database
 from api.store.models import Host, Port
@@ -332,31 +331,29 @@ def _involved_hosts(snapshot: Snapshot, a: Endpoint, b: Endpoint) -> list[str]:
 
 
 def _with_vm_state(endpoint: Endpoint, snapshot: Snapshot) -> Endpoint:
+    """The port's libvirt domain and its state, asked of its host's libvirt (of every
+    libvirt host while the port is unbound: a stopped VM's port is)."""
     port = endpoint.port
-    if port is None or not port.vm_id or not _is_uuid(port.vm_id):
+    if port is None:
         return endpoint
     hosts = [h for h in snapshot.hosts if h.libvirt_uri]
     if port.host_id is not None:
         hosts = [h for h in hosts if h.id == port.host_id]
-    states = [domain_state(h.libvirt_uri or "", port.vm_id) for h in hosts]
-    known = [s for s in states if s is not None]
-    if not known:
+    found = [
+        domain
+        for domain in _parallel(
+            partial(
+                find_domain, h.libvirt_uri or "", port_id=port.id, mac=port.mac, vm_id=port.vm_id
+            )
+            for h in hosts
+        )
+        if domain is not None
+    ]
+    if not found:
         return endpoint
     # The domain runs somewhere (e.g. migrated): that is the state that counts.
-    state = (
-        "running"
-        if "running" in known
-        else next((s for s in known if s != "not defined"), known[0])
-    )
-    return replace(endpoint, vm_state=state)
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    domain = next((d for d in found if d.state == "running"), found[0])
+    return replace(endpoint, vm_state=domain.state, vm_name=domain.name)
 
 
 def _tls(settings: Settings) -> TlsFiles | None:

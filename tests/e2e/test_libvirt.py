@@ -333,3 +333,30 @@ def test_events_missed_while_the_service_is_down_are_caught_up(fabric: LibvirtFa
     fabric.wait_wired(new_port["id"], new_vm, new_mac, owned=True)
     fabric.wait_gone(old_tap, old_ofport)
     fabric.wait_unbound(old_port["id"], "the stopped VM's port unbound")
+
+
+# ---- the connectivity diagnosis (issue 13) ---------------------------------------------------
+
+
+def test_the_diagnosis_names_a_stopped_vm(fabric: LibvirtFabric) -> None:
+    mac = random_mac()
+    port = fabric.new_port(mac)
+    peer = fabric.new_port()  # never bound: the path stops there while the VM runs
+    vm = fabric.domains.define([ovs_nic(fabric.bridge, mac, interface_id=port["id"])])
+    fabric.wait_wired(port["id"], vm, mac, owned=False)
+
+    def diagnose() -> dict[str, Any]:
+        body = {"src": port["id"], "dst": peer["id"]}
+        found: dict[str, Any] = fabric.client.request("POST", "/diagnose", json=body)
+        return found
+
+    running = diagnose()
+    assert running["src"]["vm_state"] == "running", running
+    assert running["cause"] == "port_not_bound", running
+
+    vm.destroy()  # stays defined, shut off; the watcher unbinds its port
+    fabric.wait_unbound(port["id"], "the stopped VM's port unbound")
+    stopped = diagnose()
+    assert (stopped["reachable"], stopped["cause"]) == (False, "vm_not_running"), stopped
+    assert vm.name in stopped["explanation"] and "shut off" in stopped["explanation"]
+    assert f"virsh start {vm.name}" in stopped["fix"]

@@ -87,6 +87,7 @@ class Endpoint:
     port: PortSpec | None = None  # a port (a VM's NIC)
     load_balancer: LoadBalancerSpec | None = None  # a VIP
     vm_state: str | None = None  # libvirt's state of the port's domain; None: not known
+    vm_name: str | None = None  # that domain's name
 
     @property
     def is_vip(self) -> bool:
@@ -516,11 +517,12 @@ class _Checks:
         assert port is not None
         label = f"{role} {endpoint.label}"
         if endpoint.vm_state is not None and endpoint.vm_state != "running":
+            vm = endpoint.vm_name or port.vm_id or "?"
             self.add(
                 "vm_not_running",
-                f"The VM of {label} is {endpoint.vm_state} (libvirt), so its interface "
+                f"The VM {vm} of {label} is {endpoint.vm_state} (libvirt), so its interface "
                 "sends and receives nothing.",
-                f"Start the VM (virsh start {port.vm_id}).",
+                f"Start the VM: virsh start {vm} (the service then binds and wires its port).",
                 port.host_id,
             )
             return False
