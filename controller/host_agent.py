@@ -280,6 +280,11 @@ class HostAgent:
             self._reported_status = None
         self._wake.set()
 
+    def port_active(self, port: PortSpec) -> bool:
+        """Whether this agent reported `port` (this binding of it) ACTIVE: its flows are
+        confirmed on the switch."""
+        return self._reported_ports.get(port) == "ACTIVE"
+
     def interface_at(self, ofport: int) -> str | None:
         """The name of the switch's port `ofport`, as the switch last reported it."""
         with self._lock:

@@ -39,6 +39,7 @@ from controller.core.model import (
 )
 from controller.core.pipeline.affected import EVERY_HOST, DependencyIndex
 from controller.core.pipeline.tables import TABLE_DHCP, TABLE_LB, TABLE_LB_CT
+from controller.core.port_moves import PendingMove, held_snapshot, moves_in
 from controller.health_service import HealthService
 from controller.host_agent import (
     ControllerConfig,
@@ -55,6 +56,10 @@ from controller.replication import ReplicaCoordinator
 log = logging.getLogger(__name__)
 
 PacketInHandler = Callable[[str, int, int, int, bytes], None]
+
+# How long the other hosts keep a moved port where it was, at most, waiting for its
+# destination to confirm it (a destination that never does must not hold it forever).
+MOVE_CONFIRM_TIMEOUT = 10.0
 
 # How long a health verdict waits for the agents before it is recorded anyway (a
 # switch that is down never finishes a pass that changes anything).
@@ -115,6 +120,9 @@ class FabricController:
         self._dependencies = DependencyIndex()
         self._dispatch_lock = threading.Lock()
         self._exported_backends: set[tuple[str, str]] = set()  # under _dispatch_lock
+        # Ports moving between hosts, until their destination confirms them: the other
+        # hosts keep them where they were meanwhile (under _dispatch_lock; port_moves).
+        self._moves: dict[str, PendingMove] = {}
         self._health = HealthService(
             send=self._send_frame,
             send_confirmed=self._send_frame_confirmed,
@@ -211,7 +219,55 @@ class FabricController:
             affected = self._dependencies.affected_hosts(change)
         if change is None or _touches_load_balancers(snapshot, change):
             self._health.update(snapshot)
+        moves = self._note_moves(change)
         self._dispatch(snapshot, affected)
+        if moves:
+            threading.Thread(
+                target=self._confirm_moves, args=(moves,), name="port-moves", daemon=True
+            ).start()
+
+    # ---- ports moving between hosts (live migration) -------------------------------------
+
+    def _note_moves(self, change: SnapshotChange | None) -> dict[str, PendingMove]:
+        """Start holding the ports `change` moves; forget holds its other changes end."""
+        with self._dispatch_lock:
+            if change is None:  # a full load: no before to hold
+                self._moves.clear()
+                return {}
+            moves, others = moves_in(change)
+            for port_id in others:
+                self._moves.pop(port_id, None)
+            self._moves.update(moves)
+            return moves
+
+    def _confirm_moves(self, moves: dict[str, PendingMove]) -> None:
+        """Once each destination reports its moved port ACTIVE (its flows confirmed on the
+        switch), or after MOVE_CONFIRM_TIMEOUT, every host follows."""
+        started = time.monotonic()
+        deadline = started + MOVE_CONFIRM_TIMEOUT
+        for move in moves.values():
+            with self._lock:
+                agent = self._agents.get(move.destination)
+            while (
+                agent is not None
+                and not agent.port_active(move.after)
+                and time.monotonic() < deadline
+                and not self._stop.is_set()
+            ):
+                time.sleep(0.005)
+        with self._dispatch_lock:
+            for port_id, move in moves.items():
+                if self._moves.get(port_id) is move:
+                    del self._moves[port_id]
+        for move in moves.values():
+            log.info(
+                "port %s moved to host %s: confirmed there after %.0f ms, every host follows",
+                move.after.id,
+                move.destination,
+                (time.monotonic() - started) * 1000,
+                extra={"port_id": move.after.id},
+            )
+        self._dispatch()
 
     def _dispatch(
         self, stored: Snapshot | None = None, affected: frozenset[str] | None = EVERY_HOST
@@ -232,7 +288,9 @@ class FabricController:
             tickets: _PassTickets = []
             for agent in agents:
                 wake = affected is EVERY_HOST or agent.host.id in affected
-                number = agent.update(effective, wake=wake)
+                number = agent.update(
+                    held_snapshot(effective, self._moves, agent.host.id), wake=wake
+                )
                 if wake:
                     tickets.append((agent, number))
             return tickets

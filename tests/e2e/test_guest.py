@@ -208,8 +208,20 @@ def test_live_migration_moves_the_port_and_leaves_nothing_behind(guest_lab: Gues
     assert _flows_with(g.hosts["h2"], hw)
     links = json.loads(g.hosts["h1"].run("ip", "-j", "link").stdout)
     assert g.tap not in {link["ifname"] for link in links}
+    # Make before break: every other host followed only once h2 had confirmed the port.
+    log = g.service.log_path.read_text(errors="replace").splitlines()
+    port_id = g.port["id"]
+    bound = _first(log, f"libvirt h2: bound port {port_id}")
+    active = _first(log, f"port {port_id} ACTIVE on host h2")
+    followed = _first(log, f"port {port_id} moved to host {g.host_ids['h2']}: confirmed")
+    assert bound < active < followed, "\n".join(log[bound:])
+    assert all(i > followed for i, line in enumerate(log) if i > bound and "host h3: +" in line)
     summary = [line for line in out.splitlines() if "transmitted" in line]
     print("migration ping:", summary)
+
+
+def _first(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
 
 
 def _ovs_ports(host: SimHost) -> list[str]:
