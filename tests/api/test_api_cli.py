@@ -57,6 +57,9 @@ def test_db_upgrade_current_downgrade(tmp_path: Path) -> None:
         (("db", "downgrade", "nonesuch"), {}, "nonesuch"),
         (("db", "upgrade"), {"OVS_FABRIC_VLAN_RANGES": "0-5"}, "vlan_ranges"),
         (("token", "create", "--name", "x", "--tenant", "no-such-tenant"), {}, "not found"),
+        (("token", "create", "--name", "x", "--expires-at", "2001-01-01"), {}, "not in the future"),
+        (("token", "revoke", "no-such-token"), {}, "not found"),
+        (("token", "list", "--tenant", "no-such-tenant"), {}, "not found"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(
@@ -87,6 +90,29 @@ def test_token_create_prints_a_working_token_once(tmp_path: Path) -> None:
     second = run_cli("token", "create", "--name", "ops2", database_url=url)
     assert first.returncode == second.returncode == 0
     assert len(first.stdout.split()) == 1 and first.stdout != second.stdout
+
+
+def test_tokens_are_listed_without_their_secret_and_revoked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    kept = run_cli("token", "create", "--name", "kept", database_url=url).stdout.strip()
+    leaked = run_cli(
+        "token", "create", "--name", "leaked", "--expires-at", "2999-01-01", database_url=url
+    ).stdout.strip()
+    listed = run_cli("token", "list", database_url=url, COLUMNS="200")
+    assert listed.returncode == 0, listed.stderr
+    assert "kept" in listed.stdout and "never" in listed.stdout and "2999-01-01" in listed.stdout
+    assert kept not in listed.stdout and leaked not in listed.stdout
+    leaked_id = next(
+        line.split("│")[1].strip() for line in listed.stdout.splitlines() if "leaked" in line
+    )
+
+    revoked = run_cli("token", "revoke", leaked_id, database_url=url)
+    assert revoked.returncode == 0 and leaked_id in revoked.stdout
+    after = run_cli("token", "list", database_url=url, COLUMNS="200").stdout
+    assert "leaked" not in after and "kept" in after
+    kept_id = next(line.split("│")[1].strip() for line in after.splitlines() if "kept" in line)
+    last = run_cli("token", "revoke", kept_id, database_url=url)
+    assert last.returncode == 2 and "last admin token" in last.stderr
 
 
 def free_port() -> int:
