@@ -212,7 +212,21 @@ class Resubmit:
     table: int
 
 
-Action: TypeAlias = Output | GroupAction | PushVlan | PopVlan | SetField | RegMove | Ct | Resubmit
+@dataclass(frozen=True, slots=True)
+class Multipath:
+    """Nicira NXAST_MULTIPATH: hash the packet's addresses and ports (UDP's included, which
+    OVS's select groups leave out) and write a link number, 0 to n_links - 1, into the
+    low `n_bits` of `dst`."""
+
+    dst: str
+    n_links: int
+    n_bits: int = 16
+    basis: int = 0
+
+
+Action: TypeAlias = (
+    Output | GroupAction | PushVlan | PopVlan | SetField | RegMove | Ct | Resubmit | Multipath
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ test cannot make it pass.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -193,6 +194,8 @@ class FlowSimulator:
                 _set_field(headers, action)
             elif isinstance(action, flowlib.RegMove):
                 _reg_move(headers, action)
+            elif isinstance(action, flowlib.Multipath):
+                _multipath(headers, action)
             elif isinstance(action, flowlib.Resubmit):
                 self._run_table(action.table, headers, run, weights)
             elif isinstance(action, flowlib.Ct):
@@ -296,6 +299,27 @@ def _set_l4_dst(headers: Headers, port: int) -> None:
         headers["udp_dst"] = port
     else:
         raise SimulationError(f"NAT to a port needs TCP or UDP, not ip_proto={proto}")
+
+
+def _multipath(headers: Headers, action: flowlib.Multipath) -> None:
+    """A link number from a symmetric hash of the addresses and TCP/UDP ports, as OVS's
+    symmetric_l3l4+udp does (the hash function differs; what is hashed does not)."""
+    bits = flowlib.FIELD_BITS.get(action.dst)
+    if bits is None or action.n_bits > bits or not 0 < action.n_links <= 1 << action.n_bits:
+        raise SimulationError(f"bad multipath {action!r}")
+    proto = headers.get("ip_proto", 0)
+    prefix = {flowlib.IP_PROTO_TCP: "tcp", flowlib.IP_PROTO_UDP: "udp"}.get(proto)
+
+    def port(side: str) -> int:
+        return headers.get(f"{prefix}_{side}", 0) if prefix else 0
+
+    source = (headers.get("ipv4_src", 0), port("src"))
+    destination = (headers.get("ipv4_dst", 0), port("dst"))
+    pair = sorted([source, destination])
+    digest = hashlib.blake2b(repr((pair, proto, action.basis)).encode(), digest_size=4)
+    link = int.from_bytes(digest.digest(), "big") % action.n_links
+    mask = (1 << action.n_bits) - 1
+    headers[action.dst] = (headers.get(action.dst, 0) & ~mask) | link
 
 
 def _reg_move(headers: Headers, action: flowlib.RegMove) -> None:

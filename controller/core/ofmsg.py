@@ -35,6 +35,7 @@ from controller.core.flows import (
     Group,
     GroupAction,
     MatchField,
+    Multipath,
     Nat,
     Output,
     PopVlan,
@@ -141,6 +142,9 @@ _OFPIT_WRITE_METADATA: Final = 2
 _OFPIT_APPLY_ACTIONS: Final = 4
 _OFPMT_OXM: Final = 1
 _NXAST_REG_MOVE: Final = 6
+_NXAST_MULTIPATH: Final = 10
+_NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP: Final = 3
+_NX_MP_ALG_MODULO_N: Final = 0
 _NXAST_RESUBMIT_TABLE: Final = 14
 _NXAST_CT: Final = 35
 _NXAST_NAT: Final = 36
@@ -235,6 +239,7 @@ _ACTION_POP_VLAN: Final = struct.pack("!HH4x", _OFPAT_POP_VLAN, 8)
 _ACTION_SET_FIELD_HEAD: Final = struct.Struct("!HH")
 _NX_ACTION_HEAD: Final = struct.Struct("!HHIH")
 _NX_REG_MOVE_BODY: Final = struct.Struct("!HHH")
+_NX_MULTIPATH_BODY: Final = struct.Struct("!HH2xHHI2xH")  # fields .. ofs_nbits; then dst
 _NX_RESUBMIT_TABLE: Final = struct.Struct("!HHIHHB3x")
 _NX_CT: Final = struct.Struct("!HHIHHIHB3xH")
 _NX_NAT_HEAD: Final = struct.Struct("!HHIH2xHH")
@@ -335,6 +340,25 @@ def _encode_reg_move(action: RegMove) -> bytes:
     return _nx_action(_NXAST_REG_MOVE, body + src.exact + dst.exact)
 
 
+def _encode_multipath(action: Multipath) -> bytes:
+    dst = _field_spec(action.dst)
+    if not (
+        0 < action.n_links <= 1 << action.n_bits
+        and 0 < action.n_bits <= dst.size * 8
+        and action.n_links <= 0x10000
+    ):
+        raise ValueError(f"links or bits out of range in {action!r}")
+    body = _NX_MULTIPATH_BODY.pack(
+        _NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP,
+        action.basis,
+        _NX_MP_ALG_MODULO_N,
+        action.n_links - 1,
+        0,
+        action.n_bits - 1,  # offset 0
+    )
+    return _nx_action(_NXAST_MULTIPATH, body + dst.exact)
+
+
 def _encode_resubmit(action: Resubmit) -> bytes:
     return _NX_RESUBMIT_TABLE.pack(
         _OFPAT_EXPERIMENTER,
@@ -393,6 +417,7 @@ _ACTION_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
     SetField: _encode_set_field,
     RegMove: _encode_reg_move,
     Resubmit: _encode_resubmit,
+    Multipath: _encode_multipath,
     Ct: _encode_ct,
 }
 

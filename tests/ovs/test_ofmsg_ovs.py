@@ -218,6 +218,16 @@ FLOWS_AS_OVS_SHOWS_THEM: list[tuple[of.Flow, str]] = [
         "priority=20,tcp,nw_dst=10.0.0.100,tp_dst=80 actions=ct(commit,zone=1,nat(dst=10.0.0.7)),"
         "set_field:1.2.3.4->ip_src,set_field:81->tcp_dst,output:1",
     ),
+    (
+        of.Flow(
+            4,
+            32,
+            of.match(eth_type=of.ETH_TYPE_IPV4, ip_proto=of.IP_PROTO_UDP, udp_dst=53),
+            (of.SetField("reg7", 1), of.Multipath("reg6", 4), of.Resubmit(4)),
+        ),
+        "priority=32,udp,tp_dst=53 actions=set_field:0x1->reg7,"
+        "multipath(symmetric_l3l4+udp,0,modulo_n,4,0,NXM_NX_REG6[0..15]),resubmit(,4)",
+    ),
     # The IPv6 Neighbor Advertisement built from a Solicitation (nd_responder), in its
     # two steps: OVS refuses writing nd_tll unless the match says NA.
     (

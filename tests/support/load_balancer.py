@@ -1,8 +1,8 @@
 """The load-balancer lab: backends answering with their name, clients counting who served.
 
-Backends are tiny TCP servers in VM namespaces that answer every line with
-their own name, so a client sees which backend served each message of a
-connection. `build` makes the e2e tests' lab (tests/e2e/test_load_balancer.py),
+Backends are tiny TCP (or UDP) servers in VM namespaces that answer every line
+(datagram) with their own name, so a client sees which backend served each message
+of a connection (each UDP flow). `build` makes the e2e tests' lab (tests/e2e/test_load_balancer.py),
 which bench/lb_bench.py measures too.
 """
 
@@ -36,6 +36,46 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     request_queue_size = 256
 Server(("0.0.0.0", port), Handler).serve_forever()
+"""
+
+_UDP_SERVER = r"""
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", port))
+while True:
+    _data, peer = s.recvfrom(2048)
+    s.sendto(name.encode(), peer)
+"""
+
+# Sends one datagram per flow and reads the answer (a few tries: a flow's first
+# datagram may wait for neighbour resolution). Each flow has its own socket, so its
+# own source port, unless `source_port` (then every flow uses that one, in turn
+# toward each of `targets`). Prints one JSON object: for each flow, which backend
+# answered ("" if none) and the address the answer came from.
+_UDP_CLIENT = r"""
+import json, socket, sys
+targets = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in sys.argv[1].split(",")]
+count, source_port = int(sys.argv[2]), int(sys.argv[3])
+served, sources = [], []
+for i in range(count):
+    target = targets[i % len(targets)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", source_port))
+        s.settimeout(0.5)
+        name, source = "", ""
+        for _try in range(4):
+            s.sendto(b"hello", target)
+            try:
+                data, peer = s.recvfrom(2048)
+            except socket.timeout:
+                continue
+            name, source = data.decode(), f"{peer[0]}:{peer[1]}"
+            break
+    served.append(name)
+    sources.append(source)
+print(json.dumps({"served": served, "sources": sources}))
 """
 
 # Opens `count` connections one after the other; on each sends `messages` lines
@@ -76,13 +116,15 @@ class Servers:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     vms: dict[str, SimVM] = field(default_factory=dict)
 
-    def start(self, vm: SimVM, port: int = BACKEND_PORT) -> None:
+    def start(self, vm: SimVM, port: int = BACKEND_PORT, *, protocol: str = "tcp") -> None:
         self.vms[vm.name] = vm
-        cmd = in_netns(vm.netns, [sys.executable, "-c", _SERVER, vm.name, str(port)])
+        server = _SERVER if protocol == "tcp" else _UDP_SERVER
+        cmd = in_netns(vm.netns, [sys.executable, "-c", server, vm.name, str(port)])
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs[vm.name] = proc
+        listening = "-Hltn" if protocol == "tcp" else "-Hlun"
         eventually(
-            lambda: str(port) in vm.run("ss", "-Hltn", f"sport = :{port}", check=False).stdout,
+            lambda: str(port) in vm.run("ss", listening, f"sport = :{port}", check=False).stdout,
             f"the server on {vm.name} to listen",
             timeout=10,
             interval=0.05,
@@ -135,6 +177,37 @@ def connect(
     return Outcome(data["served"], data["mixed"], data["errors"])
 
 
+@dataclass(frozen=True)
+class UdpOutcome:
+    served: list[str]  # per flow: the backend that answered, "" if none
+    sources: list[str]  # per flow: "ip:port" the answer came from, "" if none
+
+    def counts(self) -> dict[str, int]:
+        return Outcome(self.served, 0, []).counts()
+
+
+def exchange(
+    client: SimVM,
+    count: int,
+    *,
+    targets: tuple[str, ...] = (f"{VIP}:{LISTENER}",),
+    source_port: int = 0,
+) -> UdpOutcome:
+    """`count` UDP flows from `client` (each from a new source port, or all from
+    `source_port`), to `targets` ("ip:port") in turn."""
+    result = client.run(
+        sys.executable,
+        "-c",
+        _UDP_CLIENT,
+        ",".join(targets),
+        str(count),
+        str(source_port),
+        timeout=120,
+    )
+    data = json.loads(result.stdout)
+    return UdpOutcome(data["served"], data["sources"])
+
+
 def start_connect(
     client: SimVM, count: int, *, messages: int, pause: float
 ) -> subprocess.Popen[str]:
@@ -176,11 +249,13 @@ def build(
     health: dict[str, Any] | None = None,
     hosts: dict[str, str] | None = None,
     weights: dict[str, int] | None = None,
+    protocol: str = "tcp",
 ) -> LbLab:
     """Client c and backend b1 on h1, backends b2 and b3 on h2; VXLAN network; LB 1:1:2.
 
     `hosts` places other VMs (VM name -> host name), `weights` picks the backends
-    (a server is started in each) and their weights.
+    (a server is started in each) and their weights; `protocol` the listener's and
+    the servers' (tcp or udp).
     """
     hosts = hosts or {"c": "h1", "b1": "h1", "b2": "h2", "b3": "h2"}
     weights = weights or {"b1": 1, "b2": 1, "b3": 2}
@@ -194,14 +269,14 @@ def build(
     }
     fabric.wait_active(*vms)
     for name in weights:
-        servers.start(vms[name])
+        servers.start(vms[name], protocol=protocol)
     lab = LbLab(fabric, tenant, net, vms)
     lab.lb = fabric.client.create(
         "load-balancers",
         network_id=net,
         name="web",
         vip=VIP,
-        protocol="tcp",
+        protocol=protocol,
         port=LISTENER,
         backends=lab.backends(weights),
         health_check=health or FAST_HEALTH,
@@ -209,5 +284,10 @@ def build(
     # Warm the paths (VXLAN neighbour resolution drops a first packet) and wait
     # until the VIP answers.
     assert vms["c"].wait_for_ping(ADDRESSES["b2"])
-    eventually(lambda: connect(vms["c"], 1).served != [""], timeout=30, what="the VIP to answer")
+    answered = (
+        (lambda: connect(vms["c"], 1).served != [""])
+        if protocol == "tcp"
+        else (lambda: exchange(vms["c"], 1).served != [""])
+    )
+    eventually(answered, timeout=30, what="the VIP to answer")
     return lab

@@ -26,6 +26,7 @@ from controller.core.flows import (
     ETH_TYPE_IPV4,
     IP_PROTO_ICMP,
     IP_PROTO_TCP,
+    IP_PROTO_UDP,
     OFPP_CONTROLLER,
     Ct,
     GroupAction,
@@ -36,7 +37,7 @@ from controller.core.flows import (
 from controller.core.pipeline import DatapathConfig, compute_datapath
 from controller.core.pipeline.context import network_metadata, tunnel_interface_name
 from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, conntrack_zones, vip_mac
-from controller.core.pipeline.tables import TABLE_LB_CT, TABLE_LB_REWRITE
+from controller.core.pipeline.tables import TABLE_LB, TABLE_LB_CT, TABLE_LB_REWRITE
 from tests.support.flowsim import FlowSimulator, fixed_state
 
 pytestmark = pytest.mark.unit
@@ -257,8 +258,12 @@ def test_probe_answers_of_local_backends_go_to_the_controller(config: DatapathCo
     assert OFPP_CONTROLLER not in [e.port for e in sim.emitted(client_conn)]
     # b2 is not local: host A installs no probe flow for it.
     config_b = compute(snapshot(lb(*BACKENDS)), HOST_B)
-    probe_flows = [f for f in config.flows if f.actions == (OUTPUT_CONTROLLER,)]
-    probe_flows_b = [f for f in config_b.flows if f.actions == (OUTPUT_CONTROLLER,)]
+    probe_flows = [
+        f for f in config.flows if f.actions == (OUTPUT_CONTROLLER,) and f.table == TABLE_LB
+    ]
+    probe_flows_b = [
+        f for f in config_b.flows if f.actions == (OUTPUT_CONTROLLER,) and f.table == TABLE_LB
+    ]
     assert {f.match.get("ipv4_src").value for f in probe_flows} == {ip_to_int("10.1.0.11")}
     assert {f.match.get("ipv4_src").value for f in probe_flows_b} == {
         ip_to_int("10.1.0.12"),
@@ -282,9 +287,60 @@ def test_udp_probe_flows_catch_icmp_unreachable() -> None:
     assert [e.port for e in FlowSimulator.of(config).emitted(icmp)] == [OFPP_CONTROLLER]
 
 
+def udp(src: model.PortSpec, in_port: int, sport: int) -> dict:
+    return tcp(src, in_port, VIP_INT, VIP_MAC, 0) | {
+        "ip_proto": IP_PROTO_UDP,
+        "tcp_src": 0,
+        "tcp_dst": 0,
+        "udp_src": sport,
+        "udp_dst": 80,
+    }
+
+
+def test_udp_flows_are_spread_by_their_ports_with_the_weights() -> None:
+    # OVS's select groups would hash these flows (one client, one VIP, only the source
+    # port differs) to a single backend: multipath hashes the UDP ports too.
+    udp_lb = dataclasses.replace(lb(*BACKENDS), protocol="udp")
+    config = compute(snapshot(udp_lb))
+    assert config.groups and all(g.type == "all" for g in config.groups)  # flood only
+    sim = FlowSimulator.of(config)
+    counts: dict[int, int] = {}
+    for sport in range(20000, 20800):
+        run = sim.run(udp(CLIENT, CLIENT_PORT, sport))
+        (committed,) = [c.ct for c in run.ct_calls if c.ct.commit]
+        assert committed.nat is not None and committed.nat.dst_port == 8080
+        counts[committed.nat.dst_ip] = counts.get(committed.nat.dst_ip, 0) + 1
+        assert {e.port for e in run.emitted} <= {B1_PORT, TUNNEL_B}, run.emitted
+    shares = {ip: n / 800 for ip, n in counts.items()}
+    expected = {"10.1.0.11": 0.25, "10.1.0.12": 0.25, "10.1.0.13": 0.5}
+    for ip, share in expected.items():
+        assert abs(shares.get(ip_to_int(ip), 0) - share) < 0.07, shares
+    # The same flow always picks the same backend (symmetric hash of its ends).
+    first = [c.ct.nat for c in sim.run(udp(CLIENT, CLIENT_PORT, 33333)).ct_calls if c.ct.commit]
+    again = [c.ct.nat for c in sim.run(udp(CLIENT, CLIENT_PORT, 33333)).ct_calls if c.ct.commit]
+    assert first == again
+
+
+def test_udp_links_follow_health_and_weights() -> None:
+    dead_b2 = (BACKENDS[0], dataclasses.replace(BACKENDS[1], healthy=False), BACKENDS[2])
+    udp_lb = dataclasses.replace(lb(*dead_b2), protocol="udp")
+    config = compute(snapshot(udp_lb))
+    targets = [
+        action.nat.dst_ip
+        for flow in config.flows
+        if flow.table == TABLE_LB_CT and flow.match.get("reg6") is not None
+        for action in flow.actions
+        if isinstance(action, Ct) and action.nat is not None
+    ]
+    # Weights 1 and 2 with b2 out: three links, b3 on two of them.
+    assert sorted(targets) == [ip_to_int("10.1.0.11"), *[ip_to_int("10.1.0.13")] * 2]
+
+
 def test_without_health_check_no_probe_flows() -> None:
     config = compute(snapshot(lb(*BACKENDS, check=None)))
-    assert not [f for f in config.flows if f.actions == (OUTPUT_CONTROLLER,)]
+    assert not [
+        f for f in config.flows if f.actions == (OUTPUT_CONTROLLER,) and f.table == TABLE_LB
+    ]
 
 
 def test_zone_of_a_network_does_not_move_when_others_come() -> None:

@@ -79,6 +79,16 @@ def oracle_action(action: of.Action) -> Any:
         )
     if isinstance(action, of.Resubmit):
         return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)
+    if isinstance(action, of.Multipath):
+        return parser.NXActionMultipath(
+            fields=3,  # NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP
+            basis=action.basis,
+            algorithm=0,  # NX_MP_ALG_MODULO_N
+            max_link=action.n_links - 1,
+            arg=0,
+            ofs_nbits=action.n_bits - 1,
+            dst=action.dst,
+        )
     if isinstance(action, of.Ct):
         nested = []
         if action.nat is not None:
@@ -224,6 +234,8 @@ ACTION_LISTS: list[tuple[of.Action, ...]] = [
         of.Output(3),
     ),
     *[(of.SetField(name, sample(bits)),) for name, bits in ORACLE_FIELDS.items()],
+    (of.SetField("reg7", 1), of.Multipath("reg6", 5), of.Resubmit(4)),
+    (of.Multipath("reg6", 65536, basis=7),),
 ]
 
 
@@ -275,6 +287,7 @@ def test_the_sample_covers_every_field_exact_and_masked() -> None:
         of.RegMove,
         of.Resubmit,
         of.Ct,
+        of.Multipath,
     }
 
 

@@ -10,6 +10,8 @@ the normal VLAN/VXLAN paths. The walk of a packet:
                 a backend's answer to a health probe (to the VIP, probe ports) -> controller
     lb_ct       +new to VIP:port -> select group; each weighted bucket does
                 ct(commit, zone=Z, nat(dst=BACKEND:PORT), table=lb_rewrite);
+                UDP: multipath picks a link instead (see below), then the flow of
+                that link does the same ct(commit, nat);
                 with no usable backend -> controller (which answers TCP RST / ICMP)
                 any other tracked, valid packet (already NATed by the first ct) -> lb_rewrite
     lb_rewrite  dst = an address of the network -> eth_dst = its MAC -> l2_forward
@@ -18,13 +20,22 @@ the normal VLAN/VXLAN paths. The walk of a packet:
                 is forwarded as it is
 
 Conntrack pins a connection to its backend: only `+new` packets reach the
-group, so a group change never moves an established connection. The VIP
+group, so a group change never moves an established connection.
+
+UDP flows are not spread by a select group: OVS's default selection hashes the
+addresses and, for TCP only, the ports (its symmetric L4 hash leaves UDP ports out),
+so every UDP flow between one client and one VIP would reach the same backend; and
+choosing another hash needs OpenFlow 1.5 group properties. A UDP listener's new flow
+runs Nicira multipath instead (symmetric_l3l4+udp, modulo_n over the backends' links,
+each backend holding weight/gcd links) into reg6, marks reg7 and resubmits to lb_ct,
+where one flow per link does the backend's ct(commit, nat). The VIP
 answers ARP from flows with a virtual MAC derived from (network, VIP).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -46,8 +57,10 @@ from controller.core.flows import (
     Flow,
     GroupAction,
     Match,
+    Multipath,
     Nat,
     Output,
+    Resubmit,
     SetField,
     ip_to_int,
     match,
@@ -58,6 +71,7 @@ from controller.core.pipeline.context import BoundPort, DatapathContext, LocalNe
 from controller.core.pipeline.groups import GroupContent
 from controller.core.pipeline.hashed_ids import unique_salted_ids
 from controller.core.pipeline.tables import (
+    LB_REGISTERS,
     ORIGIN_LOCAL,
     REG_ORIGIN,
     TABLE_ARP_RESPONDER,
@@ -80,6 +94,7 @@ PRIORITY_PROBE_REPLY: Final = 200
 PRIORITY_VIP: Final = 150
 PRIORITY_BACKEND_REPLY: Final = 100
 PRIORITY_NEW_CONNECTION: Final = 100
+PRIORITY_PICKED_LINK: Final = 110  # a new UDP flow whose link multipath picked
 PRIORITY_TRACKED: Final = 50
 PRIORITY_REWRITE: Final = 100
 PRIORITY_VIP_ARP: Final = 100
@@ -87,6 +102,8 @@ PRIORITY_VIP_ARP: Final = 100
 _ICMP_DEST_UNREACHABLE: Final = 3
 _ZONE_BITS: Final = 16
 _VIP_MAC_PREFIX: Final = 0x0E  # locally administered, unicast
+# A UDP flow's backend link (multipath's result) and the mark that it was picked.
+_LINK_REGISTER, _PICKED_REGISTER = LB_REGISTERS
 
 
 def vip_mac(network_id: str, vip: str) -> int:
@@ -202,25 +219,30 @@ def local_load_balancer(
     )
 
 
-def backend_group(lb: LocalLoadBalancer) -> GroupContent | None:
-    """The select group spreading new connections over the usable backends; None if none."""
+def udp_links(lb: LocalLoadBalancer) -> tuple[ResolvedBackend, ...]:
+    """The usable backends of a UDP listener, each repeated weight/gcd times: link k of
+    multipath's choice is the k-th."""
     usable = lb.usable
-    if not usable:
-        return None
-    buckets = tuple(
-        Bucket(
-            (
-                Ct(
-                    zone=lb.zone,
-                    commit=True,
-                    table=TABLE_LB_REWRITE,
-                    nat=Nat(dst_ip=b.ip, dst_port=b.port),
-                ),
-            ),
-            weight=b.weight,
-        )
-        for b in usable
+    unit = math.gcd(*(b.weight for b in usable)) if usable else 1
+    return tuple(b for b in usable for _ in range(b.weight // unit))
+
+
+def _backend_ct(lb: LocalLoadBalancer, backend: ResolvedBackend) -> Ct:
+    return Ct(
+        zone=lb.zone,
+        commit=True,
+        table=TABLE_LB_REWRITE,
+        nat=Nat(dst_ip=backend.ip, dst_port=backend.port),
     )
+
+
+def backend_group(lb: LocalLoadBalancer) -> GroupContent | None:
+    """The select group spreading new TCP connections over the usable backends; None if
+    none, and for UDP (multipath spreads its flows)."""
+    usable = lb.usable
+    if not usable or lb.ip_proto == IP_PROTO_UDP:
+        return None
+    buckets = tuple(Bucket((_backend_ct(lb, b),), weight=b.weight) for b in usable)
     return GroupContent("select", buckets)
 
 
@@ -263,19 +285,30 @@ def _vip_flows(lb: LocalLoadBalancer, group_ids: Mapping[GroupContent, int]) -> 
         actions=(Ct(zone=lb.zone, table=TABLE_LB_CT, nat=Nat()),),
     )
     group = backend_group(lb)
+    links = udp_links(lb) if lb.ip_proto == IP_PROTO_UDP else ()
+    new_to_vip: dict[str, int | tuple[int, int]] = {
+        "ct_state": (CT_TRACKED | CT_NEW, CT_TRACKED | CT_NEW | CT_INVALID),
+        "ipv4_dst": lb.vip,
+        **listener,
+    }
     # No usable backend: the controller answers with a TCP RST / ICMP unreachable.
-    pick = _to_controller() if group is None else (GroupAction(group_ids[group]),)
-    yield Flow(
-        TABLE_LB_CT,
-        PRIORITY_NEW_CONNECTION,
-        _ipv4(
-            metadata,
-            ct_state=(CT_TRACKED | CT_NEW, CT_TRACKED | CT_NEW | CT_INVALID),
-            ipv4_dst=lb.vip,
-            **listener,
-        ),
-        actions=pick,
-    )
+    pick: tuple[Action, ...] = _to_controller()
+    if group is not None:
+        pick = (GroupAction(group_ids[group]),)
+    elif links:
+        pick = (
+            SetField(_PICKED_REGISTER, 1),
+            Multipath(_LINK_REGISTER, len(links)),
+            Resubmit(TABLE_LB_CT),
+        )
+    yield Flow(TABLE_LB_CT, PRIORITY_NEW_CONNECTION, _ipv4(metadata, **new_to_vip), actions=pick)
+    for link, backend in enumerate(links):
+        yield Flow(
+            TABLE_LB_CT,
+            PRIORITY_PICKED_LINK,
+            _ipv4(metadata, **new_to_vip, **{_LINK_REGISTER: link, _PICKED_REGISTER: 1}),
+            actions=(_backend_ct(lb, backend),),
+        )
     yield Flow(
         TABLE_ARP_RESPONDER,
         PRIORITY_VIP_ARP,
@@ -390,5 +423,6 @@ __all__ = [
     "load_balancer_own_flows",
     "local_load_balancer",
     "local_load_balancers",
+    "udp_links",
     "vip_mac",
 ]

@@ -37,6 +37,7 @@ from controller.core.flows import (
     Ct,
     Flow,
     Group,
+    Multipath,
     RegMove,
     Resubmit,
     SetField,
@@ -195,8 +196,10 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         name="lb_ct",
         id=TABLE_LB_CT,
         match_fields=_LB_FIELDS,
-        # ct(commit, nat, table=lb_rewrite) runs in the select group's buckets.
+        # ct(commit, nat, table=lb_rewrite) runs in the select group's buckets (or, for
+        # UDP, in the flow of the link multipath picked, after a resubmit here).
         next_tables=frozenset({TABLE_LB_REWRITE}),
+        set_fields=frozenset(LB_REGISTERS),
         required_fields=frozenset({"metadata", "ct_state"}),
         # Untracked or invalid on the way to a VIP: dropped.
     ),
@@ -302,7 +305,7 @@ def _is_table_miss(flow: Flow) -> bool:
 def _written_field(action: Action) -> str | None:
     if isinstance(action, SetField):
         return action.field
-    if isinstance(action, RegMove):
+    if isinstance(action, RegMove | Multipath):
         return action.dst
     return None
 
@@ -338,7 +341,7 @@ def checked_match_key(flow: Flow) -> tuple[object, ...]:
     for action in flow.actions:
         if isinstance(action, SetField):
             written: str | None = action.field
-        elif isinstance(action, RegMove):
+        elif isinstance(action, RegMove | Multipath):
             written = action.dst
         elif isinstance(action, Ct | Resubmit):
             target = action.table
