@@ -197,6 +197,9 @@ def test_vxlan_mtu_comes_from_dhcp_and_bigger_frames_fail_clearly(dhcp_lab: Dhcp
     )
     assert too_big.returncode != 0
     assert "message too long, mtu=1450" in too_big.stdout + too_big.stderr
+    # Without DF the VM's kernel fragments it to the MTU, and it passes.
+    fragmented = vms["b1"].run("ping", "-n", "-c", "1", "-W", "2", "-s", "1472", peer, check=False)
+    assert fragmented.returncode == 0, fragmented.stdout + fragmented.stderr
     # A VM that ignores the advertised MTU sends 1500-byte packets: encapsulated they
     # exceed the underlay's 1500 and are dropped on the way; nothing comes back.
     vms["b1"].run("ip", "link", "set", "eth0", "mtu", "1500")
