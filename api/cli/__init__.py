@@ -17,8 +17,6 @@ from types import ModuleType
 from typing import Annotated
 
 import typer
-from alembic.util import CommandError
-from sqlalchemy.exc import SQLAlchemyError
 
 from api.cli import (
     apply,
@@ -33,7 +31,6 @@ from api.cli import (
     tokens,
 )
 from api.cli.common import USAGE_ERROR, CliError
-from api.store.db import DatabaseUrlError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     serve, database, tokens, pki, host, resources, status, apply, diagnose,
@@ -109,6 +106,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def describe(exc: Exception) -> str:
     """One line for any error: the user's own in its words, a bug with a pointer to --debug."""
+    # NOTE: imported here: commands that talk to a remote service start faster
+    # without SQLAlchemy and Alembic.
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.store.db import DatabaseUrlError
+
     if isinstance(exc, CliError | DatabaseUrlError | CommandError):
         return str(exc)
     if isinstance(exc, SQLAlchemyError):

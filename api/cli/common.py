@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from api.config import Settings
-from api.store.db import parse_database_url
+if TYPE_CHECKING:
+    from api.config import Settings
 
 USAGE_ERROR = 2
 
@@ -16,6 +16,13 @@ class CliError(Exception):
 
 def local_settings() -> Settings:
     """The service's settings (environment), for commands that work on its database."""
+    # NOTE: imported here, not above: commands that only talk to a remote service
+    # start faster without the service's settings, SQLAlchemy and Alembic.
+    from pydantic import ValidationError
+
+    from api.config import Settings
+    from api.store.db import parse_database_url
+
     try:
         settings = Settings()
     except ValidationError as exc:

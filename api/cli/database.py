@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from api.cli.common import local_settings
-from api.store.db import downgrade_database, head_revision, schema_revision, upgrade_database
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
@@ -17,6 +16,8 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Upgrade the schema (default: to the newest revision)."""
+    from api.store.db import schema_revision, upgrade_database
+
     settings = local_settings()
     upgrade_database(settings.database_url, revision)
     typer.echo(f"database at revision {schema_revision(settings.database_url)}")
@@ -27,6 +28,8 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. 'base' or '-1'.")],
 ) -> None:
     """Downgrade the schema to REVISION."""
+    from api.store.db import downgrade_database, schema_revision
+
     settings = local_settings()
     downgrade_database(settings.database_url, revision)
     typer.echo(f"database at revision {schema_revision(settings.database_url) or 'base'}")
@@ -35,6 +38,8 @@ def db_downgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and the newest one available."""
+    from api.store.db import head_revision, schema_revision
+
     settings = local_settings()
     current = schema_revision(settings.database_url) or "base"
     typer.echo(f"current: {current}  head: {head_revision(settings.database_url)}")

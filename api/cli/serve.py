@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from api.cli.common import CliError, local_settings
-from api.store.db import upgrade_database
 
 SHUTDOWN_GRACE_SECONDS = 2
 
@@ -36,6 +35,7 @@ def serve(
     from types import FrameType
 
     from api.main import create_app
+    from api.store.db import upgrade_database
 
     settings = local_settings()
     from api import runtime
