@@ -422,7 +422,7 @@ def _network(client: FabricClient, ref: str) -> dict[str, Any]:
 
 @vm_app.command("add")
 def vm_add(
-    name: Annotated[str, typer.Argument(help="VM name (1-4 lowercase letters/digits).")],
+    name: Annotated[str, typer.Argument(help="VM name (1-12 lowercase letters/digits).")],
     host: Annotated[str, typer.Option(help="Lab host (e.g. h1).")],
     network: Annotated[str, typer.Option(help="Network name or id.")],
     ip: Annotated[str | None, typer.Option(help="Address (default: the API allocates).")] = None,

@@ -235,3 +235,20 @@ def test_debug_raises_and_the_script_prints_no_traceback(run: Run) -> None:
     with pytest.raises(CliError) as raised:
         run("--debug", "--url", unreachable, "tenants", "list")
     assert isinstance(raised.value.__cause__, httpx.ConnectError)
+
+
+EXAMPLES = sorted(p for p in (Path(__file__).parents[2] / "topologies").glob("*.yaml")
+                  if p.name != "lab.yaml")  # lab.yaml is `lab up`'s format
+
+
+def test_the_example_topologies_apply_and_reapply_cleanly(run: Run, tmp_path: Path) -> None:
+    assert len(EXAMPLES) >= 3
+    try:
+        for example in EXAMPLES:
+            applied = run.ok("apply", str(example))
+            assert "applied" in applied and " 0 created" not in applied, example
+            assert "nothing to change" in run.ok("apply", str(example)), example
+    finally:
+        empty = tmp_path / "empty.yaml"
+        empty.write_text("tenants: []\n")
+        run.ok("apply", str(empty), "--prune")
