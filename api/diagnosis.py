@@ -263,16 +263,17 @@ def run_diagnosis(
         raise Invalid("src", "a VIP cannot be a source: name a port or VM")
     if a.port is not None and b.port is not None and a.port.id == b.port.id:
         raise Invalid("dst", "the destination is the source itself")
-    if proto != "icmp" and port is None:
-        raise Invalid("port", f"{proto} needs a destination port")
     if b.load_balancer is not None:
         proto_lb = b.load_balancer.protocol
         if proto != proto_lb or port not in (None, b.load_balancer.port):
             raise Invalid(
                 "port",
-                f"the VIP listens on {proto_lb} port {b.load_balancer.port}",
+                f"the VIP listens on {proto_lb} port {b.load_balancer.port} only: ask with "
+                f"proto {proto_lb} (and port {b.load_balancer.port})",
             )
         port = b.load_balancer.port
+    if proto != "icmp" and port is None:
+        raise Invalid("port", f"{proto} needs a destination port")
     a, b = _parallel([lambda: _with_vm_state(a, snapshot), lambda: _with_vm_state(b, snapshot)])
     expect = Expectations(bridge=settings.integration_bridge, datapath_type=settings.datapath_type)
     tls = _tls(settings)
