@@ -15,8 +15,8 @@ def fabric(api: Any) -> dict[str, Any]:
     """Tenants acme and globex each with network "web" 10.0.0.0/24; acme also "db"
     10.0.0.0/24 (the same addresses again). Ports: acme a (web, .10, VM "vm-a"), b (db, .10),
     c (web, .11, unbound); globex g (web, .10). A load balancer VIP 10.0.0.100 in acme's web."""
-    acme, acme_caller = api.tenant("acme")
-    globex, globex_caller = api.tenant("globex")
+    _acme, acme_caller = api.tenant("acme")
+    _globex, globex_caller = api.tenant("globex")
     web = acme_caller.create("/networks", {"name": "web", "type": "vxlan", "cidr": "10.0.0.0/24"})
     db = acme_caller.create("/networks", {"name": "db", "type": "vxlan", "cidr": "10.0.0.0/24"})
     theirs = globex_caller.create(
@@ -24,21 +24,34 @@ def fabric(api: Any) -> dict[str, Any]:
     )
     host = api.host("h1")
     ports = {
-        "a": acme_caller.create("/ports", {"network_id": web["id"], "name": "a",
-                                           "ips": ["10.0.0.10"]}),
-        "b": acme_caller.create("/ports", {"network_id": db["id"], "name": "b",
-                                           "ips": ["10.0.0.10"]}),
-        "c": acme_caller.create("/ports", {"network_id": web["id"], "name": "c",
-                                           "ips": ["10.0.0.11"]}),
-        "g": globex_caller.create("/ports", {"network_id": theirs["id"], "name": "g",
-                                             "ips": ["10.0.0.10"]}),
+        "a": acme_caller.create(
+            "/ports", {"network_id": web["id"], "name": "a", "ips": ["10.0.0.10"]}
+        ),
+        "b": acme_caller.create(
+            "/ports", {"network_id": db["id"], "name": "b", "ips": ["10.0.0.10"]}
+        ),
+        "c": acme_caller.create(
+            "/ports", {"network_id": web["id"], "name": "c", "ips": ["10.0.0.11"]}
+        ),
+        "g": globex_caller.create(
+            "/ports", {"network_id": theirs["id"], "name": "g", "ips": ["10.0.0.10"]}
+        ),
     }
-    api.admin.patch(f"/ports/{ports['a']['id']}",
-                    json={"host_id": host["id"], "interface": "tap-a", "vm_id": "vm-a"})
-    lb = acme_caller.create("/load-balancers", {
-        "network_id": web["id"], "name": "lb", "vip": "10.0.0.100", "protocol": "tcp",
-        "port": 80, "backends": [{"port_id": ports["c"]["id"], "port": 8080}],
-    })
+    api.admin.patch(
+        f"/ports/{ports['a']['id']}",
+        json={"host_id": host["id"], "interface": "tap-a", "vm_id": "vm-a"},
+    )
+    lb = acme_caller.create(
+        "/load-balancers",
+        {
+            "network_id": web["id"],
+            "name": "lb",
+            "vip": "10.0.0.100",
+            "protocol": "tcp",
+            "port": 80,
+            "backends": [{"port_id": ports["c"]["id"], "port": 8080}],
+        },
+    )
     return {"acme": acme_caller, "globex": globex_caller, "ports": ports, "lb": lb}
 
 
@@ -74,13 +87,17 @@ def test_ambiguous_or_impossible_requests_are_precise_problems(
 ) -> None:
     acme = fabric["acme"]
     with api.unchanged():
-        api.problem(_diagnose(acme, src="a", dst="10.0.0.10"), 422,
-                    "several networks", "10.0.0.10@NETWORK")
+        api.problem(
+            _diagnose(acme, src="a", dst="10.0.0.10"), 422, "several networks", "10.0.0.10@NETWORK"
+        )
         api.problem(_diagnose(acme, src="10.0.0.100", dst="a"), 422, "cannot be a source")
         api.problem(_diagnose(acme, src="a", dst="vm-a"), 422, "the source itself")
         api.problem(_diagnose(acme, src="a", dst="c", proto="tcp"), 422, "port")
-        api.problem(_diagnose(acme, src="a", dst="10.0.0.100", proto="udp", port=80), 422,
-                    "listens on tcp port 80")
+        api.problem(
+            _diagnose(acme, src="a", dst="10.0.0.100", proto="udp", port=80),
+            422,
+            "listens on tcp port 80",
+        )
         api.problem(_diagnose(acme, src="a", dst="c", proto="sctp"), 422, "proto")
         api.problem(_diagnose(acme, src="a", dst="c", port=70000), 422, "port")
         api.problem(_diagnose(acme, src="a", dst="c", extra=1), 422, "extra")
