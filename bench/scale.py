@@ -48,7 +48,11 @@ def host_id(index: int) -> str:
     return f"{index + 1:08x}-0000-4000-8000-000000000000"
 
 
-def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> model.Snapshot:
+def build_snapshot(
+    networks: int, ports_per_network: int, hosts: int, hosts_per_network: int | None = None
+) -> model.Snapshot:
+    """The synthetic topology; every network's ports spread round-robin over all hosts,
+    or over `hosts_per_network` of them (network n: hosts n, n+1, ... modulo `hosts`)."""
     host_specs = tuple(
         model.HostSpec(host_id(h), f"h{h}", f"unix:/run/h{h}/db.sock", f"192.0.2.{h + 1}", UPLINK)
         for h in range(hosts)
@@ -76,7 +80,11 @@ def build_snapshot(networks: int, ports_per_network: int, hosts: int) -> model.S
                     mac=f"02:00:{index >> 24 & 0xFF:02x}:{index >> 16 & 0xFF:02x}:"
                     f"{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}",
                     ips=(f"10.0.{p >> 8}.{(p & 0xFF) + 10}",),
-                    host_id=host_specs[index % hosts].id,
+                    host_id=host_specs[
+                        index % hosts
+                        if hosts_per_network is None
+                        else (n + p % hosts_per_network) % hosts
+                    ].id,
                     interface=f"tap{index}",
                 )
             )
