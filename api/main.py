@@ -18,6 +18,7 @@ from api.rest import ui
 from api.rest.auth import QueryCredentialScrubber
 from api.rest.observability import RequestObservability, bind_path_ids
 from api.rest.problems import install_problem_handlers
+from api.rest.query_params import refuse_unknown_query_parameters
 from api.rest.routes import (
     diagnose,
     hosts,
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Tenant networks, ports and L4 load balancers on Open vSwitch.",
         lifespan=lifespan,
         # The ids in a request's path join its log lines (api/rest/observability.py).
-        dependencies=[Depends(bind_path_ids)],
+        # Unknown query parameters are refused (api/rest/query_params.py).
+        dependencies=[Depends(bind_path_ids), Depends(refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
     app.state.database = database
