@@ -62,6 +62,14 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
+# NOTE: the API runs its sync routes on up to 40 worker threads (anyio's default) and a
+# request may hold two connections one after the other (its token, then its work).
+# SQLAlchemy's default pool keeps 5 and closes every connection beyond them when it
+# comes back: under 32 concurrent clients most requests paid a new connection (on
+# SQLite its PRAGMAs, on PostgreSQL a new backend process). Keep enough of them.
+_POOL_SIZE = {"pool_size": 20, "max_overflow": 30}
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, foreign keys and a busy timeout."""
     parsed = parse_database_url(url)
@@ -70,14 +78,19 @@ def make_engine(url: str) -> Engine:
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver the project ships with; plain postgresql:// would mean psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, **_POOL_SIZE)
 
 
 def _make_sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    in_memory = not database or database == ":memory:" or "mode=memory" in str(url)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        **({} if in_memory else _POOL_SIZE),
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -86,6 +99,12 @@ def _make_sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # NOTE: in WAL mode NORMAL syncs at checkpoints, not at every commit: a crash of
+        # the process loses nothing and nothing is ever corrupted, but a power loss may
+        # undo the last commits. FULL cost 5.6 ms of fsync per commit here, inside the
+        # write lock: it capped the API at ~180 writes/s (BENCHMARKS.md, rest_load).
+        # Deployments that need commits durable across power loss use PostgreSQL.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -155,6 +174,11 @@ class Database:
         )
         # Called after each commit of desired state by this process (any backend).
         self._change_listeners: list[Callable[[], None]] = []
+        # NOTE: write transactions are serialised by the database anyway (the revision
+        # row); serialising this process's writers first makes them queue here and wake
+        # at once, instead of each holding a pooled connection while it waits, and on
+        # SQLite instead of sleeping in its busy handler (up to 100 ms per retry).
+        self._write_lock = threading.Lock()
         self._reader = sessionmaker(read_engine, expire_on_commit=False)
         self._writer = sessionmaker(write_engine, expire_on_commit=False)
         event.listen(self._reader, "before_flush", _stamp_changes)
@@ -183,7 +207,7 @@ class Database:
         are detected by themselves, Core UPDATE/DELETE statements need
         `mark_changed(session)`.
         """
-        with self._writer() as session:
+        with self._write_lock, self._writer() as session:
             session.begin()
             try:
                 revision = bump_revision(session)

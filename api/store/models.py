@@ -23,6 +23,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -178,6 +179,13 @@ class Port(Revisioned, Base):
     __table_args__ = (
         # One OVS interface carries one port.
         UniqueConstraint("host_id", "interface"),
+        # A page of a tenant's (or a network's) ports in list order is read from the
+        # index, and counted from it, without sorting or reading every row.
+        Index("ix_ports_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        Index(
+            "ix_ports_network_id_tenant_id_created_at_id",
+            *("network_id", "tenant_id", "created_at", "id"),
+        ),
         CheckConstraint("origin IN ('api', 'libvirt')", name="origin"),
         CheckConstraint("status IN ('DOWN', 'ACTIVE', 'ERROR')", name="status"),
     )
@@ -319,6 +327,19 @@ class SwitchMaster(Base):
     replica_id: Mapped[str] = mapped_column(String(64))
     generation: Mapped[int] = mapped_column(BigInteger)
     since: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+
+
+class AddressCursor(Base):
+    """Per network: every host address below `next_free` is in use (a port's, the
+    gateway, a VIP), so allocation searches from there instead of reading every used
+    address (api.store.addresses). Not desired state: no revision."""
+
+    __tablename__ = "address_cursors"
+
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    next_free: Mapped[int] = mapped_column(BigInteger)
 
 
 DESIRED_STATE_CHILDREN: tuple[type[Base], ...] = (PortIp, LbBackend)

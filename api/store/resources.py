@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.errors import Conflict, Forbidden, Invalid, NotFound
+from api.store import addresses
 from api.store.models import (
     Host,
     LbBackend,
@@ -44,7 +45,6 @@ from api.store.segments import SegmentPools
 from api.validation import (
     check_host_address,
     duplicates,
-    lowest_free_address,
     normalize_mac,
     random_local_mac,
 )
@@ -95,6 +95,8 @@ class Resource(Generic[M]):
     apply: Callable[[Session, M, Changes, Principal], None] = _set_fields
     # Why the row cannot go yet (raise Conflict), checked before deleting.
     check_delete: Callable[[Session, M], None] = _no_rule
+    # What else changes when the row goes (after check_delete).
+    on_delete: Callable[[Session, M], None] = _no_rule
 
     def owner_of(self, obj: M) -> str | None:
         return None if self.owner is None else getattr(obj, self.owner.key)
@@ -159,7 +161,10 @@ def get_page(
 
 
 def _count_rows(session: Session, stmt: Select[Any]) -> int:
-    return session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    # The same FROM and WHERE with count() as the only column: no subquery, so an
+    # index holding the filtered columns answers it alone.
+    counted = stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    return session.scalar(counted) or 0
 
 
 def update(
@@ -191,6 +196,7 @@ def delete(session: Session, resource: Resource[M], *, actor: Principal, id: str
         check_admin(actor)
     obj = get(session, resource, actor=actor, id=id)
     resource.check_delete(session, obj)
+    resource.on_delete(session, obj)
     session.delete(obj)
     session.flush()
 
@@ -296,11 +302,20 @@ def _check_network_empty(session: Session, network: Network) -> None:
         )
 
 
+def _apply_network_changes(
+    session: Session, network: Network, changes: Changes, actor: Principal
+) -> None:
+    if "gateway" in changes and network.gateway and changes["gateway"] != network.gateway:
+        addresses.release(session, network.id, [network.gateway])
+    _set_fields(session, network, changes, actor)
+
+
 NETWORKS = Resource(
     Network,
     "network",
     owner=Network.tenant_id,
     check_update=_check_gateway_change,
+    apply=_apply_network_changes,
     check_delete=_check_network_empty,
 )
 
@@ -401,45 +416,56 @@ def _check_inside(field: str, address: str, cidr: str) -> None:
         raise Invalid(field, str(exc)) from None
 
 
-def _address_users(session: Session, network: Network, *, port_id: str | None) -> dict[str, str]:
-    """Addresses of `network` already spoken for, with who holds them (`port_id` excluded)."""
-    users: dict[str, str] = {}
-    if network.gateway:
-        users[network.gateway] = "the network's gateway"
+def _address_holders(
+    session: Session, network: Network, wanted: Sequence[str], *, port_id: str | None
+) -> dict[str, str]:
+    """Which of the `wanted` addresses of `network` are spoken for, and by whom
+    (`port_id` excluded): looked up by address, not by reading every one in use."""
+    holders: dict[str, str] = {}
+    if network.gateway is not None and network.gateway in wanted:
+        holders[network.gateway] = "the network's gateway"
     for ip, vip_lb in session.execute(
-        select(LoadBalancer.vip, LoadBalancer.id).where(LoadBalancer.network_id == network.id)
-    ):
-        users.setdefault(ip, f"the VIP of load balancer {vip_lb}")
-    for ip, holder in session.execute(
-        select(PortIp.ip, PortIp.port_id).where(
-            PortIp.network_id == network.id, PortIp.port_id != (port_id or "")
+        select(LoadBalancer.vip, LoadBalancer.id).where(
+            LoadBalancer.network_id == network.id, LoadBalancer.vip.in_(wanted)
         )
     ):
-        users[ip] = f"port {holder}"
-    return users
+        holders.setdefault(ip, f"the VIP of load balancer {vip_lb}")
+    for ip, holder in session.execute(
+        select(PortIp.ip, PortIp.port_id).where(
+            PortIp.network_id == network.id,
+            PortIp.ip.in_(wanted),
+            PortIp.port_id != (port_id or ""),
+        )
+    ):
+        holders[ip] = f"port {holder}"
+    return holders
 
 
 def _check_address_free(
     session: Session, network: Network, address: str, *, port_id: str | None
 ) -> None:
-    holder = _address_users(session, network, port_id=port_id).get(address)
+    holder = _address_holders(session, network, [address], port_id=port_id).get(address)
     if holder is not None:
         raise Conflict(f"{address} is already used by {holder}")
 
 
 def _resolve_port_ips(
-    session: Session, network: Network, requested: Sequence[str] | None, *, port_id: str | None
+    session: Session,
+    network: Network,
+    requested: Sequence[str] | None,
+    *,
+    port_id: str | None,
+    own: Sequence[str] = (),
 ) -> list[str]:
-    """The addresses a port gets: `requested` checked, or one allocated when None."""
-    users = _address_users(session, network, port_id=port_id)
+    """The addresses a port gets: `requested` checked, or the lowest free one when None
+    (the port's `own` addresses counting as free)."""
     if requested is None:
         if network.cidr is None:
             return []
-        taken = {ipaddress.IPv4Address(ip) for ip in users}
-        free = lowest_free_address(ipaddress.IPv4Network(network.cidr), taken)
+        free = addresses.lowest_free(session, network, port_id=port_id, own=own)
         if free is None:
             raise Conflict(f"no free address left in {network.cidr}")
-        return [str(free)]
+        return [free]
     if requested and network.cidr is None:
         raise Invalid("ips", f"network {network.id} has no cidr, so its ports cannot have IPs")
     repeated = duplicates(requested)
@@ -448,8 +474,10 @@ def _resolve_port_ips(
     for address in requested:
         assert network.cidr is not None
         _check_inside("ips", address, network.cidr)
-        if address in users:
-            raise Conflict(f"{address} is already used by {users[address]}")
+    holders = _address_holders(session, network, requested, port_id=port_id)
+    for address in requested:
+        if address in holders:
+            raise Conflict(f"{address} is already used by {holders[address]}")
     return list(requested)
 
 
@@ -536,8 +564,9 @@ def _apply_port_changes(session: Session, port: Port, changes: Changes, actor: P
         _check_mac_free(session, mac, actor=actor, port_id=port.id)
         port.mac = mac
     if "ips" in changes:
-        new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id)
+        new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id, own=port.ips)
         _check_backends_keep_ips(session, port, new_ips)
+        addresses.release(session, network.id, [ip for ip in port.ips if ip not in new_ips])
         _set_ips(port, network.id, new_ips)
     if "name" in changes:
         port.name = changes["name"]
@@ -563,6 +592,10 @@ def _check_port_not_backend(session: Session, port: Port) -> None:
         raise Conflict(f"port {port.id} is a backend of load balancer {lb_id}; remove it first")
 
 
+def _release_port_addresses(session: Session, port: Port) -> None:
+    addresses.release(session, port.network_id, port.ips)
+
+
 PORTS = Resource(
     Port,
     "port",
@@ -574,6 +607,7 @@ PORTS = Resource(
     admin_fields=frozenset({"host_id", "interface"}),
     apply=_apply_port_changes,
     check_delete=_check_port_not_backend,
+    on_delete=_release_port_addresses,
 )
 
 
@@ -745,11 +779,16 @@ def _apply_load_balancer_changes(
         _set_backends(lb, _resolve_backends(session, network, lb.vip, changes["backends"]))
 
 
+def _release_vip(session: Session, lb: LoadBalancer) -> None:
+    addresses.release(session, lb.network_id, [lb.vip])
+
+
 LOAD_BALANCERS = Resource(
     LoadBalancer,
     "load balancer",
     owner=LoadBalancer.tenant_id,
     apply=_apply_load_balancer_changes,
+    on_delete=_release_vip,
 )
 
 

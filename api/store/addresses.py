@@ -1,0 +1,113 @@
+"""Address allocation: a network's lowest free host address, found without reading
+every address in use.
+
+Each network has a cursor (`AddressCursor.next_free`): every host address below it
+is in use (by a port, as the gateway or as a VIP). Allocation checks candidates
+from the cursor upwards, a chunk at a time, against the UNIQUE (network_id, ip)
+index, and moves the cursor past the address it hands out; every release (a port
+deleted, a port's addresses changed, the gateway moved, a load balancer deleted)
+lowers the cursor to the released address. So an allocation in a filling network
+costs one indexed query, however many ports it has, and the address handed out is
+still the lowest free one.
+
+Write transactions are serialised (api.store.db), so the cursor read in one is
+settled, and cursor and addresses change in the same transaction (a rollback
+undoes both). The UNIQUE constraint keeps the last word.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from sqlalchemy import select, union_all
+from sqlalchemy.orm import Session
+
+from api.store.models import AddressCursor, LoadBalancer, Network, PortIp
+
+# Candidates checked per query: few while the cursor is right (the usual case),
+# more when it has to skip addresses given explicitly.
+FIRST_CHUNK = 8
+LARGEST_CHUNK = 256
+
+
+def host_range(cidr: str) -> tuple[int, int]:
+    """The first and last host address of `cidr` as integers (as `IPv4Network.hosts()`:
+    a /31 and a /32 have no network or broadcast address to skip)."""
+    network = ipaddress.IPv4Network(cidr)
+    first, last = int(network.network_address), int(network.broadcast_address)
+    if network.prefixlen >= 31:
+        return first, last
+    return first + 1, last - 1
+
+
+def lowest_free(
+    session: Session,
+    network: Network,
+    *,
+    port_id: str | None,
+    own: Iterable[str] = (),
+) -> str | None:
+    """The lowest host address of `network` (which has a cidr) that nobody uses, the
+    addresses of `port_id` (`own`) counting as free; None when every one is taken.
+    The cursor moves past the returned address: the caller must then use it."""
+    assert network.cidr is not None
+    first, last = host_range(network.cidr)
+    cursor = session.get(AddressCursor, network.id)
+    start = max(first, cursor.next_free if cursor is not None else first)
+    # The port's own addresses are free for it even below the cursor.
+    start = min([start, *(a for a in _ipv4_ints(own) if first <= a <= last)])
+    chunk = FIRST_CHUNK
+    candidate = start
+    while candidate <= last:
+        end = min(candidate + chunk, last + 1)
+        batch = [str(ipaddress.IPv4Address(a)) for a in range(candidate, end)]
+        used = _used(session, network, batch, port_id=port_id)
+        for address in batch:
+            if address not in used:
+                _move_cursor(session, network.id, cursor, int(ipaddress.IPv4Address(address)) + 1)
+                return address
+        candidate += len(batch)
+        chunk = min(chunk * 4, LARGEST_CHUNK)
+    _move_cursor(session, network.id, cursor, last + 1)
+    return None
+
+
+def release(session: Session, network_id: str, addresses: Iterable[str]) -> None:
+    """`addresses` of the network are free again (within this transaction): the
+    cursor goes down to the lowest IPv4 one of them."""
+    lowest = min(_ipv4_ints(addresses), default=None)
+    if lowest is None:
+        return
+    cursor = session.get(AddressCursor, network_id)
+    if cursor is not None and lowest < cursor.next_free:
+        cursor.next_free = lowest
+
+
+def _used(session: Session, network: Network, batch: list[str], *, port_id: str | None) -> set[str]:
+    ports = select(PortIp.ip).where(PortIp.network_id == network.id, PortIp.ip.in_(batch))
+    if port_id is not None:
+        ports = ports.where(PortIp.port_id != port_id)
+    vips = select(LoadBalancer.vip).where(
+        LoadBalancer.network_id == network.id, LoadBalancer.vip.in_(batch)
+    )
+    used = set(session.scalars(union_all(ports, vips)))
+    if network.gateway:
+        used.add(network.gateway)
+    return used
+
+
+def _move_cursor(
+    session: Session, network_id: str, cursor: AddressCursor | None, next_free: int
+) -> None:
+    if cursor is None:
+        session.add(AddressCursor(network_id=network_id, next_free=next_free))
+        # Flushed now, so a `release` later in this transaction finds it.
+        session.flush()
+    elif next_free > cursor.next_free:
+        cursor.next_free = next_free
+
+
+def _ipv4_ints(addresses: Iterable[str]) -> list[int]:
+    """The IPv4 ones of `addresses` as integers (the cursor covers the IPv4 cidr only)."""
+    return [int(a) for a in map(ipaddress.ip_address, addresses) if a.version == 4]
