@@ -130,7 +130,7 @@ _STATUS_HINTS: dict[int, tuple[str, str]] = {
         "not authenticated",
         f"the token is missing, wrong, revoked or expired (--token, {TOKEN_ENV})",
     ),
-    403: ("forbidden", "this needs an admin token"),
+    403: ("forbidden", "a tenant token may not do this; use an admin token"),
     404: ("not found", "check the name or id (`list` shows what this token can see)"),
     409: ("conflict", "it clashes with what exists; `list` shows it"),
     422: ("invalid", "fix the field it names"),
