@@ -82,6 +82,7 @@ _SELECTS: Final = [
             "error",
             "type",
             "options",
+            "ifindex",
         ],
     },
 ]

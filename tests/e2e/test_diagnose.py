@@ -283,6 +283,17 @@ def test_9_interface_link_down(world: DiagnoseLab) -> None:
         h1.run("ip", "link", "set", tap, "up")
     healed(world, "a1", "b1")
 
+    # A tap that vanished: a VM of its own, since its veth does not come back.
+    network = world.fabric.network_ids["nv"]
+    gone = world.fabric.add_vm("h1", network, "d1", "10.1.0.60")
+    assert diagnose(world, "a1", "d1")["reachable"]
+    h1.run("ip", "link", "del", gone.host_interface)
+    found = eventually(
+        lambda: (d := diagnose(world, "a1", "d1"))["cause"] == "interface_down" and d,
+        "OVS to report the device gone",
+    )
+    assert "vanished" in found["explanation"], found
+
 
 def test_10_trunk_down_and_no_route_to_the_vxlan_peer(world: DiagnoseLab) -> None:
     fabric_ns = world.fabric.lab.fabric_netns

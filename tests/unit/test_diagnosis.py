@@ -523,6 +523,13 @@ def test_9_interface_error_or_link_down() -> None:
     world.ovsdb[H1] = dataclasses.replace(world.ovsdb[H1], interfaces=interfaces)
     verdict = world.run(endpoint("a"), endpoint("b"))
     assert _cause(verdict) == "interface_down" and "vanished" in verdict.findings[0].explanation
+    # As OVS reports a deleted veth until it reconfigures: ofport kept, ifindex 0, no error.
+    interfaces["h1-b"] = dataclasses.replace(interfaces["h1-b"], ofport=2, error=None, ifindex=0)
+    world.ovsdb[H1] = dataclasses.replace(world.ovsdb[H1], interfaces=interfaces)
+    verdict = world.run(endpoint("a"), endpoint("b"))
+    assert _cause(verdict) == "interface_down" and "vanished" in verdict.findings[0].explanation
+    # A tunnel has no device of its own: ifindex 0 is normal there.
+    assert not dataclasses.replace(interfaces["h1-b"], type="vxlan").device_gone
 
 
 def test_10_trunk_down_or_no_route_to_the_vxlan_peer() -> None:

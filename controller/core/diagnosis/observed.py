@@ -45,6 +45,13 @@ class InterfaceRow:
     error: str | None
     type: str = ""
     remote_ip: str | None = None  # tunnels
+    ifindex: int | None = None  # 0 for a system interface whose device is gone
+
+    @property
+    def device_gone(self) -> bool:
+        """A plain (system) interface whose kernel device vanished: OVS keeps the row and
+        its ofport but reports ifindex 0 (Interface.error follows only at reconfiguration)."""
+        return self.type in ("", "system") and self.ifindex == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,7 @@ def parse_ovsdb_select(reply: Sequence[Any]) -> OvsdbRows:
             error=_optional(row.get("error")),
             type=str(row.get("type", "")),
             remote_ip=options.get("remote_ip") if isinstance(options, dict) else None,
+            ifindex=_int_or_none(_optional(row.get("ifindex"))),
         )
     controllers: dict[str, ControllerRow] = {}
     for row in controllers_raw:

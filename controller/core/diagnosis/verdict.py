@@ -558,13 +558,13 @@ class _Checks:
     def interface(self, row: InterfaceRow, host_id: str, whose: str, cause: Cause) -> bool:
         """A finding if the interface is in error or down; True when one was added."""
         name = self.name(host_id)
-        if row.error or row.ofport is None:
-            vanished = row.error is not None and "No such device" in row.error
+        if row.error or row.ofport is None or row.device_gone:
+            vanished = row.device_gone or (row.error is not None and "No such device" in row.error)
             self.add(
                 cause,
                 f"Interface {row.name} {whose} on host {name} "
                 f"{'vanished (its device is gone)' if vanished else 'is in error'}: "
-                f"{row.error or 'no OpenFlow port'}.",
+                f"{row.error or ('ifindex 0' if row.device_gone else 'no OpenFlow port')}.",
                 f"Recreate or repair the device {row.name} on {name} "
                 "(ip link; ovs-vsctl list interface).",
                 host_id,
