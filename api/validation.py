@@ -137,3 +137,46 @@ def duplicates(values: Iterable[object]) -> list[object]:
             repeated.append(value)
         seen.add(value)
     return repeated
+
+
+def parse_ipv6_network(text: str) -> ipaddress.IPv6Network:
+    """A unicast IPv6 network in CIDR form with no host bits set (fd00:1::/64), with room
+    for hosts (prefix length at most 126); link-local, multicast and special ranges refused."""
+    try:
+        network = ipaddress.IPv6Network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an IPv6 network in CIDR form: {exc}") from None
+    if "/" not in text:
+        raise ValueError(f"{text!r} needs a prefix length, e.g. {text}/64")
+    if network.prefixlen > 126:
+        raise ValueError(f"{network} leaves no room for hosts: the prefix length must be <= 126")
+    for kind in ("link_local", "multicast", "loopback", "unspecified", "site_local"):
+        if getattr(network, f"is_{kind}"):
+            raise ValueError(f"{network} is a {kind.replace('_', '-')} network, not a unicast one")
+    if network.overlaps(ipaddress.IPv6Network("::ffff:0:0/96")):
+        raise ValueError(f"{network} overlaps the IPv4-mapped range ::ffff:0:0/96")
+    return network
+
+
+def check_unicast_ip(text: str) -> str:
+    """A unicast IPv4 or IPv6 address as ipaddress writes it (IPv6 compressed, lower case),
+    so one address is one text in the database. IPv6 link-local addresses are refused: a
+    port's is derived from its MAC (modified EUI-64)."""
+    if ":" not in text:
+        return check_unicast_ipv4(text)
+    address = ipaddress.IPv6Address(text)
+    if address.is_link_local:
+        raise ValueError(f"{address} is link-local: a port's link-local address comes from its MAC")
+    if address.ipv4_mapped is not None:
+        raise ValueError(f"{address} is an IPv4-mapped address; give the IPv4 address itself")
+    if address.is_multicast or address.is_unspecified or address.is_loopback:
+        raise ValueError(f"{address} is not a unicast address")
+    return str(address)
+
+
+def check_ipv6_host_address(address: ipaddress.IPv6Address, network: ipaddress.IPv6Network) -> None:
+    """`address` must be usable by a host of `network` (not its subnet-router anycast address)."""
+    if address not in network:
+        raise ValueError(f"{address} is outside {network}")
+    if address == network.network_address:
+        raise ValueError(f"{address} is the subnet-router anycast address of {network}")

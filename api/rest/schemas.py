@@ -40,9 +40,11 @@ from api.validation import (
     check_libvirt_uri,
     check_no_nul,
     check_ovsdb_remote,
+    check_unicast_ip,
     check_unicast_ipv4,
     normalize_mac,
     parse_ipv4_network,
+    parse_ipv6_network,
 )
 from controller.core.pipeline.load_balancer import PROBE_PORT_BASE, PROBE_PORT_COUNT
 
@@ -63,6 +65,13 @@ def _check_ipv4(text: str) -> str:
         raise ValueError(f"{text!r} is not an IPv4 address") from None
 
 
+def _check_ip(text: str) -> str:
+    try:
+        return check_unicast_ip(text)
+    except ipaddress.AddressValueError:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
 # Path and query parameters that are free text (ids, filters); bodies are checked by
 # `RequestModel`. Either way a NUL is a 422 on every database, never a 500 on PostgreSQL.
 Text = Annotated[str, AfterValidator(check_no_nul)]
@@ -74,6 +83,8 @@ Description = Annotated[str, StringConstraints(max_length=1024)]
 Uuid = Annotated[str, AfterValidator(_check_uuid)]
 IPv4 = Annotated[str, AfterValidator(_check_ipv4)]
 Cidr = Annotated[str, AfterValidator(lambda text: str(parse_ipv4_network(text)))]
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
+Ipv6Cidr = Annotated[str, AfterValidator(lambda text: str(parse_ipv6_network(text)))]
 Mac = Annotated[str, AfterValidator(normalize_mac)]
 InterfaceName = Annotated[str, AfterValidator(check_interface_name)]
 OvsdbRemote = Annotated[str, AfterValidator(check_ovsdb_remote)]
@@ -84,7 +95,7 @@ SegmentationId = Annotated[int, Field(ge=1, le=16_777_215)]
 Interval = Annotated[float, Field(ge=0.1, le=3600)]
 Timeout = Annotated[float, Field(ge=0.05, le=3600)]
 Threshold = Annotated[int, Field(ge=1, le=10)]
-PortIps = Annotated[list[IPv4], Field(max_length=64)]
+PortIps = Annotated[list[IpAddress], Field(max_length=64)]
 Mtu = Annotated[int, Field(ge=576, le=9216)]
 DnsServers = Annotated[list[IPv4], Field(max_length=8)]
 Backends = Annotated[list["BackendIn"], Field(max_length=256)]
@@ -288,6 +299,11 @@ class NetworkFields(BaseModel):
     name: Name
     type: NetworkType
     cidr: Cidr | None = None
+    ipv6_cidr: Ipv6Cidr | None = Field(
+        default=None,
+        description="The network's IPv6 prefix (e.g. fd00:1::/64), besides or instead of cidr: "
+        "its ports get an address from it. Set at creation.",
+    )
     gateway: IPv4 | None = None
     mtu: Mtu | None = Field(
         default=None,
@@ -339,6 +355,7 @@ class NetworkUpdate(PatchModel, NetworkFields):
     type: Immutable = None
     segmentation_id: Immutable = None
     cidr: Immutable = None
+    ipv6_cidr: Immutable = None
     mtu: Immutable = None
 
     name: Name = UNCHANGED
@@ -381,7 +398,8 @@ class PortCreate(RequestModel, PortFields):
     mac: Mac | None = Field(default=None, description="Allocated (02:xx:...) when absent.")
     ips: PortIps | None = Field(
         default=None,
-        description="Absent: the lowest free address of the network's cidr. [] for none.",
+        description="IPv4 and IPv6 addresses. Absent: the lowest free address of the network's "
+        "cidr and of its ipv6_cidr (each the network has). [] for none.",
     )
 
 

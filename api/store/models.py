@@ -168,6 +168,7 @@ class Network(Revisioned, Base):
     segmentation_id: Mapped[int] = mapped_column(Integer)
     cidr: Mapped[str | None] = mapped_column(String(18))
     gateway: Mapped[str | None] = mapped_column(String(15))
+    ipv6_cidr: Mapped[str | None] = mapped_column(String(43))
     # Advertised by the service's DHCP (which a network may turn off).
     mtu: Mapped[int] = mapped_column(Integer, default=1500)
     dhcp_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -225,7 +226,8 @@ class PortIp(Base):
     port_id: Mapped[str] = mapped_column(
         ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
     )
-    ip: Mapped[str] = mapped_column(String(15), primary_key=True)
+    # IPv4 dotted quad, or IPv6 compressed as `ipaddress` writes it (one text per address).
+    ip: Mapped[str] = mapped_column(String(39), primary_key=True)
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
     position: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.errors import Conflict, Forbidden, Invalid, NotFound
 from api.store import addresses
+from api.store.ipv6_addresses import resolve_ipv6, split_families
 from api.store.models import (
     Host,
     LbBackend,
@@ -347,6 +348,7 @@ def create_network(
     segmentation_id: int | None = None,
     cidr: str | None = None,
     gateway: str | None = None,
+    ipv6_cidr: str | None = None,
     mtu: int | None = None,
     dhcp_enabled: bool = True,
     dns_servers: Sequence[str] = (),
@@ -391,6 +393,7 @@ def create_network(
             segmentation_id=chosen,
             cidr=cidr,
             gateway=gateway,
+            ipv6_cidr=ipv6_cidr,
             mtu=mtu,
             dhcp_enabled=dhcp_enabled,
             dns_servers=tuple(dns_servers),
@@ -481,6 +484,24 @@ def _resolve_port_ips(
     return list(requested)
 
 
+def _resolve_addresses(
+    session: Session,
+    network: Network,
+    requested: Sequence[str] | None,
+    *,
+    port_id: str | None,
+    own: Sequence[str] = (),
+) -> list[str]:
+    """A port's addresses, IPv4 (`_resolve_port_ips`) then IPv6 (`resolve_ipv6`): each
+    family checked, or allocated when `requested` is None."""
+    ipv4s, ipv6s = split_families(requested)
+    own_ipv4s, _own_ipv6s = split_families(own)
+    return [
+        *_resolve_port_ips(session, network, ipv4s, port_id=port_id, own=own_ipv4s or ()),
+        *resolve_ipv6(session, network, ipv6s, port_id=port_id),
+    ]
+
+
 # ---- ports ------------------------------------------------------------------------
 
 
@@ -564,9 +585,13 @@ def _apply_port_changes(session: Session, port: Port, changes: Changes, actor: P
         _check_mac_free(session, mac, actor=actor, port_id=port.id)
         port.mac = mac
     if "ips" in changes:
-        new_ips = _resolve_port_ips(session, network, changes["ips"], port_id=port.id, own=port.ips)
+        new_ips = _resolve_addresses(
+            session, network, changes["ips"], port_id=port.id, own=port.ips
+        )
         _check_backends_keep_ips(session, port, new_ips)
-        addresses.release(session, network.id, [ip for ip in port.ips if ip not in new_ips])
+        addresses.release(
+            session, network.id, [ip for ip in port.ips if ip not in new_ips and ":" not in ip]
+        )
         _set_ips(port, network.id, new_ips)
     if "name" in changes:
         port.name = changes["name"]
@@ -593,7 +618,7 @@ def _check_port_not_backend(session: Session, port: Port) -> None:
 
 
 def _release_port_addresses(session: Session, port: Port) -> None:
-    addresses.release(session, port.network_id, port.ips)
+    addresses.release(session, port.network_id, [ip for ip in port.ips if ":" not in ip])
 
 
 PORTS = Resource(
@@ -634,7 +659,7 @@ def create_port(
     else:
         mac = normalize_mac(mac)
         _check_mac_free(session, mac, actor=actor, port_id=None)
-    resolved_ips = _resolve_port_ips(session, network, ips, port_id=None)
+    resolved_ips = _resolve_addresses(session, network, ips, port_id=None)
     _check_binding(session, actor=actor, host_id=host_id, interface=interface, port_id=None)
     port = Port(
         network_id=network.id,
