@@ -274,7 +274,9 @@ def run_diagnosis(
         port = b.load_balancer.port
     if proto != "icmp" and port is None:
         raise Invalid("port", f"{proto} needs a destination port")
-    a, b = _parallel([lambda: _with_vm_state(a, snapshot), lambda: _with_vm_state(b, snapshot)])
+    # One after the other: each asks its hosts in parallel, and a pool task must never
+    # wait for other pool tasks (concurrent diagnoses could then hold every worker).
+    a, b = _with_vm_state(a, snapshot), _with_vm_state(b, snapshot)
     expect = Expectations(bridge=settings.integration_bridge, datapath_type=settings.datapath_type)
     tls = _tls(settings)
     involved = _involved_hosts(snapshot, a, b)
