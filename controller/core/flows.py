@@ -189,10 +189,15 @@ class RegMove:
 
 @dataclass(frozen=True, slots=True)
 class Nat:
-    """Nicira NXAST_NAT inside ct(). No address: apply the connection's existing NAT."""
+    """Nicira NXAST_NAT inside ct(). No address: apply the connection's existing NAT.
+
+    Destination NAT to `dst_ip` (and `dst_port`), or source NAT to `src_ip` with a source
+    port from `src_ports` (first, last) that conntrack finds free."""
 
     dst_ip: int | None = None
     dst_port: int | None = None
+    src_ip: int | None = None
+    src_ports: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

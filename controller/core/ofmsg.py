@@ -150,9 +150,11 @@ _NXAST_CT: Final = 35
 _NXAST_NAT: Final = 36
 _NX_CT_F_COMMIT: Final = 1
 _NX_CT_RECIRC_NONE: Final = 0xFF
+_NX_NAT_F_SRC: Final = 1
 _NX_NAT_F_DST: Final = 2
 _NX_NAT_RANGE_IPV4_MIN: Final = 0x01
 _NX_NAT_RANGE_PROTO_MIN: Final = 0x10
+_NX_NAT_RANGE_PROTO_MAX: Final = 0x20
 
 # ---- OXM field table ------------------------------------------------------------
 
@@ -381,8 +383,19 @@ def _encode_nat(nat: Nat) -> bytes:
         if nat.dst_port is not None:
             present |= _NX_NAT_RANGE_PROTO_MIN
             options += nat.dst_port.to_bytes(2, "big")
+        if nat.src_ip is not None:
+            raise ValueError(f"NAT of both source and destination: {nat!r}")
     elif nat.dst_port is not None:
         raise ValueError(f"a NAT port needs an address: {nat!r}")
+    elif nat.src_ip is not None:
+        flags = _NX_NAT_F_SRC
+        present |= _NX_NAT_RANGE_IPV4_MIN
+        options = nat.src_ip.to_bytes(4, "big")
+        if nat.src_ports is not None:
+            present |= _NX_NAT_RANGE_PROTO_MIN | _NX_NAT_RANGE_PROTO_MAX
+            options += b"".join(port.to_bytes(2, "big") for port in nat.src_ports)
+    if nat.src_ip is None and nat.src_ports is not None:
+        raise ValueError(f"NAT source ports need an address: {nat!r}")
     length = 16 + len(options)
     head = _NX_NAT_HEAD.pack(
         _OFPAT_EXPERIMENTER, length + (-length % 8), NX_EXPERIMENTER_ID, _NXAST_NAT, flags, present

@@ -116,12 +116,16 @@ class Servers:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     vms: dict[str, SimVM] = field(default_factory=dict)
 
-    def start(self, vm: SimVM, port: int = BACKEND_PORT, *, protocol: str = "tcp") -> None:
-        self.vms[vm.name] = vm
+    def start(
+        self, vm: SimVM, port: int = BACKEND_PORT, *, protocol: str = "tcp", key: str = ""
+    ) -> None:
+        """A server answering with `vm`'s name; `key` (default: the VM's name) for `kill`."""
+        key = key or vm.name
+        self.vms[key] = vm
         server = _SERVER if protocol == "tcp" else _UDP_SERVER
         cmd = in_netns(vm.netns, [sys.executable, "-c", server, vm.name, str(port)])
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs[vm.name] = proc
+        self.procs[key] = proc
         listening = "-Hltn" if protocol == "tcp" else "-Hlun"
         eventually(
             lambda: str(port) in vm.run("ss", listening, f"sport = :{port}", check=False).stdout,

@@ -372,3 +372,26 @@ def test_vip_mac_is_local_unicast_and_stable() -> None:
     assert vip_mac(WEB.id, VIP) == VIP_MAC
     assert (VIP_MAC >> 40) & 0x03 == 0x02  # locally administered, not multicast
     assert vip_mac(COPY.id, VIP) != VIP_MAC
+
+
+def test_new_connections_not_to_a_vip_are_committed_so_direct_replies_stay_direct(
+    config: DatapathConfig,
+) -> None:
+    # The client talks to b1 directly: committed with a source NAT to its own address
+    # (conntrack moves the port only when the pair is taken by a VIP connection).
+    direct = tcp(CLIENT, CLIENT_PORT, ip_to_int("10.1.0.11"), mac_to_int(B1.mac), 8080)
+    run = FlowSimulator.of(config).run(direct)
+    (commit,) = [call.ct for call in run.ct_calls if call.ct.commit]
+    assert commit.nat is not None
+    assert commit.nat.src_ip == ip_to_int("10.1.0.10")
+    assert commit.nat.src_ports == (32768, 60999)
+    assert [e.port for e in run.emitted] == [B1_PORT]
+    # From another host: committed as it is, so b1's replies are not new connections.
+    remote = direct | {"in_port": TUNNEL_B, "tunnel_id": 5001}
+    run = FlowSimulator.of(config).run(remote)
+    assert [call.ct.nat for call in run.ct_calls if call.ct.commit] == [None]
+    # A reply of a tracked connection commits nothing.
+    established = fixed_state(CT_TRACKED | CT_ESTABLISHED | CT_REPLY)
+    run = FlowSimulator.of(config, ct_model=established).run(direct)
+    assert not [call for call in run.ct_calls if call.ct.commit]
+    assert [e.port for e in run.emitted] == [B1_PORT]

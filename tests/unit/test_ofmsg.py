@@ -95,9 +95,13 @@ def oracle_action(action: of.Action) -> Any:
             nat = action.nat
             nested.append(
                 parser.NXActionNAT(
-                    flags=0 if nat.dst_ip is None else 2,  # NX_NAT_F_DST
-                    range_ipv4_min="" if nat.dst_ip is None else of.int_to_ip(nat.dst_ip),
-                    range_proto_min=nat.dst_port,
+                    # NX_NAT_F_DST, NX_NAT_F_SRC
+                    flags=2 if nat.dst_ip is not None else 1 if nat.src_ip is not None else 0,
+                    range_ipv4_min=""
+                    if nat.dst_ip is None and nat.src_ip is None
+                    else of.int_to_ip(nat.dst_ip if nat.dst_ip is not None else nat.src_ip or 0),
+                    range_proto_min=nat.dst_port if nat.src_ports is None else nat.src_ports[0],
+                    range_proto_max=None if nat.src_ports is None else nat.src_ports[1],
                 )
             )
         return parser.NXActionCT(
@@ -235,6 +239,14 @@ ACTION_LISTS: list[tuple[of.Action, ...]] = [
     ),
     *[(of.SetField(name, sample(bits)),) for name, bits in ORACLE_FIELDS.items()],
     (of.SetField("reg7", 1), of.Multipath("reg6", 5), of.Resubmit(4)),
+    (of.Ct(zone=9, commit=True, nat=of.Nat(src_ip=of.ip_to_int("10.0.0.5"))),),
+    (
+        of.Ct(
+            zone=9,
+            commit=True,
+            nat=of.Nat(src_ip=of.ip_to_int("10.0.0.5"), src_ports=(32768, 60999)),
+        ),
+    ),
     (of.Multipath("reg6", 65536, basis=7),),
 ]
 

@@ -16,11 +16,22 @@ the normal VLAN/VXLAN paths. The walk of a packet:
                 any other tracked, valid packet (already NATed by the first ct) -> lb_rewrite
     lb_rewrite  dst = an address of the network -> eth_dst = its MAC -> l2_forward
     lb_reply    src = a VIP (un-NATed by ct) -> eth_src = the VIP's MAC -> l2_forward;
-                anything else (no conntrack entry here, e.g. on the backend's host)
-                is forwarded as it is
+                a new TCP/UDP connection not to a VIP is committed (see below);
+                anything else is forwarded as it is
 
 Conntrack pins a connection to its backend: only `+new` packets reach the
 group, so a group change never moves an established connection.
+
+A client may reach a backend through the VIP and then directly, from the same source
+port: both connections are then the same address/port pair at the backend, and the
+backend's direct replies would match the VIP connection's reply tuple and be turned
+back into the VIP's. So every new TCP/UDP connection of the network that is not to a
+VIP is committed in the zone too: from a local VM with a source NAT to its own address
+and a port of 32768-60999 (Linux's ephemeral range) that conntrack finds free, so the
+direct connection's pair at the backend differs from the VIP connection's (what the
+kernel's clash resolution does; a backend sees such clients from ports of that range);
+from another host without NAT (so the local end's replies are not taken for new
+connections of its own). ICMP is only looked up, as before.
 
 UDP flows are not spread by a select group: OVS's default selection hashes the
 addresses and, for TCP only, the ports (its symmetric L4 hash leaves UDP ports out),
@@ -73,6 +84,7 @@ from controller.core.pipeline.hashed_ids import unique_salted_ids
 from controller.core.pipeline.tables import (
     LB_REGISTERS,
     ORIGIN_LOCAL,
+    ORIGIN_REMOTE,
     REG_ORIGIN,
     TABLE_ARP_RESPONDER,
     TABLE_L2_FORWARD,
@@ -98,6 +110,9 @@ PRIORITY_PICKED_LINK: Final = 110  # a new UDP flow whose link multipath picked
 PRIORITY_TRACKED: Final = 50
 PRIORITY_REWRITE: Final = 100
 PRIORITY_VIP_ARP: Final = 100
+PRIORITY_COMMIT_NEW: Final = 50  # a new connection not to a VIP: committed in the zone
+# Source ports a local client's connection may be moved to when its own is taken.
+CLIENT_PORTS: Final = (32768, 60999)
 
 _ICMP_DEST_UNREACHABLE: Final = 3
 _ZONE_BITS: Final = 16
@@ -363,6 +378,32 @@ def load_balancer_network_flows(net: LocalNetwork, zone: int) -> Iterator[Flow]:
             _ipv4(metadata, ip_proto=proto),
             actions=(Ct(zone=zone, table=TABLE_LB_REPLY, nat=Nat()),),
         )
+    new_here = {"ct_state": (CT_TRACKED | CT_NEW, CT_TRACKED | CT_NEW | CT_INVALID)}
+    for proto in (IP_PROTO_TCP, IP_PROTO_UDP):
+        yield Flow(
+            TABLE_LB_REPLY,
+            PRIORITY_COMMIT_NEW,
+            _ipv4(metadata, ip_proto=proto, **new_here, **{REG_ORIGIN: ORIGIN_REMOTE}),
+            actions=(Ct(zone=zone, commit=True),),
+            goto_table=TABLE_L2_FORWARD,
+        )
+        for port in net.local_ports:
+            for ip in port.ipv4s:
+                yield Flow(
+                    TABLE_LB_REPLY,
+                    PRIORITY_COMMIT_NEW,
+                    _ipv4(
+                        metadata,
+                        ip_proto=proto,
+                        ipv4_src=ip,
+                        **new_here,
+                        **{REG_ORIGIN: ORIGIN_LOCAL},
+                    ),
+                    actions=(
+                        Ct(zone=zone, commit=True, nat=Nat(src_ip=ip, src_ports=CLIENT_PORTS)),
+                    ),
+                    goto_table=TABLE_L2_FORWARD,
+                )
     # A tracked, valid packet that is not a new connection to a VIP was NATed
     # by the first ct (established, related, a retransmitted SYN): only its MAC
     # is left to fix.
@@ -408,6 +449,7 @@ def load_balancer_own_flows(
 
 
 __all__ = [
+    "CLIENT_PORTS",
     "PROBE_PORT_BASE",
     "PROBE_PORT_COUNT",
     "PROBE_PORT_MASK",

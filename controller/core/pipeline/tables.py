@@ -217,7 +217,7 @@ PIPELINE: Final[tuple[TableDecl, ...]] = (
         id=TABLE_LB_REPLY,
         match_fields=_LB_FIELDS,
         next_tables=frozenset({TABLE_L2_FORWARD}),
-        required_fields=frozenset({"metadata", "ipv4_src"}),
+        required_fields=frozenset({"metadata", "eth_type"}),
         set_fields=frozenset({"eth_src"}),
         # A reply nobody NATed (e.g. on the backend's own host): forwarded as it is.
         miss_goto=TABLE_L2_FORWARD,
