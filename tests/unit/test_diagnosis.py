@@ -610,3 +610,13 @@ def test_the_switch_forwarding_elsewhere_with_unchanged_flows_is_a_finding() -> 
         endpoint("a"), endpoint("b"), trace_changes={1: TraceResult(steps, (99,), (), (), "99")}
     )
     assert _cause(verdict) == "trace_disagrees"
+
+
+def test_10_hosts_without_a_way_between_them_for_the_network() -> None:
+    # h2 has no tunnel_ip: h1 computes no way to it for the VXLAN network.
+    hosts = (HOSTS[0], dataclasses.replace(HOSTS[1], tunnel_ip=None))
+    snapshot = dataclasses.replace(SNAPSHOT, hosts=hosts)
+    verdict = World().run(endpoint("x"), endpoint("y"), snapshot=snapshot)
+    assert _cause(verdict) == "underlay_down"
+    assert "no way to host" in verdict.findings[0].explanation
+    assert verdict.findings[0].host_id == H1

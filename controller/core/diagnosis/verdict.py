@@ -138,6 +138,8 @@ class PathPlan:
     hops: tuple[Hop, ...]
     problem: str | None = None  # why the computed path stops short (None: it arrives)
     config_by_host: Mapping[str, DatapathConfig] = field(default_factory=dict, compare=False)
+    problem_cause: Cause | None = None  # the cause `problem` is an instance of
+    problem_host: str | None = None  # where
 
     @property
     def arrives(self) -> bool:
@@ -220,21 +222,35 @@ def plan_path(
     src_row = rows.get(src.port.interface)
     src_ofport = src_row.ofport if src_row is not None else None
     if src_ofport is None:
-        return PathPlan((), f"interface {in_interface} has no OpenFlow port", configs)
+        return PathPlan(
+            (), f"interface {in_interface} has no OpenFlow port", configs, "interface_down", host_id
+        )
     packet = synthetic_packet(src, dst, proto, dst_port, src_ofport)
     targets = _target_ports(snapshot, dst)
     previous_host: str | None = None
     for number in range(1, _MAX_HOPS + 1):
         host_rows = interfaces.get(host_id)
         if host_rows is None:
-            return PathPlan(tuple(hops), f"host {host_id} could not be read", configs)
+            return PathPlan(
+                tuple(hops),
+                f"host {host_id} could not be read",
+                configs,
+                "ovsdb_unreachable",
+                host_id,
+            )
         ofports = _ofports(host_rows)
         try:
             config = configs.get(host_id) or compute_datapath(
                 snapshot, DatapathView(host_id, ofports)
             )
         except PipelineError as exc:
-            return PathPlan(tuple(hops), f"the flows cannot be computed: {exc}", configs)
+            return PathPlan(
+                tuple(hops),
+                f"the service cannot compute its flows: {exc}",
+                configs,
+                "flows_differ",
+                host_id,
+            )
         configs[host_id] = config
         hop = _evaluate_hop(
             snapshot, config, number, host_id, packet, in_interface, ofports, targets
@@ -246,17 +262,31 @@ def plan_path(
         previous_host, host_id = host_id, hop.next_host_id
         next_rows = interfaces.get(host_id)
         if next_rows is None:
-            return PathPlan(tuple(hops), f"host {host_id} could not be read", configs)
+            return PathPlan(
+                tuple(hops),
+                f"host {host_id} could not be read",
+                configs,
+                "ovsdb_unreachable",
+                host_id,
+            )
         in_interface = _ingress_interface(snapshot, host_id, previous_host, hop.egress)
         if in_interface is None or in_interface not in next_rows:
             what = "uplink" if hop.egress == "uplink" else "tunnel"
             return PathPlan(
-                tuple(hops), f"the {what} {in_interface} is missing on host {host_id}", configs
+                tuple(hops),
+                f"the {what} {in_interface} is missing",
+                configs,
+                "underlay_down",
+                host_id,
             )
         ingress = next_rows[in_interface].ofport
         if ingress is None:
             return PathPlan(
-                tuple(hops), f"interface {in_interface} on host {host_id} has no port", configs
+                tuple(hops),
+                f"interface {in_interface} has no OpenFlow port",
+                configs,
+                "underlay_down",
+                host_id,
             )
         packet = {
             name: value
@@ -264,20 +294,33 @@ def plan_path(
             if name not in _PIPELINE_STATE and not name.startswith("reg")
         }
         packet["in_port"] = ingress
+    last = hops[-1]
+    if last.egress == "port":
+        return PathPlan(tuple(hops), None, configs)
+    # The computed flows do not take the frame to B: no way between the hosts (no uplink,
+    # no tunnel: a host without tunnel_ip), or nothing for B here.
+    dst_host = dst.port.host_id if dst.port is not None else None
+    elsewhere = dst_host is not None and dst_host != last.host_id
     return PathPlan(
         tuple(hops),
-        None
-        if hops and hops[-1].egress == "port"
-        else f"the computed flows {_fate(hops[-1]) if hops else 'do nothing'}",
+        f"the computed flows {_fate(last)}"
+        + (f", and compute no way to host {_host_name(snapshot, dst_host)}" if elsewhere else ""),
         configs,
+        "underlay_down" if elsewhere else "flows_differ",
+        last.host_id,
     )
 
 
 def _fate(hop: Hop) -> str:
     return {
-        "drop": f"drop the packet on host {hop.host_id}",
-        "controller": f"send the packet to the controller on host {hop.host_id}",
+        "drop": "drop the packet",
+        "controller": "send the packet to the controller",
     }.get(hop.egress, f"send the packet to {hop.egress}")
+
+
+def _host_name(snapshot: Snapshot, host_id: str | None) -> str:
+    host = snapshot.host(host_id) if host_id else None
+    return host.name if host is not None else str(host_id)
 
 
 def _target_ports(snapshot: Snapshot, dst: Endpoint) -> frozenset[str]:
@@ -909,11 +952,14 @@ def diagnose(
         if result is False:
             return verdict(False)
     if not plan.arrives:
-        if not checks.findings:
+        host = plan.problem_host
+        if not checks.findings and (host is None or checks.host(host)):
             checks.add(
-                "flows_differ" if plan.problem and "computed" in plan.problem else "port_not_bound",
-                f"The computed path stops: {plan.problem}.",
-                "Check the hosts' interfaces and the desired state.",
+                plan.problem_cause or "flows_differ",
+                f"The path stops on host {checks.name(host)}: {plan.problem}.",
+                "Check that hosts carrying this network share an uplink (VLAN) or have a "
+                "tunnel_ip (VXLAN), and the host's interfaces (ovs-vsctl show).",
+                host,
             )
         return verdict(False)
     checks.spoofing(src)
