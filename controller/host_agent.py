@@ -33,6 +33,7 @@ from controller.core.model import (
     PortStatus,
     PortStatusUpdate,
     Snapshot,
+    SnapshotChange,
     StateStore,
 )
 from controller.core.pipeline import DatapathComputer, DatapathConfig, PipelineError
@@ -46,6 +47,8 @@ from controller.tls import TlsFiles
 log = logging.getLogger(__name__)
 
 RELAY_SOCKET_NAME = "ovs-fabric-ofp.sock"
+# No switch: no port of this host is realized (one object, so passes can tell "unchanged").
+_NOTHING_REALIZED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,12 @@ class HostAgent:
         self._wake_timer: threading.Timer | None = None
         self._reported_ports: dict[PortSpec, PortStatus] = {}
         self._reported_status: HostStatus | None = None
+        # What a pass must look at again besides the flows (see update and _ovsdb_due).
+        self._ovsdb_dirty = True
+        self._ovsdb_ensured_at = 0.0
+        self._ports_dirty = True
+        self._reported_realized: frozenset[str] | None = None
+        self._switch_holds: tuple[int | None, int | None] = (None, None)  # flows, groups
         self._ovsdb_ok: bool | None = None
         self._last_error: str | None = None
         # Passes are numbered as they take a snapshot; `wait_passed` waits for one.
@@ -211,11 +220,23 @@ class HostAgent:
                 metrics.SWITCHES_CONNECTED.dec()
         metrics.forget_host(self.host.name)
 
-    def update(self, snapshot: Snapshot, *, wake: bool = True) -> int:
+    def update(
+        self, snapshot: Snapshot, *, wake: bool = True, change: SnapshotChange | None = None
+    ) -> int:
         """Hand in a new snapshot; returns the number of the first pass that works on
         it (or on a newer one), for `wait_passed`. `wake=False`: the snapshot changes
-        nothing for this host (see `pipeline.affected`); the next pass takes it."""
+        nothing for this host (see `pipeline.affected`); the next pass takes it.
+        `change`: what changed since the last snapshot (None: unknown), so a pass for a
+        change that leaves this host's ports and the hosts alone skips its OVSDB
+        intents and port reports (both O(ports bound here))."""
+        here = self.host.id
         with self._lock:
+            if (
+                change is None
+                or change.hosts
+                or any(p is not None and p.host_id == here for pair in change.ports for p in pair)
+            ):
+                self._ovsdb_dirty = self._ports_dirty = True
             self._snapshot = snapshot
             host = snapshot.host(self.host.id)
             if host is not None:
@@ -243,6 +264,7 @@ class HostAgent:
             self._sync = DatapathSync(channel)
             self._needs_read = True
             self._ever_connected = True
+            self._ovsdb_dirty = self._ports_dirty = True
         self._wake.set()
 
     def switch_disconnected(self, channel: SwitchChannel) -> None:
@@ -252,14 +274,19 @@ class HostAgent:
                 self._sync = None
                 metrics.SWITCHES_CONNECTED.dec()
                 metrics.SWITCH_CONNECTED.labels(self.host.name).set(0)
+            self._ovsdb_dirty = self._ports_dirty = True
         self._wake.set()
 
     def ports_changed(self, ports: dict[str, int]) -> None:
         with self._lock:
             self._ofports = dict(ports)
+            self._ovsdb_dirty = True  # an interface came or went: look at them all again
         self._wake.set()
 
     def wake(self) -> None:
+        """A pass now, OVSDB intents included (e.g. the controller targets changed)."""
+        with self._lock:
+            self._ovsdb_dirty = True
         self._wake.set()
 
     @property
@@ -278,6 +305,7 @@ class HostAgent:
             # A new master reports everything again: the last one's view may differ.
             self._reported_ports = {}
             self._reported_status = None
+            self._ovsdb_dirty = self._ports_dirty = True
         self._wake.set()
 
     def port_active(self, port: PortSpec) -> bool:
@@ -373,7 +401,12 @@ class HostAgent:
             # A lost switch is reported before OVSDB is tried: its ovsdb-server may
             # be what hangs, and the API must show the loss at once.
             self._report_host(openflow=False)
-        self._ensure_ovsdb(snapshot)
+        if self._ovsdb_due():
+            try:
+                self._ensure_ovsdb(snapshot)
+            except BaseException:
+                self._ovsdb_dirty = True
+                raise
         with self._lock:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
@@ -458,6 +491,8 @@ class HostAgent:
         rejected_groups = len(result.rejected) - rejected_flows
         metrics.FLOWS.labels(self.host.name).set(len(config.flows) - rejected_flows)
         metrics.GROUPS.labels(self.host.name).set(len(config.groups) - rejected_groups)
+        self._switch_holds = (len(config.flows) - rejected_flows,
+                              len(config.groups) - rejected_groups)
         changes = {
             "flow_add": result.flows_added,
             "flow_delete": result.flows_deleted,
@@ -471,6 +506,25 @@ class HostAgent:
         self._report_ports(snapshot, config)
         self._report_host(openflow=True)
         return not result.rejected
+
+    def _ovsdb_due(self) -> bool:
+        """Whether this pass ensures the OVSDB intents: something they depend on changed
+        (the hosts, the ports bound here, the switch's interfaces, the connection, the
+        controller targets), the last attempt failed, or they were last ensured a
+        reconcile interval ago (drift). At scale, looking at every VM port costs far
+        more than the flows of a port changed elsewhere in one of this host's networks."""
+        now = time.monotonic()
+        with self._lock:
+            due = (
+                self._ovsdb_dirty
+                or not self._ovsdb_ok
+                or self._last_error is not None
+                or now - self._ovsdb_ensured_at >= self._config.reconcile_interval
+            )
+            if due:
+                self._ovsdb_dirty = False
+                self._ovsdb_ensured_at = now
+        return due
 
     def _claim(self, channel: SwitchChannel) -> bool:
         """Replicated: tell the switch we are its MASTER with our generation, once per
@@ -608,6 +662,9 @@ class HostAgent:
             openflow_connected=openflow,
             datapath_id=f"{self.datapath_id:016x}",
             last_error=self._last_error,
+            # Shown by `ovs-fabric status`; unknown while the switch is away.
+            flow_count=self._switch_holds[0] if openflow else None,
+            group_count=self._switch_holds[1] if openflow else None,
         )
         if status != self._reported_status:
             self._store.record_host_status(status)
@@ -616,11 +673,23 @@ class HostAgent:
     def _report_ports(self, snapshot: Snapshot, config: DatapathConfig | None) -> None:
         if not self.is_master:
             return
+        realized = config.realized_ports if config is not None else _NOTHING_REALIZED
+        with self._lock:
+            if not self._ports_dirty and realized is self._reported_realized:
+                return  # neither the ports bound here nor the realized ones changed
+            self._ports_dirty = False
+        try:
+            self._report_port_statuses(snapshot, realized)
+        except BaseException:
+            self._ports_dirty = True
+            raise
+        self._reported_realized = realized
+
+    def _report_port_statuses(self, snapshot: Snapshot, realized: frozenset[str]) -> None:
         now = datetime.now(UTC)
         # Keyed by the whole PortSpec: a re-bound port (which the API resets to DOWN)
         # is a new key and gets reported again even if it was ACTIVE before.
         bound_here = {p for p in snapshot.ports if p.host_id == self.host.id}
-        realized = config.realized_ports if config is not None else frozenset()
         changed: dict[PortSpec, PortStatus] = {}
         for port in bound_here:
             status: PortStatus = "ACTIVE" if port.id in realized else "DOWN"

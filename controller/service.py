@@ -220,7 +220,7 @@ class FabricController:
         if change is None or _touches_load_balancers(snapshot, change):
             self._health.update(snapshot)
         moves = self._note_moves(change)
-        self._dispatch(snapshot, affected)
+        self._dispatch(snapshot, affected, change)
         if moves:
             threading.Thread(
                 target=self._confirm_moves, args=(moves,), name="port-moves", daemon=True
@@ -270,11 +270,15 @@ class FabricController:
         self._dispatch()
 
     def _dispatch(
-        self, stored: Snapshot | None = None, affected: frozenset[str] | None = EVERY_HOST
+        self,
+        stored: Snapshot | None = None,
+        affected: frozenset[str] | None = EVERY_HOST,
+        change: SnapshotChange | None = None,
     ) -> _PassTickets:
         """Hand every agent the stored snapshot with the observed backend health, and
         wake those it may affect (`affected`; the others take it with their next
-        pass); returns each woken agent's number of the first pass on it."""
+        pass) with what changed (None: unknown); returns each woken agent's number
+        of the first pass on it."""
         with self._dispatch_lock:
             if stored is not None:
                 self._stored_snapshot = stored
@@ -289,7 +293,7 @@ class FabricController:
             for agent in agents:
                 wake = affected is EVERY_HOST or agent.host.id in affected
                 number = agent.update(
-                    held_snapshot(effective, self._moves, agent.host.id), wake=wake
+                    held_snapshot(effective, self._moves, agent.host.id), wake=wake, change=change
                 )
                 if wake:
                     tickets.append((agent, number))
@@ -312,7 +316,8 @@ class FabricController:
     # ---- load balancers: health and rejections -------------------------------------------
 
     def _health_changed(self, updates: Sequence[BackendHealthUpdate]) -> None:
-        self._health_records.put((self._dispatch(), updates))
+        # Only observed health changed: no host's ports, no host record.
+        self._health_records.put((self._dispatch(change=SnapshotChange()), updates))
 
     def _record_health(self) -> None:
         while (item := self._health_records.get()) is not None:

@@ -212,6 +212,8 @@ class HostUpdate(PatchModel, HostFields):
     ovsdb_connected: Immutable = None
     openflow_connected: Immutable = None
     last_error: Immutable = None
+    flow_count: Immutable = None
+    group_count: Immutable = None
 
     name: Name = UNCHANGED
     ovsdb_remote: OvsdbRemote = UNCHANGED
@@ -223,6 +225,12 @@ class HostOut(ResourceOut, HostFields):
     openflow_connected: bool
     last_error: str | None
     status_at: datetime | None
+    flow_count: int | None = Field(
+        default=None, description="Flows on the host's switch after the last pass (null: unknown)."
+    )
+    group_count: int | None = Field(
+        default=None, description="Groups on the host's switch after the last pass (null: unknown)."
+    )
 
 
 # ---- tenants ---------------------------------------------------------------------

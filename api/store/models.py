@@ -145,6 +145,9 @@ class Host(Revisioned, Base):
     openflow_connected: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     status_at: Mapped[datetime | None]
+    # what its switch holds after the controller's last pass (None: not known)
+    flow_count: Mapped[int | None] = mapped_column(Integer)
+    group_count: Mapped[int | None] = mapped_column(Integer)
 
 
 class Tenant(Revisioned, Base):

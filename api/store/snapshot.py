@@ -74,6 +74,8 @@ class SqlStateStore:
                     openflow_connected=status.openflow_connected,
                     datapath_id=status.datapath_id,
                     last_error=status.last_error,
+                    flow_count=status.flow_count,
+                    group_count=status.group_count,
                     status_at=utcnow(),
                 )
             )

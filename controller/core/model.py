@@ -164,6 +164,9 @@ class HostStatus:
     openflow_connected: bool
     datapath_id: str | None = None  # 16 hex digits
     last_error: str | None = None
+    # What the switch holds after the last pass that reached it (None: not known).
+    flow_count: int | None = None
+    group_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,12 @@ def test_detached_lab_vm_add_ping_rm_down(lab_tools: None, tmp_path: Path) -> No
         with FabricClient(exports["OVS_FABRIC_URL"], exports["OVS_FABRIC_TOKEN"]) as client:
             bound = {(p["name"], p["binding"]["interface"], p["status"])
                      for p in client.list_all("ports")}
+            # What `ovs-fabric status` shows per switch, as the controller reported it.
+            holds = {h["name"]: (h["flow_count"], h["group_count"])
+                     for h in client.list_all("hosts")}
         assert bound == {("a", "h1-a", "ACTIVE"), ("b", "h2-b", "ACTIVE")}
+        assert all(flows and flows > 10 and groups is not None
+                   for flows, groups in holds.values()), holds
 
         assert lab("vm", "rm", "b").returncode == 0
         assert f"{prefix}h2-b" not in list_netns()
