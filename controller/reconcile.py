@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 # bounded send queue moving without building one huge buffer.
 _SEND_SLICE = 256 << 10
 _MAX_ATTEMPTS = 3
-_MONITOR_ID = 1
 _SERVICE_PREFIX = ofmsg.SERVICE_COOKIE_PREFIX << 48
 _Owner = TypeVar("_Owner", bound=Hashable)
 _Encoded = tuple[Flow, ofmsg.EncodedFlow]
@@ -109,6 +108,8 @@ class DatapathSync:
         self._foreign_cookies: set[int] = set()
         self._suspects: set[int] = set()
         self._monitoring = False
+        # A read asked for and not yet taken (flows reply, groups reply).
+        self._reading: tuple[Future[bytes], Future[bytes]] | None = None
         # True while the switch may hold something else than the last desired state:
         # the next apply diffs everything instead of only the chunks that changed.
         self._dirty = True
@@ -127,16 +128,21 @@ class DatapathSync:
 
     def resync(self) -> None:
         """Start from scratch on this connection: flow monitor first (so no change made
-        during the read is missed), then read everything back."""
+        during the read is missed), then read everything back. The read is only asked
+        for here and taken by the next `apply`, which encodes the desired flows while
+        the switch dumps its table (OVS on the other core)."""
         self.start_monitor()
-        self.read_actual()
+        self._request_read()
 
     def start_monitor(self) -> bool:
         if self._monitoring:
             return True
         xid = self.channel.next_xid()
         reply = self.channel.expect(xid)
-        self.channel.send(ofmsg.flow_monitor_request(xid, _MONITOR_ID))
+        # NOTE: a monitor id unique on the connection (a second reconciler of the same
+        # connection, as in bench.flow_install, adds its own): OVS 3.1 answers a
+        # duplicate id with a malformed error message (OpenFlow 1.0 header, bad length).
+        self.channel.send(ofmsg.flow_monitor_request(xid, monitor_id=xid))
         try:
             self._wait(reply)
         except OpenFlowError as exc:
@@ -151,6 +157,10 @@ class DatapathSync:
 
     def read_actual(self) -> None:
         """Read the switch's flow and group tables (level-triggered: never trust memory alone)."""
+        self._request_read()
+        self._finish_read()
+
+    def _request_read(self) -> None:
         xid = self.channel.next_xid()
         flows_reply = self.channel.expect(xid)
         # Every flow on the bridge, ours or not: br-int belongs to the service.
@@ -158,6 +168,13 @@ class DatapathSync:
         gxid = self.channel.next_xid()
         groups_reply = self.channel.expect(gxid)
         self.channel.send(ofmsg.group_desc_request(gxid))
+        self._reading = (flows_reply, groups_reply)
+
+    def _finish_read(self) -> None:
+        if self._reading is None:
+            return
+        flows_reply, groups_reply = self._reading
+        self._reading = None
         cookies = {c for _table, c in ofmsg.parse_flow_stats_cookies(self._wait(flows_reply))}
         self._actual_flows = {
             c for c in cookies if c & ofmsg.COOKIE_SERVICE_MASK == _SERVICE_PREFIX
@@ -169,6 +186,7 @@ class DatapathSync:
 
     def audit(self) -> Audit:
         """The periodic check: counts first, every cookie only when they disagree."""
+        self._finish_read()
         if not self._monitoring:
             self.read_actual()
             return Audit(None, 0, "the switch has no flow monitor")
@@ -213,6 +231,7 @@ class DatapathSync:
 
     def apply(self, flows: Iterable[Flow], groups: Iterable[Group]) -> SyncResult:
         added, removed = self._update_desired(flows)
+        self._finish_read()
         wanted_groups = {g.group_id: g for g in groups}
         suspects = self._suspects | self._foreign_cookies
         if self._dirty:
@@ -316,7 +335,9 @@ class DatapathSync:
             known = previous.get(id(chunk))
             if known is None or known.flows is not chunk:
                 known = _Chunk(chunk, {})
-                encode = ofmsg.encode_flow
+                # Not through encode_flow's LRU: hashing a frozen Flow for the cache
+                # costs about what encoding it does, and this cache is per chunk.
+                encode = ofmsg.encode_flow_uncached
                 for flow in chunk:
                     encoded = encode(flow)
                     known.encoded[encoded.cookie] = (flow, encoded)
@@ -369,11 +390,9 @@ class DatapathSync:
         open_xid = channel.next_xid()
         opened = channel.expect(open_xid)
         channel.send(ofmsg.bundle_open(bundle_id, open_xid))
-        first_xid = channel.next_xid()
+        # The whole xid range at once, so concurrent requests never collide.
+        first_xid = channel.reserve_xids(len(messages))
         xids = range(first_xid, first_xid + len(messages))
-        # Reserve the whole xid range at once so concurrent requests never collide.
-        for _ in range(len(messages) - 1):
-            channel.next_xid()
         buffer = bytearray()
         for offset, message in enumerate(messages):
             buffer += ofmsg.bundle_add(bundle_id, first_xid + offset, message)

@@ -494,6 +494,15 @@ def encode_flow(flow: Flow) -> EncodedFlow:
         raise ValueError(f"cannot encode {flow!r}: {exc}") from exc
 
 
+def encode_flow_uncached(flow: Flow) -> EncodedFlow:
+    """`encode_flow` without its LRU cache (for callers that cache by other means:
+    hashing a frozen Flow for the cache costs about as much as encoding it)."""
+    try:
+        return _encode_flow(flow)
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"cannot encode {flow!r}: {exc}") from exc
+
+
 def _encode_flow(flow: Flow) -> EncodedFlow:
     body = _encode_match(flow.match.fields) + _encode_instructions(flow)
     digest = hashlib.blake2b(

@@ -88,6 +88,16 @@ class SwitchChannel:
         with self._lock:
             return next(self._xids) & 0xFFFFFFFF or next(self._xids)
 
+    def reserve_xids(self, count: int) -> int:
+        """The first of `count` consecutive xids nobody else gets (a bundle's adds)."""
+        with self._lock:
+            first = next(self._xids) & 0xFFFFFFFF or next(self._xids)
+            if first + count > 0xFFFFFFFF:  # would wrap: start again from 1
+                self._xids = itertools.count(1)
+                first = next(self._xids)
+            self._xids = itertools.count(first + count)
+        return first
+
     def expect(self, xid: int) -> Future[bytes]:
         """Register interest in the reply to `xid`; call before sending the request."""
         future: Future[bytes] = Future()
