@@ -291,8 +291,12 @@ def run_diagnosis(
             statuses.get(host_id, missing),
             expect.bridge,
             tls,
-            # The underlay addresses of the other hosts, for a host with tunnels.
-            tuple(ip for other, ip in tunnel_ips.items() if other != host_id and ip)
+            # The underlay addresses of the other hosts on the path, for a host with tunnels.
+            tuple(
+                ip
+                for other, ip in tunnel_ips.items()
+                if other != host_id and ip and other in involved
+            )
             if tunnel_ips.get(host_id)
             else (),
         )
