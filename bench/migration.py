@@ -1,0 +1,145 @@
+"""Packets lost while a real guest migrates live between two hypervisors.
+
+    .venv/bin/python -m bench.migration [--migrations 6] [--interval 0.01]
+
+Root only. Builds what tests/e2e/test_guest.py builds (tests/support/guest_lab.py:
+three simulated hosts, a libvirtd on h1 and h2, the service, a tiny Linux guest on a
+VXLAN network, a peer VM namespace on h3), then migrates the guest back and forth
+while the peer pings it every `interval` seconds. Per migration:
+
+- lost: echo requests without a reply (ping from the peer, nothing else in flight);
+- outage: lost x interval, the time the guest could not be reached;
+- outage: the longest silence between two replies (minus one interval);
+- QEMU downtime: the guest's own stop time reported by libvirt (`domjobinfo
+  --completed`: the last RAM pages and device state are copied while it is stopped).
+  Nobody can answer then, whatever the network does: it is the peer figure;
+- resumed -> first reply: from the destination's RESUMED event (`virsh event
+  --timestamp`) to the first reply the peer gets: what the port's move costs. The
+  goal is one round trip, what OVN's `activation-strategy=rarp` loses (the
+  destination's flows installed beforehand, activated by the guest's first frame).
+- bind -> confirmed: from the service log, the destination's flows confirmed after
+  the watcher moved the binding (the controller's part of the network share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import Figure, measured
+from tests.support.eventually import eventually
+from tests.support.guest_lab import WAIT, GuestLab, guest_lab, pinging, resume_events
+
+_CONFIRMED = re.compile(r"port (\S+) moved to host (\S+): confirmed there after (\d+) ms")
+
+
+def _one(g: GuestLab, source: str, destination: str, interval: float) -> dict[str, float]:
+    assert g.peer.wait_for_ping(g.guest_ip(), timeout=WAIT), "guest unreachable before"
+    log_mark = len(g.service.log_path.read_text(errors="replace").splitlines())
+    with (
+        resume_events(g.hypervisors[destination]) as resumed,
+        pinging(g.peer, g.guest_ip(), interval=interval) as ping,
+    ):
+        time.sleep(0.5)
+        g.migrate(source, destination)
+        eventually(
+            lambda: (
+                g.client.get("ports", g.port["id"])["binding"]["host_id"] == g.host_ids[destination]
+            ),
+            f"the port bound to {destination}",
+            timeout=WAIT,
+        )
+        assert g.client.wait_port_active(g.port["id"], timeout=WAIT)["status"] == "ACTIVE"
+        time.sleep(1.0)
+    run = ping[0]
+    before, after = run.longest_gap()
+    log = g.service.log_path.read_text(errors="replace").splitlines()[log_mark:]
+    confirmed = [float(m.group(3)) for line in log if (m := _CONFIRMED.search(line))]
+    return {
+        "lost": float(run.lost),
+        "outage": (after - before) * 1000 - interval * 1000,
+        "downtime": g.downtime_ms(destination) or float("nan"),
+        "network": (after - resumed[-1]) * 1000 if resumed else float("nan"),
+        "rtt": run.rtt_avg_ms or 0.0,
+        "confirmed": confirmed[-1] if confirmed else float("nan"),
+    }
+
+
+def measure(migrations: int, interval: float) -> list[dict[str, float]]:
+    samples = []
+    with (
+        tempfile.TemporaryDirectory(prefix="ovsf-bench-migration-") as tmp,
+        guest_lab(Path(tmp)) as g,
+    ):
+        where = "h1"
+        for n in range(migrations):
+            to = "h2" if where == "h1" else "h1"
+            sample = _one(g, where, to, interval)
+            print(
+                f"migration {n + 1} {where}->{to}: lost {sample['lost']:.0f} "
+                f"(outage {sample['outage']:.0f} ms), "
+                f"QEMU downtime {sample['downtime']:.0f} ms, "
+                f"resumed -> first reply {sample['network']:.0f} ms, rtt {sample['rtt']:.2f} ms, "
+                f"bind->confirmed {sample['confirmed']:.0f} ms",
+                flush=True,
+            )
+            samples.append(sample)
+            where = to
+    return samples
+
+
+def figures(samples: list[dict[str, float]], interval: float) -> list[Figure]:
+    def column(name: str) -> list[float]:
+        return [s[name] for s in samples]
+
+    rtt = statistics.median(column("rtt"))
+    network = statistics.median(column("network"))
+    bound = rtt + interval * 1000  # one round trip, at the ping's resolution
+    return [
+        measured(
+            f"live migration: guest unreachable (ping every {interval * 1000:g} ms)",
+            "ms",
+            column("outage"),
+            peer="QEMU's own downtime (guest stopped), same migrations",
+            peer_values=column("downtime"),
+            notes=f"lost {statistics.median(column('lost')):.0f} packets median",
+        ),
+        measured(
+            "live migration: guest resumed on the destination -> first reply to the peer",
+            "ms",
+            column("network"),
+            goal=f"<= one round trip + ping interval ({bound:.0f} ms), as OVN rarp",
+            met=network <= bound,
+            notes="the network's share: libvirt event, watcher binding, destination flows "
+            "confirmed, then every other host",
+        ),
+        measured(
+            "live migration: binding moved -> destination flows confirmed",
+            "ms",
+            column("confirmed"),
+            notes="the controller's part of the network's share",
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Figure]:
+    """The suite's entry point (bench/run.py)."""
+    interval = 0.01
+    return figures(measure(2 if quick else 6, interval), interval)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--migrations", type=int, default=6)
+    parser.add_argument("--interval", type=float, default=0.01, help="ping interval, seconds")
+    args = parser.parse_args()
+    for figure in figures(measure(args.migrations, args.interval), args.interval):
+        print(figure)
+
+
+if __name__ == "__main__":
+    main()
