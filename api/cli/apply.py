@@ -41,8 +41,12 @@ def render_plan(result: Plan, source: str) -> None:
             f"  {_field_text(change, f.name, f.current, f.desired)}" for f in change.fields
         )
         console.print(f"  {_MARK[change.action]} {escape(change.label + details)}")
+    prunable = tuple(label for label in result.kept if " (" not in label)
+    if prunable:
+        console.print(f"  [dim]= {escape(kept_summary(prunable))}[/dim]")
     for label in result.kept:
-        console.print(f"  [dim]= {escape(label)} (not in the file: kept; --prune deletes it)[/dim]")
+        if " (" in label:  # never pruned, and says why
+            console.print(f"  [dim]= {escape(label)}[/dim]")
     for conflict in result.conflicts:
         console.print(f"  [red]! {escape(conflict)}[/red]")
     if result:
@@ -52,6 +56,24 @@ def render_plan(result: Plan, source: str) -> None:
         )
     else:
         console.print("nothing to change.")
+
+
+_KINDS = ("load balancer", "network", "tenant", "host", "port")
+
+
+def kept_summary(labels: tuple[str, ...]) -> str:
+    """One line for what stays: the outermost objects by name, the ones inside counted."""
+    def path(label: str) -> str:
+        kind = next(k for k in _KINDS if label.startswith(k + " "))
+        return label[len(kind) + 1:]
+
+    paths = {label: path(label) for label in labels}
+    outer = [label for label in labels if not any(
+        other != paths[label] and paths[label].startswith(other + "/")
+        for other in paths.values())]
+    inside = len(labels) - len(outer)
+    return (f"kept, not in the file (--prune deletes them): {', '.join(outer)}"
+            + (f" and {inside} object(s) inside them" if inside else ""))
 
 
 def _field_text(change: Change, name: str, current: object, desired: object) -> str:

@@ -170,7 +170,7 @@ def test_apply_shows_a_diff_is_idempotent_and_prunes_only_when_asked(
     kept = run.ok("apply", str(topology))
     assert "~ load balancer shop/web/http  backends: [web1:8080 w1, web2:8080 w1] -> " \
            "[web1:8080 w1]" in kept
-    assert "= port shop/web/web2 (not in the file: kept" in kept
+    assert "= kept, not in the file (--prune deletes them): port shop/web/web2\n" in kept
     assert sorted(p["name"] for p in run.json("ports", "list")) == ["web1", "web2"]  # type: ignore[union-attr]
 
     pruned = run.ok("apply", str(topology), "--prune")

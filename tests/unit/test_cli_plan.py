@@ -257,3 +257,11 @@ def _no_ids(kind: str, key: tuple[str, ...]) -> str:
 
 def test_change_labels_read_as_paths() -> None:
     assert Change("delete", "load_balancer", ("t", "n", "lb")).label == "load balancer t/n/lb"
+
+
+def test_what_is_kept_reads_as_one_line_of_outermost_objects() -> None:
+    from api.cli.apply import kept_summary
+
+    assert kept_summary(("port red/lan/r1", "network red/lan", "tenant red", "tenant blue")) == (
+        "kept, not in the file (--prune deletes them): tenant red, tenant blue "
+        "and 2 object(s) inside them")
