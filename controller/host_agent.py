@@ -196,6 +196,7 @@ class HostAgent:
         self._ovsdb_ensured_at = 0.0
         self._ports_dirty = True
         self._reported_realized: frozenset[str] | None = None
+        self._switch_holds: tuple[int | None, int | None] = (None, None)  # flows, groups
         self._ovsdb_ok: bool | None = None
         self._last_error: str | None = None
         # Passes are numbered as they take a snapshot; `wait_passed` waits for one.
@@ -490,6 +491,8 @@ class HostAgent:
         rejected_groups = len(result.rejected) - rejected_flows
         metrics.FLOWS.labels(self.host.name).set(len(config.flows) - rejected_flows)
         metrics.GROUPS.labels(self.host.name).set(len(config.groups) - rejected_groups)
+        self._switch_holds = (len(config.flows) - rejected_flows,
+                              len(config.groups) - rejected_groups)
         changes = {
             "flow_add": result.flows_added,
             "flow_delete": result.flows_deleted,
@@ -659,6 +662,9 @@ class HostAgent:
             openflow_connected=openflow,
             datapath_id=f"{self.datapath_id:016x}",
             last_error=self._last_error,
+            # Shown by `ovs-fabric status`; unknown while the switch is away.
+            flow_count=self._switch_holds[0] if openflow else None,
+            group_count=self._switch_holds[1] if openflow else None,
         )
         if status != self._reported_status:
             self._store.record_host_status(status)
