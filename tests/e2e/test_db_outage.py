@@ -25,6 +25,7 @@ from api.paths import API_PREFIX, HEALTH_PATH
 from lab.hosts import Lab
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric, fabric_of, running_service
+from tests.support.metrics import scrape_service, total
 from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.reliability import record
 
@@ -126,6 +127,7 @@ def test_postgres_outage(pg_fabric: Fabric, postgres: PostgresServer) -> None:
     try:
         time.sleep(1.0)
         before_outage = len(writer.acknowledged)
+        errors_before = total(scrape_service(service), "ovs_fabric_database_errors_total")
         postgres.stop()
         stopped = time.monotonic()
 
@@ -149,6 +151,9 @@ def test_postgres_outage(pg_fabric: Fabric, postgres: PostgresServer) -> None:
         restarted = time.monotonic()
         eventually(lambda: _healthy(service), what="/healthz healthy again", timeout=30)
         healthy_after = time.monotonic() - restarted
+        # The driver's errors during the outage were counted.
+        errors = total(scrape_service(service), "ovs_fabric_database_errors_total")
+        assert errors > errors_before, (errors_before, errors)
 
         # The controller resumes: a port created after the outage becomes ACTIVE.
         fabric.add_vm("h2", network, "c", "10.40.0.3", wait=False)

@@ -37,6 +37,7 @@ from tests.support.libvirt_env import (
     run_token,
     tap_nic,
 )
+from tests.support.metrics import scrape_service, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -148,11 +149,14 @@ def fabric(local: tuple[LocalOvs, LibvirtDaemons], tmp_path: Path) -> Iterator[L
 def test_interfaceid_names_the_port_and_destroy_unbinds_it(fabric: LibvirtFabric) -> None:
     mac = random_mac()
     port = fabric.new_port(mac)
+    started = "ovs_fabric_libvirt_events_total"
+    before = value(scrape_service(fabric.service), started, type="STARTED")
 
     vm = fabric.domains.define([ovs_nic(fabric.bridge, mac, interface_id=port["id"])])
 
     # libvirt plugged the tap itself: the service only tags it and adds flows.
     tap = fabric.wait_wired(port["id"], vm, mac, owned=False)
+    assert value(scrape_service(fabric.service), started, type="STARTED") > before
     ofport = fabric.ovs.ofport(tap)
     assert fabric.sole_vm_interface() == ("bound", port["id"], "interfaceid")
 

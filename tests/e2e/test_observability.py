@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
@@ -33,6 +32,7 @@ from lab.hosts import Lab, require_lab_tools
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
 from tests.support.load_balancer import LbLab, Servers, build
+from tests.support.metrics import scrape, total, value
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +48,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1500,1000",
 )
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @dataclass
@@ -118,26 +116,6 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedLab]:
             service.stop()
         finally:
             lab.close()
-
-
-def scrape(url: str, headers: dict[str, str] | None = None) -> Samples:
-    answer = httpx.get(url, headers=headers or {}, timeout=10)
-    answer.raise_for_status()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sample `name` with exactly `labels` (0 when absent)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def total(samples: Samples, name: str) -> float:
-    """The sum of `name` over all its label sets."""
-    return sum(v for (n, _labels), v in samples.items() if n == name)
 
 
 # ---- /metrics -----------------------------------------------------------------------------
