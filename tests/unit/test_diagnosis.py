@@ -427,6 +427,15 @@ def test_4_frames_from_another_source_are_named() -> None:
     spoofed_mac = (DatapathDrop("h1-a", "02:00:00:00:99:99", None, None, 2),)
     verdict = World().run(endpoint("a"), endpoint("b"), host_changes={H1: {"drops": spoofed_mac}})
     assert "02:00:00:00:99:99" in verdict.findings[0].explanation
+    # b's address: a conflict, named as one.
+    taken = (DatapathDrop("h1-a", "02:00:00:00:00:0a", "10.1.0.11", None, 3),)
+    verdict = World().run(endpoint("a"), endpoint("b"), host_changes={H1: {"drops": taken}})
+    assert "port b's: a conflict" in verdict.findings[0].explanation
+    # u's address in another tenant's network is not named (it is no conflict here).
+    elsewhere = (DatapathDrop("h1-a", "02:00:00:00:00:2a", None, None, 1),)
+    verdict = World().run(endpoint("a"), endpoint("b"), host_changes={H1: {"drops": elsewhere}})
+    assert "(1 packets)" in verdict.findings[0].explanation
+    assert "port u" not in verdict.findings[0].explanation
     # Drops of the port's own addresses (IPv6, say) are no spoofing.
     own = (DatapathDrop("h1-a", "02:00:00:00:00:0a", None, None, 9),)
     assert World().run(endpoint("a"), endpoint("b"), host_changes={H1: {"drops": own}}).reachable

@@ -853,16 +853,29 @@ class _Checks:
         seen = self.observations.get(port.host_id)
         if seen is None or not seen.drops:
             return
+        # Addresses of the other ports of the same network (never another tenant's): a
+        # source that is one of them is a conflict, not an invention.
+        owners = {
+            address: other.id
+            for other in self.snapshot.ports
+            if other.network_id == port.network_id and other.id != port.id
+            for address in (other.mac, *other.ips)
+        }
         foreign = []
         for drop in seen.drops:
             if drop.interface != port.interface or drop.packets == 0:
                 continue
             if drop.eth_src is not None and drop.eth_src != port.mac:
-                foreign.append(f"MAC {drop.eth_src} ({drop.packets} packets)")
+                what, address = "MAC", drop.eth_src
             elif port.ips and drop.ipv4_src is not None and drop.ipv4_src not in port.ips:
-                foreign.append(f"IP {drop.ipv4_src} ({drop.packets} packets)")
+                what, address = "IP", drop.ipv4_src
             elif port.ips and drop.arp_spa is not None and drop.arp_spa not in port.ips:
-                foreign.append(f"ARP sender IP {drop.arp_spa} ({drop.packets} packets)")
+                what, address = "ARP sender IP", drop.arp_spa
+            else:
+                continue
+            owner = owners.get(address)
+            conflict = f", port {owner}'s: a conflict" if owner else ""
+            foreign.append(f"{what} {address} ({drop.packets} packets{conflict})")
         if foreign:
             allowed = ", ".join([port.mac, *port.ips])
             self.add(
