@@ -276,7 +276,7 @@ def generated_section(
         "## Suite results (generated)",
         "",
         "```sh",
-        "./.ci/fabric bench            # = .venv/bin/python -m bench.run [--quick] [--only NAME]",
+        "./fabric bench        # = .venv/bin/python -m bench.run [--quick] [--only NAME]",
         "```",
         "",
         "Each figure is the median of repeated samples (min-max and n beside it); the",
