@@ -744,10 +744,11 @@ def _resolve_backends(
             member = session.get(Port, port_id)
             if member is None or member.network_id != network.id:
                 raise Invalid(f"{field}.port_id", f"port {port_id} is not on network {network.id}")
-            if not member.ips:
-                raise Invalid(f"{field}.port_id", f"port {port_id} has no IP address")
+            ipv4s = [address for address in member.ips if ":" not in address]
+            if not ipv4s:  # load balancers are IPv4 only
+                raise Invalid(f"{field}.port_id", f"port {port_id} has no IPv4 address")
             if ip is None:
-                ip = member.ips[0]
+                ip = ipv4s[0]
             elif ip not in member.ips:
                 raise Invalid(f"{field}.ip", f"{ip} is not an address of port {port_id}")
         assert ip is not None

@@ -128,3 +128,29 @@ def test_concurrent_ports_get_distinct_ipv6_addresses(api: Any) -> None:
     assert {r.status_code for r in responses} == {201}, [r.text for r in responses]
     addresses = sorted(r.json()["ips"][0] for r in responses)
     assert addresses == sorted(f"fd00:6::{i:x}" for i in range(1, 21))
+
+
+def test_load_balancer_backend_by_port_takes_its_ipv4_address(api: Any) -> None:
+    tenant, _ = api.tenant("acme")
+    net = api.network(tenant["id"], "dual", cidr="10.0.0.0/24", ipv6_cidr="fd00:1::/64")
+    dual = api.admin.create("/ports", {"network_id": net["id"], "ips": ["fd00:1::5", "10.0.0.5"]})
+    six_only = api.admin.create("/ports", {"network_id": net["id"], "ips": ["fd00:1::6"]})
+    body = {"network_id": net["id"], "name": "web", "vip": "10.0.0.100", "protocol": "tcp"}
+    lb = api.admin.create(
+        "/load-balancers", {**body, "port": 80, "backends": [{"port_id": dual["id"], "port": 80}]}
+    )
+    assert [b["ip"] for b in lb["backends"]] == ["10.0.0.5"]
+    with api.unchanged():
+        api.problem(
+            api.admin.post(
+                "/load-balancers",
+                json={
+                    **body,
+                    "name": "six",
+                    "port": 81,
+                    "backends": [{"port_id": six_only["id"], "port": 80}],
+                },
+            ),
+            422,
+            f"port {six_only['id']} has no IPv4 address",
+        )
