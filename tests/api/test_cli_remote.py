@@ -183,9 +183,19 @@ def test_apply_shows_a_diff_is_idempotent_and_prunes_only_when_asked(
         "ovs-fabric: error: network shop/web: type is 'vxlan', the file says 'vlan'; it cannot "
         "change in place (remove the entry, apply with --prune, then add it back)")
 
-    topology.write_text("tenants: []\n")
+    # A port the file binds is waited for; this service runs no controller, so it
+    # never becomes ACTIVE and apply says so in one line.
+    topology.write_text(
+        "hosts: [{name: hv9, ovsdb_remote: 'tcp:127.0.0.1:1'}]\n"
+        "tenants: [{name: shop, networks: [{name: web, type: vxlan, cidr: 10.3.0.0/24, "
+        "ports: [{name: web1, host: hv9, interface: tap-w1}]}]}]\n")
+    assert run.error("apply", str(topology), "--timeout", "1") == (
+        "ovs-fabric: error: port shop/web/web1 is still DOWN after 1s (hint: is interface "
+        "tap-w1 present on its host? `ovs-fabric status` shows the hosts)")
+
+    topology.write_text("hosts: []\ntenants: []\n")
     run.ok("apply", str(topology), "--prune")
-    assert run.json("networks", "list") == []
+    assert run.json("networks", "list") == [] and run.json("hosts", "list") == []
 
 
 def test_errors_are_one_line_with_a_hint(run: Run, service: ServiceProcess,
