@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from bench.report import Figure, measured
 from controller.core import model
 from controller.core.pipeline import DatapathComputer, compute_datapath
 from controller.core.pipeline.context import tunnel_interface_name
@@ -169,6 +170,64 @@ class Samples:
     @property
     def median(self) -> float:
         return statistics.median(self.cpu)
+
+
+def measure_scale(
+    networks: int, ports_per_network: int, hosts: int, repeats: int
+) -> tuple[Samples, Samples, Samples, int]:
+    """(full compute, incremental compute after one port change, the peer: the full
+    compute of the changed snapshot), CPU ms of host 0, and its number of flows."""
+    snapshot = build_snapshot(networks, ports_per_network, hosts)
+    here = host_id(0)
+    view = view_of(snapshot, 0)
+    changed, _network = change_one_port(snapshot, here)
+    full, peer, incremental = Samples(), Samples(), Samples()
+    flows = 0
+    compute_datapath(snapshot, view)  # warm-up: first-use caches, imports
+    computer = DatapathComputer(here)
+    computer.compute(snapshot, view)
+    for i in range(repeats):
+        cpu, wall, config = timed(lambda: compute_datapath(snapshot, view))
+        full.add(cpu, wall)
+        flows = len(config.flows)
+        peer.add(*timed(lambda: compute_datapath(changed, view))[:2])
+        before, after = (snapshot, changed) if i % 2 == 0 else (changed, snapshot)
+        computer.compute(before, view)
+        incremental.add(*timed(lambda a=after: computer.compute(a, view))[:2])
+    return full, incremental, peer, flows
+
+
+def run(quick: bool) -> list[Figure]:
+    """The suite's entry point (bench/run.py): full and incremental compute, one host,
+    at growing sizes (10 ports per network, 4 hosts)."""
+    sizes = (400, 1000) if quick else (400, 1000, 4000)
+    figures: list[Figure] = []
+    per_flow: list[str] = []
+    for networks in sizes:
+        full, incremental, peer, flows = measure_scale(networks, 10, 4, 3)
+        per_flow.append(f"{networks:,}: {full.median * 1000 / flows:.1f} µs/flow")
+        figures.append(
+            measured(
+                f"full compute, one host, {networks:,} networks x 10 ports ({flows:,} flows)",
+                "ms CPU",
+                full.cpu,
+                goal="< 1,000 ms at 4,000 networks, linear" if networks == 4000 else "linear",
+                met=full.median < 1000 if networks == 4000 else None,
+            )
+        )
+        figures.append(
+            measured(
+                f"one port change, incremental compute, {networks:,} networks",
+                "ms CPU",
+                incremental.cpu,
+                peer="full compute of the changed snapshot",
+                peer_values=peer.cpu,
+                goal="< 10 ms per affected host",
+                met=incremental.median < 10,
+            )
+        )
+    figures[-2] = dataclasses.replace(figures[-2], notes="; ".join(per_flow))
+    return figures
 
 
 def main() -> None:
