@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from controller.core import ofmsg
@@ -201,9 +201,7 @@ class DatapathSync:
         # Notes about changes made before our request arrive before its reply.
         updates = self.channel.take_flow_updates()
         self._absorb(updates)
-        if groups != self._actual_groups:
-            self._actual_groups = groups
-            self._dirty = True
+        self._actual_groups = groups  # compared with the desired groups by every apply
         reason = None
         if updates.paused or updates.overflowed:
             reason = "the flow monitor paused"
@@ -224,8 +222,6 @@ class DatapathSync:
                 self._suspects.add(cookie)
             else:
                 self._foreign_cookies.add(cookie)
-        if updates.changes or updates.overflowed:
-            self._dirty = True
 
     # ---- making it what we want ---------------------------------------------------------
 
@@ -251,10 +247,17 @@ class DatapathSync:
                 desired_groups=wanted_groups,
                 actual_groups=self._actual_groups,
             )
-            new_cookies, gone_cookies = plan_flow_changes(
-                added=added, removed=removed, actual=self._actual_flows, skip=self._rejected.keys()
+            # The switch holds the previous desired state, but for what others touched.
+            new_cookies, gone_cookies, purged = plan_flow_changes(
+                added=added,
+                removed=removed,
+                actual=self._actual_flows,
+                skip=self._rejected.keys(),
+                suspects=suspects,
+                desired=self._desired.keys(),
             )
             add_cookies, to_delete = list(new_cookies), list(gone_cookies)
+            plan = replace(plan, purge_flows=purged)
         purge = list(plan.purge_flows)
         result = SyncResult()
         if not (add_cookies or to_delete or purge or plan.add_groups or plan.delete_groups):

@@ -66,10 +66,14 @@ def plan_flow_changes(
     removed: Collection[int],
     actual: Set[int],
     skip: Set[int] = frozenset(),
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(add, delete) when the switch held exactly the previous desired flows and the
-    desired set since gained `added` and lost `removed`: O(change), not O(table).
-    `skip`: cookies not to send (the switch rejected them)."""
-    add = tuple(sorted(c for c in added if c not in actual and c not in skip))
-    delete = tuple(sorted(c for c in removed if c in actual))
-    return add, delete
+    suspects: Set[int] = frozenset(),
+    desired: Set[int] = frozenset(),
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(add, delete, purge) when the switch held exactly the previous desired flows,
+    but for the `suspects` (see above), and the desired set since gained `added` and
+    lost `removed`: O(change), not O(table). `skip`: cookies not to send (the switch
+    rejected them); `desired`: the desired cookies now (only asked about suspects)."""
+    add = {c for c in added if c not in actual and c not in skip}
+    add.update(c for c in suspects if c in desired and c not in skip)
+    delete = tuple(sorted(c for c in removed if c in actual and c not in suspects))
+    return tuple(sorted(add)), delete, tuple(sorted(suspects))

@@ -77,3 +77,11 @@ def test_xids_are_unique_and_non_zero() -> None:
     xids = [ch.next_xid() for _ in range(1000)]
     assert len(set(xids)) == 1000
     assert 0 not in xids
+
+
+def test_reserved_xids_are_never_handed_out_again() -> None:
+    ch = _channel()
+    before = ch.next_xid()
+    first = ch.reserve_xids(1000)
+    after = ch.next_xid()
+    assert before < first and after >= first + 1000

@@ -107,7 +107,13 @@ def test_suspect_cookies_are_purged_then_added_again_if_desired() -> None:
 
 
 def test_incremental_plan_touches_only_what_changed() -> None:
-    actual = {1, 2, 3}
-    add, delete = plan_flow_changes(added=[4, 5, 2], removed=[3, 8], actual=actual, skip={5})
-    assert add == (4,)  # 2 is there already, 5 was rejected by the switch
-    assert delete == (3,)  # 8 never made it to the switch
+    actual = {1, 2, 3, 6}
+    add, delete, purge = plan_flow_changes(
+        added=[4, 5, 2], removed=[3, 8, 6], actual=actual, skip={5}, suspects={1, 6, 7},
+        desired={1, 2, 4, 5},
+    )  # fmt: skip
+    # 2 is there already, 5 was rejected by the switch; suspect 1 is desired: back after
+    # its purge, suspect 7 (foreign or undesired) only purged.
+    assert add == (1, 4)
+    assert delete == (3,)  # 8 never made it to the switch; 6 goes with the purge
+    assert purge == (1, 6, 7)
