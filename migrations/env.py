@@ -42,6 +42,12 @@ def run_migrations_online() -> None:
     engine = base_engine.execution_options(ovs_fabric_write=True)
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # SQLite alters a table by copying it and dropping the old one, which
+                # foreign keys referencing it forbid; the check is off for the
+                # upgrade (a PRAGMA that only works outside a transaction, hence the
+                # driver connection) and the keys are verified before it commits.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
@@ -57,6 +63,10 @@ def run_migrations_online() -> None:
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                     )
                 context.run_migrations()
+                if connection.dialect.name == "sqlite":
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
     finally:
         base_engine.dispose()
 
