@@ -47,7 +47,9 @@ def run_migrations_online() -> None:
                 # foreign keys referencing it forbid; the check is off for the
                 # upgrade (a PRAGMA that only works outside a transaction, hence the
                 # driver connection) and the keys are verified before it commits.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
