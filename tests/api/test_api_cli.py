@@ -41,10 +41,10 @@ def run_cli(*args: str, database_url: str | None, **extra: str) -> subprocess.Co
 
 def test_db_upgrade_current_downgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: base  head: 0008"
+    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: base  head: 0009"
     upgraded = run_cli("db", "upgrade", database_url=url)
-    assert upgraded.returncode == 0 and "0008" in upgraded.stdout
-    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: 0008  head: 0008"
+    assert upgraded.returncode == 0 and "0009" in upgraded.stdout
+    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: 0009  head: 0009"
     downgraded = run_cli("db", "downgrade", "base", database_url=url)
     assert downgraded.returncode == 0 and "base" in downgraded.stdout
 
@@ -176,4 +176,4 @@ def test_simultaneous_upgrades_from_several_processes_all_succeed(tmp_path: Path
     ]
     results = [process.communicate(timeout=60) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], results
-    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: 0008  head: 0008"
+    assert run_cli("db", "current", database_url=url).stdout.strip() == "current: 0009  head: 0009"
