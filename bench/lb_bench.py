@@ -28,8 +28,10 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from bench.report import Figure, measured
 from lab.hosts import Lab, SimVM
 from tests.support.eventually import eventually
 from tests.support.fabric import fabric_of, running_service
@@ -114,7 +116,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()
+    measure(args.connections, args.rounds, args.kills)
 
+
+def measure(
+    connections: int, rounds: int, kills: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Connections/s of each kind per round, and the backend removal times (s)."""
     with (
         tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp,
         Lab() as netlab,
@@ -142,14 +150,14 @@ def main() -> None:
                 "direct b2": [],
                 "VIP 1:1:2": [],
             }
-            n = args.connections
-            for _ in range(args.rounds):
+            n = connections
+            for _ in range(rounds):
                 figures["VIP (b2 only)"].append(rate(c, vip, 81, n))
                 figures["direct b2"].append(rate(c, lab.vms["b2"].ip or "", BACKEND_PORT, n))
                 figures["VIP 1:1:2"].append(rate(c, vip, 80, n))
             print(
                 f"connections per second ({n} sequential connections, best of "
-                f"{args.rounds} alternating rounds; all rounds in brackets):"
+                f"{rounds} alternating rounds; all rounds in brackets):"
             )
             for name, values in figures.items():
                 shown = ", ".join(f"{v:.0f}" for v in values)
@@ -169,7 +177,7 @@ def main() -> None:
             print(f"select-group hashing seen in h1's datapath flows: {hashes or 'none'}")
             print(json.dumps({"group": lab.fabric.hosts["h1"].dump_groups()[:3]}, indent=1))
 
-            times = removal_times(lab, servers, args.kills)
+            times = removal_times(lab, servers, kills)
             shown = ", ".join(f"{t * 1000:.0f}" for t in times)
             print(
                 f"backend death -> removed from h1's select group "
@@ -180,6 +188,26 @@ def main() -> None:
             client.delete("load-balancers", only_b2["id"])
         finally:
             servers.close()
+    return figures, times
+
+
+def run(quick: bool) -> list[Figure]:
+    """The suite's entry point (bench/run.py)."""
+    rates, times = measure(200 if quick else 300, 2 if quick else 3, 2 if quick else 3)
+    via_vip = measured(
+        "TCP connections/s through a VIP (one remote backend)", "conn/s", rates["VIP (b2 only)"],
+        peer="the same client to that backend directly", peer_values=rates["direct b2"],
+        goal=">= 0.8x",
+    )  # fmt: skip
+    return [
+        replace(via_vip, met=via_vip.ratio is not None and via_vip.ratio >= 0.8),
+        measured("TCP connections/s through a VIP, backends 1:1:2", "conn/s", rates["VIP 1:1:2"]),
+        measured(
+            "backend killed -> gone from the select group (interval 0.5 s, fall 2)",
+            "ms",
+            [t * 1000 for t in times],
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -140,12 +140,13 @@ def main() -> None:
         selected = [m for m in modules if m in args.only]
     timeout = args.timeout or (TIMEOUT_S / 2 if args.quick else TIMEOUT_S)
 
-    results = report.load_results()
-    suite = report.load_suite()
     start = time.perf_counter()
+    outcomes: dict[str, report.BenchResult] = {}
     for name in selected:
         print(f"=== bench.{name}{' --quick' if args.quick else ''}", flush=True)
-        result = run_one(name, args.quick, timeout)
+        result = outcomes[name] = run_one(name, args.quick, timeout)
+        # Read again right before writing: another run (--only) may have written meanwhile.
+        results, suite = report.load_results(), report.load_suite()
         results[name] = result
         for figure in result.figures:
             ratio = f"  ratio {figure.ratio:.3g}x" if figure.ratio is not None else ""
@@ -155,6 +156,7 @@ def main() -> None:
         report.save_results(results, suite)
         report.write_markdown(results, suite, modules)
     if not args.only:
+        results = {**report.load_results(), **outcomes}
         suite = {
             "date": report.now(), "commit": report.git_commit(), "quick": args.quick,
             "machine": report.machine(), "seconds": time.perf_counter() - start,
@@ -163,7 +165,7 @@ def main() -> None:
         report.save_results(results, suite)
         report.write_markdown(results, suite, modules)
     total = time.perf_counter() - start
-    failed = [n for n in selected if results[n].status != "ok"]
+    failed = [n for n in selected if outcomes[n].status != "ok"]
     print(f"suite: {len(selected)} benchmarks in {total / 60:.1f} min; "
           f"failed: {', '.join(failed) or 'none'}")  # fmt: skip
     raise SystemExit(1 if failed else 0)
