@@ -13,16 +13,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.paths import METRICS_PATH
 from api.rest.auth import require_admin
-from api.rest.responses import problem_responses
 
-router = APIRouter(tags=["metrics"], responses=problem_responses(401, 403))
+router = APIRouter(tags=["metrics"])
 
 
+# Not part of the REST API's document (like /ui): a scraper's endpoint, in the README.
 @router.get(
     METRICS_PATH,
     dependencies=[Depends(require_admin)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    include_in_schema=False,
 )
 def metrics() -> Response:
     """Prometheus text exposition of this process's series (admin token)."""
