@@ -4,7 +4,8 @@ The fabric seen from host A (one VXLAN network "six", and another tenant's netwo
 "twin" on the same prefix):
 
     six:  p1 (port 3: 10.6.0.1 + fd00:6::1), p2 (port 4: fd00:6::2 only),
-          open (port 5, no addresses), pb on host B (fd00:6::b); tunnel to B is port 10
+          open (port 5, no addresses), p4 (port 7: 10.6.0.4 only, so no IPv6 at all),
+          pb on host B (fd00:6::b); tunnel to B is port 10
     twin: q1 (port 6: fd00:6::2, p2's address)
 """
 
@@ -53,8 +54,9 @@ P1 = _port("p1", SIX, "02:00:00:00:06:01", ("10.6.0.1", "fd00:6::1"), HOST_A)
 P2 = _port("p2", SIX, "02:00:00:00:06:02", ("fd00:6::2",), HOST_A)
 OPEN = _port("open", SIX, "02:00:00:00:06:05", (), HOST_A)
 PB = _port("pb", SIX, "02:00:00:00:06:0b", ("fd00:6::b",), HOST_B)
+P4 = _port("p4", SIX, "02:00:00:00:06:04", ("10.6.0.4",), HOST_A)
 Q1 = _port("q1", TWIN, "02:00:00:00:07:01", ("fd00:6::2",), HOST_A)
-OFPORT = {P1: 3, P2: 4, OPEN: 5, Q1: 6}
+OFPORT = {P1: 3, P2: 4, OPEN: 5, Q1: 6, P4: 7}
 OTHER_MAC = mac_to_int("02:00:00:00:99:99")
 
 
@@ -64,7 +66,7 @@ def sim() -> FlowSimulator:
         HostSpec(HOST_A, "a", "unix:/run/a/db.sock", "192.0.2.1"),
         HostSpec(HOST_B, "b", "unix:/run/b/db.sock", "192.0.2.2"),
     )
-    snapshot = Snapshot(1, hosts, (SIX, TWIN), (P1, P2, OPEN, PB, Q1))
+    snapshot = Snapshot(1, hosts, (SIX, TWIN), (P1, P2, OPEN, PB, Q1, P4))
     ofports = {f"tap-{port.id[5:]}": number for port, number in OFPORT.items()}
     ofports[tunnel_interface_name(HOST_B)] = TUNNEL_B
     return FlowSimulator.of(compute_datapath(snapshot, DatapathView(HOST_A, ofports)))
@@ -129,7 +131,7 @@ def ports(emitted: list[Emitted]) -> set[int]:
     return {e.port for e in emitted}
 
 
-FLOODED_FROM_P1 = {OFPORT[P2], OFPORT[OPEN], TUNNEL_B}
+FLOODED_FROM_P1 = {OFPORT[P2], OFPORT[OPEN], OFPORT[P4], TUNNEL_B}
 
 
 # ---- Neighbor Solicitations answered by flows -------------------------------------------
@@ -240,7 +242,7 @@ def test_router_messages_from_a_vm_are_dropped(sim: FlowSimulator, router_only: 
     assert sim.emitted(icmpv6(P1, router_only, ll(P1), v6("ff02::1"))) == []
     # A port without addresses sends anything (as for IPv4), RAs included.
     from_open = icmpv6(OPEN, router_only, ll(OPEN), v6("ff02::1"))
-    assert ports(sim.emitted(from_open)) == {OFPORT[P1], OFPORT[P2], TUNNEL_B}
+    assert ports(sim.emitted(from_open)) == {OFPORT[P1], OFPORT[P2], OFPORT[P4], TUNNEL_B}
 
 
 def test_router_solicitation_from_a_vm_is_delivered(sim: FlowSimulator) -> None:
@@ -285,3 +287,16 @@ def test_arp_probe_from_zero_for_an_own_address_floods_unanswered(sim: FlowSimul
     assert all(e.get("arp_op") == ARP_REQUEST for e in emitted)
     # A probe for an address that is not the port's own: dropped.
     assert sim.emitted(probe | {"arp_tpa": ip_to_int("10.6.0.2")}) == []
+
+
+def test_a_port_with_ipv4_addresses_only_sends_no_ipv6_and_is_not_answered_for(
+    sim: FlowSimulator,
+) -> None:
+    # Not even from its link-local address: a port gets IPv6 with an IPv6 address.
+    to_p1 = {"eth_dst": mac(P1)}
+    assert sim.emitted(icmpv6(P4, 128, ll(P4), ll(P1), **to_p1)) == []
+    assert sim.emitted(solicitation(P4, v6("fd00:6::1"), ipv6_src=ll(P4))) == []
+    # Nobody gets an answer for its link-local address from the switch: the
+    # solicitation floods (and p4 drops IPv6 anyway).
+    emitted = sim.emitted(solicitation(P1, ll(P4)))
+    assert all(e.get("icmpv6_type") == ICMPV6_NEIGHBOR_SOLICITATION for e in emitted)

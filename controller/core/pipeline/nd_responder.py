@@ -3,11 +3,14 @@ answered by the switch itself, Advertisements from a VM must be about its own ad
 
 Like the ARP responder, every bound port's IPv6 addresses (any host), and the link-local
 address its MAC gives (`flows.link_local_ipv6`), are answered for within the asker's
-network. The Solicitation is turned into the Advertisement in place in two steps, as OVS
-refuses writing the target link-layer option while the match says "Solicitation":
-here the addresses swap, the type becomes NA (flags Solicited + Override, the option's
-type TLL), then a resubmit to table nd_reply writes the owner's MAC (now eth_src) into
-the TLL option and sends the NA back out of the in_port.
+network; ports without an IPv6 address have none (port_security drops their IPv6), and a
+network none of whose ports has one gets no flow here.
+
+The Solicitation is turned into the Advertisement in place in two steps, as OVS refuses
+writing the target link-layer option while the match says "Solicitation": here the
+addresses swap, the type becomes NA (flags Solicited + Override, the option's type TLL),
+then a resubmit to table nd_reply writes the owner's MAC (now eth_src) into the TLL
+option and sends the NA back out of the in_port.
 
 Only local frames pass this table (remote ones enter at lb), and port_security has
 already checked their source address and link-layer option; what it cannot check
@@ -72,8 +75,9 @@ _FILL_TLL: Final = (RegMove("eth_src", "ipv6_nd_tll", 48), Output(OFPP_IN_PORT))
 
 
 def nd_addresses(port: BoundPort) -> tuple[int, ...]:
-    """Every IPv6 address the port owns: its link-local one first, then its given ones."""
-    return (link_local_ipv6(port.mac), *port.ipv6s)
+    """Every IPv6 address the port owns: its link-local one first, then its given ones;
+    none for a port without IPv6 addresses."""
+    return (link_local_ipv6(port.mac), *port.ipv6s) if port.ipv6s else ()
 
 
 def nd_advert_actions(owner_mac: int, owner_ip: int) -> tuple[Action, ...]:
@@ -104,6 +108,8 @@ def nd_responder_flows(ctx: DatapathContext) -> Iterator[Flow]:
 
 def nd_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
     metadata = net.metadata
+    if not any(port.ipv6s for port in net.bound_ports):
+        return
     yield Flow(
         TABLE_ARP_RESPONDER,
         PRIORITY_DAD,
@@ -130,8 +136,8 @@ def nd_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
             actions=_FILL_TLL,
         )
     for port in net.local_ports:
-        if not port.restricted:
-            continue
+        if not port.ipv6s:
+            continue  # a restricted port without IPv6 sends none (port_security)
         for ip in nd_addresses(port):
             yield Flow(
                 TABLE_ARP_RESPONDER,

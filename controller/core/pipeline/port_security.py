@@ -1,8 +1,10 @@
 """Table port_security: a local VM may only use its own MAC and IPs.
 
-Ports with addresses may send only ARP, IPv4 and IPv6 from those addresses;
-anything else falls to the table miss and is dropped. A port without addresses
-sends anything. Address checks that need no address of the port's own:
+Ports with addresses may send only ARP, IPv4 and IPv6 from those addresses (IPv6
+only when they have an IPv6 address: a port with IPv4 addresses alone sends no IPv6,
+link-local included, and costs no IPv6 flow); anything else falls to the table miss
+and is dropped. A port without addresses sends anything. Address checks that need no
+address of the port's own:
 - ARP probes (RFC 5227: sender 0.0.0.0, asking for one of the port's own IPv4s).
 - IPv6 from the port's link-local address, the modified EUI-64 one of its MAC
   (`flows.link_local_ipv6`), on top of its IPv6 addresses; a guest using another
@@ -99,7 +101,8 @@ def port_security_network_flows(net: LocalNetwork) -> Iterator[Flow]:
             )
             continue
         sha = MatchField("arp_sha", port.mac)
-        yield from _ipv6_flows(port, in_port)
+        if port.ipv6s:
+            yield from _ipv6_flows(port, in_port)
         for ip in port.ipv4s:
             # An ARP probe for its own address (RFC 5227), before using it.
             yield Flow(
@@ -139,7 +142,7 @@ def _icmpv6(in_port: int, icmpv6_type: int, **fields: int) -> Match:
 
 
 def _ipv6_flows(port: BoundPort, in_port_field: MatchField) -> Iterator[Flow]:
-    """What a port with addresses may send over IPv6 (see the module's docstring)."""
+    """What a port with IPv6 addresses may send over IPv6 (see the module's docstring)."""
     in_port = in_port_field.value
     passed = TABLE_ARP_RESPONDER
     for router_only in (ICMPV6_ROUTER_ADVERTISEMENT, ICMPV6_REDIRECT):
