@@ -14,9 +14,12 @@ while the peer pings it every `interval` seconds. Per migration:
   --completed`: the last RAM pages and device state are copied while it is stopped).
   Nobody can answer then, whatever the network does: it is the peer figure;
 - resumed -> first reply: from the destination's RESUMED event (`virsh event
-  --timestamp`) to the first reply the peer gets: what the port's move costs. The
-  goal is one round trip, what OVN's `activation-strategy=rarp` loses (the
-  destination's flows installed beforehand, activated by the guest's first frame).
+  --timestamp`) to the first reply the peer gets; split by a capture on the
+  destination's underlay into resumed -> first echo request reaching the destination
+  (the network's share: what the port's move costs; the goal is one round trip, what
+  OVN's `activation-strategy=rarp` loses, the destination's flows installed
+  beforehand and activated by the guest's first frame) and the guest's own time to
+  answer it (a TCG guest catching up after its stop).
 - bind -> confirmed: from the service log, the destination's flows confirmed after
   the watcher moved the binding (the controller's part of the network share).
 """
@@ -24,24 +27,58 @@ while the peer pings it every `interval` seconds. Per migration:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from bench.report import Figure, measured
+from lab.hosts import HOST_UNDERLAY_IF, SimHost
+from lab.netns import in_netns
 from tests.support.eventually import eventually
 from tests.support.guest_lab import WAIT, GuestLab, guest_lab, pinging, resume_events
 
 _CONFIRMED = re.compile(r"port (\S+) moved to host (\S+): confirmed there after (\d+) ms")
 
 
+@contextlib.contextmanager
+def _echoes_on_underlay(host: SimHost) -> Iterator[list[tuple[float, str]]]:
+    """(time, "request"|"reply") of the ICMP echoes inside VXLAN crossing `host`'s underlay
+    link while the block runs (tcpdump decodes VXLAN on UDP 4789)."""
+    found: list[tuple[float, str]] = []
+    capture = subprocess.Popen(
+        in_netns(
+            host.netns, ["tcpdump", "-l", "-n", "-tt", "-i", HOST_UNDERLAY_IF, "udp port 4789"]
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # listening
+        yield found
+    finally:
+        capture.terminate()
+        out, _ = capture.communicate(timeout=10)
+        stamp = 0.0
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError, IndexError):
+                stamp = float(line.split()[0])  # the outer packet's line; the inner follows
+            for kind in ("request", "reply"):
+                if f"ICMP echo {kind}" in line:
+                    found.append((stamp, kind))
+
+
 def _one(g: GuestLab, source: str, destination: str, interval: float) -> dict[str, float]:
     assert g.peer.wait_for_ping(g.guest_ip(), timeout=WAIT), "guest unreachable before"
     log_mark = len(g.service.log_path.read_text(errors="replace").splitlines())
     with (
+        _echoes_on_underlay(g.hosts[destination]) as echoes,
         resume_events(g.hypervisors[destination]) as resumed,
         pinging(g.peer, g.guest_ip(), interval=interval) as ping,
     ):
@@ -61,11 +98,17 @@ def _one(g: GuestLab, source: str, destination: str, interval: float) -> dict[st
     log = g.service.log_path.read_text(errors="replace").splitlines()[log_mark:]
     confirmed = [float(m.group(3)) for line in log if (m := _CONFIRMED.search(line))]
     bound = [_log_time(line) for line in log if f"libvirt {destination}: bound port" in line]
+    nan = float("nan")
+    resume = resumed[-1] if resumed else nan
+    first_request = next((t for t, kind in echoes if kind == "request" and t > resume), nan)
+    first_reply = next((t for t, kind in echoes if kind == "reply" and t > first_request), nan)
     return {
         "lost": float(run.lost),
         "outage": (after - before) * 1000 - interval * 1000,
         "downtime": g.downtime_ms(destination) or float("nan"),
-        "network": (after - resumed[-1]) * 1000 if resumed else float("nan"),
+        "network": (after - resume) * 1000,
+        "arrives": (first_request - resume) * 1000,
+        "guest": (first_reply - first_request) * 1000,
         "rtt": run.rtt_avg_ms or 0.0,
         "confirmed": confirmed[-1] if confirmed else float("nan"),
         "bound": (bound[-1] - resumed[-1]) * 1000 if bound and resumed else float("nan"),
@@ -91,7 +134,9 @@ def measure(migrations: int, interval: float) -> list[dict[str, float]]:
                 f"migration {n + 1} {where}->{to}: lost {sample['lost']:.0f} "
                 f"(outage {sample['outage']:.0f} ms), "
                 f"QEMU downtime {sample['downtime']:.0f} ms, "
-                f"resumed -> first reply {sample['network']:.0f} ms, rtt {sample['rtt']:.2f} ms, "
+                f"resumed -> first reply {sample['network']:.0f} ms (first request at the "
+                f"destination {sample['arrives']:.0f} ms, guest answers it in "
+                f"{sample['guest']:.0f} ms), rtt {sample['rtt']:.2f} ms, "
                 f"resumed->bound {sample['bound']:.0f} ms, "
                 f"bound->confirmed {sample['confirmed']:.0f} ms",
                 flush=True,
@@ -106,7 +151,7 @@ def figures(samples: list[dict[str, float]], interval: float) -> list[Figure]:
         return [s[name] for s in samples]
 
     rtt = statistics.median(column("rtt"))
-    network = statistics.median(column("network"))
+    network = statistics.median(column("arrives"))
     bound = rtt + interval * 1000  # one round trip, at the ping's resolution
     return [
         measured(
@@ -121,10 +166,21 @@ def figures(samples: list[dict[str, float]], interval: float) -> list[Figure]:
             "live migration: guest resumed on the destination -> first reply to the peer",
             "ms",
             column("network"),
+        ),
+        measured(
+            "live migration: guest resumed -> first echo request reaches the destination",
+            "ms",
+            column("arrives"),
             goal=f"<= one round trip + ping interval ({bound:.0f} ms), as OVN rarp",
             met=network <= bound,
             notes="the network's share: libvirt event, watcher binding, destination flows "
-            "confirmed, then every other host",
+            "confirmed, then every other host (tcpdump on the destination's underlay)",
+        ),
+        measured(
+            "live migration: first request at the destination -> guest's reply leaves it",
+            "ms",
+            column("guest"),
+            notes="the TCG guest catching up after its stop; not the network",
         ),
         measured(
             "live migration: guest resumed -> binding moved (libvirt event, watcher, SQL)",
