@@ -124,7 +124,10 @@ def build_guest_image() -> GuestImage:
         os.replace(tmp, initrd)
     local_kernel = directory / "vmlinuz"
     if not local_kernel.exists():
-        shutil.copyfile(kernel, local_kernel)
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        os.close(fd)
+        shutil.copyfile(kernel, tmp)
+        os.replace(tmp, local_kernel)
     return GuestImage(kernel=local_kernel, initrd=initrd)
 
 
