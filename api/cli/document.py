@@ -100,6 +100,7 @@ class NetworkDecl(_Strict):
     type: Literal["vlan", "vxlan"]
     cidr: str | None = None
     gateway: str | None = None
+    ipv6_cidr: str | None = None
     segmentation_id: int | None = None
     ports: tuple[PortDecl, ...] = ()
     load_balancers: tuple[LoadBalancerDecl, ...] = ()

@@ -163,7 +163,7 @@ def _compared(
         for name, value in decl.stated("description").items():
             mutable[name] = (now.get(name), value or "")
     elif isinstance(decl, NetworkDecl):
-        for name, value in decl.stated("type", "cidr", "segmentation_id").items():
+        for name, value in decl.stated("type", "cidr", "ipv6_cidr", "segmentation_id").items():
             immutable[name] = (now.get(name), value)
         for name, value in decl.stated("gateway").items():
             mutable[name] = (now.get(name), value)

@@ -45,7 +45,7 @@ def realize(
             net_id = _id()
             topology["networks"].append({
                 "id": net_id, "tenant_id": tenant_id, "name": net.name, "type": net.type,
-                "cidr": net.cidr, "gateway": net.gateway,
+                "cidr": net.cidr, "gateway": net.gateway, "ipv6_cidr": net.ipv6_cidr,
                 "segmentation_id": net.segmentation_id or 7,
             })
             port_ids = {}
@@ -201,6 +201,19 @@ def test_an_immutable_difference_is_a_conflict_not_a_change() -> None:
     assert result.conflicts == (
         "network acme/web: type is 'vxlan', the file says 'vlan'; it cannot change in place "
         "(remove the entry, apply with --prune, then add it back)",
+    )
+
+
+def test_an_ipv6_prefix_is_created_with_its_network_and_cannot_change_in_place() -> None:
+    created = plan(_doc(ipv6_cidr="fd00:1::/64"), realize(parse_document({"tenants": [
+        {"name": "acme"}]})))
+    (network,) = [c for c in created.changes if c.label == "network acme/web"]
+    assert create_body(network, lambda kind, key: "id")["ipv6_cidr"] == "fd00:1::/64"
+    moved = plan(_doc(ipv6_cidr="fd00:2::/64"), realize(_doc(ipv6_cidr="fd00:1::/64")))
+    assert not moved.changes
+    assert moved.conflicts == (
+        "network acme/web: ipv6_cidr is 'fd00:1::/64', the file says 'fd00:2::/64'; it "
+        "cannot change in place (remove the entry, apply with --prune, then add it back)",
     )
 
 
