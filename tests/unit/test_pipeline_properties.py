@@ -4,7 +4,8 @@ A random fabric: hosts (the local one, with a VLAN uplink and tunnels to the
 others), tenants whose networks of both types reuse the same address ranges,
 ports bound here, elsewhere or nowhere, load balancers over them. On the local
 host's flows, every frame a local port sends (unicast to every MAC and address
-of the fabric, broadcast, ARP, to VIPs) and every frame arriving from the
+of the fabric, broadcast, ARP, to VIPs; over IPv6 too: to every address, Neighbor
+Solicitations and Advertisements for them) and every frame arriving from the
 uplink or a tunnel for a network:
 
 - leaves only through a local port of the same network, the uplink tagged with
@@ -31,12 +32,18 @@ from controller.core.flows import (
     BROADCAST_MAC,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ICMPV6_NEIGHBOR_ADVERTISEMENT,
+    ICMPV6_NEIGHBOR_SOLICITATION,
+    IP_PROTO_ICMPV6,
     IP_PROTO_TCP,
     IP_PROTO_UDP,
     OFPP_CONTROLLER,
     VLAN_NONE,
     VLAN_PRESENT,
     ip_to_int,
+    ipv6_to_int,
+    link_local_ipv6,
     mac_to_int,
 )
 from controller.core.pipeline import compute_datapath
@@ -49,6 +56,7 @@ UPLINK = 1
 FIRST_TUNNEL = 100
 FIRST_TAP = 10
 CIDRS = ("10.0.0.0/24", "10.0.1.0/24")  # few ranges: tenants collide on purpose
+IPV6S = tuple(f"fd00::{i}" for i in range(1, 9))  # one prefix for every network
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,10 @@ def fabrics(draw: st.DrawFn) -> Fabric:
             hosts_in = [str(a) for a in ipaddress.IPv4Network(network.cidr).hosts()][:20]
             free = [a for a in hosts_in if a not in taken]
             ips = (draw(st.sampled_from(free)),) if free else ()
+        if draw(st.booleans()):
+            taken = {ip for p in ports if p.network_id == network.id for ip in p.ips}
+            free = [a for a in IPV6S if a not in taken]
+            ips += (draw(st.sampled_from(free)),) if free else ()
         interface = f"tap{i}" if host is not None else None
         ports.append(
             model.PortSpec(
@@ -142,12 +154,14 @@ def fabrics(draw: st.DrawFn) -> Fabric:
             taps[f"tap{i}"] = FIRST_TAP + i
     load_balancers: list[model.LoadBalancerSpec] = []
     for i, network in enumerate(networks):
-        members = [p for p in ports if p.network_id == network.id and p.ips]
+        members = [p for p in ports if p.network_id == network.id and _ipv4s(p)]
         if network.cidr is None or not draw(st.booleans()):
             continue
         vip = str(ipaddress.IPv4Network(network.cidr).network_address + 200)
         backends = tuple(
-            model.BackendSpec(p.ips[0], 8080, draw(st.integers(1, 5)), draw(st.booleans()), p.id)
+            model.BackendSpec(
+                _ipv4s(p)[0], 8080, draw(st.integers(1, 5)), draw(st.booleans()), p.id
+            )
             for p in members
         )
         protocol = draw(st.sampled_from(["tcp", "udp"]))
@@ -168,12 +182,66 @@ def fabrics(draw: st.DrawFn) -> Fabric:
     return Fabric(snapshot, model.DatapathView(local, ofports), local)
 
 
+def _ipv4s(port: model.PortSpec) -> list[str]:
+    return [ip for ip in port.ips if ":" not in ip]
+
+
+def _ipv6s(port: model.PortSpec) -> list[int]:
+    return [ipv6_to_int(ip) for ip in port.ips if ":" in ip]
+
+
+def ipv6_frames_from(fabric: Fabric, source: model.PortSpec, in_port: int) -> list[dict[str, int]]:
+    """IPv6 a port may send: to every IPv6 address (and link-local one) of the fabric,
+    Solicitations for them, Advertisements of them, from its own or its link-local one."""
+    mac = mac_to_int(source.mac)
+    sources = [*_ipv6s(source), link_local_ipv6(mac)]
+    targets = [
+        (mac_to_int(p.mac), ip)
+        for p in fabric.snapshot.ports
+        for ip in [*_ipv6s(p), link_local_ipv6(mac_to_int(p.mac))]
+    ]
+    frames = []
+    for src in sources:
+        base = {
+            "in_port": in_port,
+            "eth_src": mac,
+            "eth_type": ETH_TYPE_IPV6,
+            "ipv6_src": src,
+            "ip_proto": IP_PROTO_ICMPV6,
+        }
+        for dst_mac, dst_ip in targets:
+            frames.append({**base, "eth_dst": dst_mac, "ipv6_dst": dst_ip, "icmpv6_type": 128})
+            frames.append(
+                {
+                    **base,
+                    "eth_dst": 0x3333FF000000 | (dst_ip & 0xFFFFFF),
+                    "ipv6_dst": ipv6_to_int("ff02::1:ff00:0") | (dst_ip & 0xFFFFFF),
+                    "icmpv6_type": ICMPV6_NEIGHBOR_SOLICITATION,
+                    "ipv6_nd_target": dst_ip,
+                    "ipv6_nd_sll": mac,
+                }
+            )
+            frames.append(
+                {
+                    **base,
+                    "eth_dst": 0x333300000001,
+                    "ipv6_dst": ipv6_to_int("ff02::1"),
+                    "icmpv6_type": ICMPV6_NEIGHBOR_ADVERTISEMENT,
+                    "ipv6_nd_target": dst_ip,
+                    "ipv6_nd_tll": mac,
+                }
+            )
+    return frames
+
+
 def frames_from(fabric: Fabric, source: model.PortSpec, in_port: int) -> list[dict[str, int]]:
     """What a local port may send: to every MAC and address of the fabric, broadcast, ARP."""
-    src_ip = ip_to_int(source.ips[0]) if source.ips else ip_to_int("10.0.0.250")
+    own = _ipv4s(source)
+    src_ip = ip_to_int(own[0]) if own else ip_to_int("10.0.0.250")
     base = {"in_port": in_port, "eth_src": mac_to_int(source.mac)}
     targets = [
-        (mac_to_int(p.mac), p.ips[0] if p.ips else "10.0.0.251") for p in fabric.snapshot.ports
+        (mac_to_int(p.mac), _ipv4s(p)[0] if _ipv4s(p) else "10.0.0.251")
+        for p in fabric.snapshot.ports
     ]
     targets += [(BROADCAST_MAC, "255.255.255.255")]
     targets += [(mac_to_int("02:aa:00:00:00:01"), lb.vip) for lb in fabric.snapshot.load_balancers]
@@ -206,7 +274,7 @@ def frames_from(fabric: Fabric, source: model.PortSpec, in_port: int) -> list[di
                 "arp_tpa": ip_to_int(dst_ip),
             }
         )
-    return frames
+    return frames + ipv6_frames_from(fabric, source, in_port)
 
 
 PROPERTY_SETTINGS = settings(
