@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import BaseModel
 
 from api.config import Settings
 from api.paths import API_PREFIX
@@ -62,19 +63,19 @@ def add_resource_routes(
 
     def create_item(
         *, body: RequestModel, caller: Any, db: Any, settings: Settings, response: Response
-    ) -> ResourceOut:
+    ) -> Response:
         options = create_options(settings) if create_options is not None else {}
         with db.write() as session:
             created = out.of(create(session, actor=caller, **body.model_dump(), **options))
-        response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{created.id}"
-        return created
+        location = {"Location": f"{API_PREFIX}{router.prefix}/{created.id}"}
+        return _json(created, status.HTTP_201_CREATED, location)
 
-    def list_items(*, caller: Any, db: Any, page: Any, **where: Any) -> Page[Any]:
+    def list_items(*, caller: Any, db: Any, page: Any, **where: Any) -> Response:
         with db.read() as session:
             found = resources.get_page(
                 session, resource, actor=caller, where=where, limit=page.limit, offset=page.offset
             )
-            return Page.of(found, out.of)
+            return _json(Page.of(found, out.of), status.HTTP_200_OK)
 
     def get_item(*, caller: Any, db: Any, **path: str) -> ResourceOut:
         with db.read() as session:
@@ -124,6 +125,19 @@ def add_resource_routes(
     _route(router.patch(item), update_item, f"update_{noun}", patch, out)
     delete = router.delete(item, status_code=status.HTTP_204_NO_CONTENT)
     _route(delete, delete_item, f"delete_{noun}", [item_id, author, db], None)
+
+
+def _json(body: BaseModel, status_code: int, headers: Mapping[str, str] | None = None) -> Response:
+    """`body` (already validated: built by the response model itself) as JSON.
+
+    NOTE: FastAPI would dump a returned model, validate the dump against the declared
+    response model again and dump it once more; for a page of 100 ports that was
+    most of the request's CPU (BENCHMARKS.md, rest_load). The declared model still
+    documents the response in OpenAPI.
+    """
+    return Response(
+        body.model_dump_json(by_alias=True), status_code, headers, media_type="application/json"
+    )
 
 
 def _text(kind: Any) -> Any:
