@@ -24,7 +24,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Refused while IPv6 addresses exist (they would not fit): delete those ports first.
+    # PostgreSQL refuses it while IPv6 addresses exist (they do not fit in 15 characters;
+    # SQLite does not check lengths): delete or readdress those ports first.
     with op.batch_alter_table("port_ips") as batch:
         batch.alter_column("ip", existing_type=sa.String(39), type_=sa.String(15))
     with op.batch_alter_table("networks") as batch:
