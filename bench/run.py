@@ -36,11 +36,14 @@ ORDER = (
     "flow_install",
     "echo_readback",
     "capacity",
+    "snapshot_load",
     "rest_load",
     "port_activation",
     "libvirt_bench",
     "lb_bench",
     "takeover",
+    "migration",
+    "diagnose",
     "iperf",
 )
 # Per module, seconds before the child is stopped; --quick halves it.
