@@ -32,7 +32,7 @@ from lab.hosts import Lab, require_lab_tools
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
 from tests.support.load_balancer import LbLab, Servers, build
-from tests.support.metrics import scrape, total, value
+from tests.support.metrics import Samples, scrape, total, value
 
 pytestmark = pytest.mark.e2e
 
@@ -156,9 +156,14 @@ def test_metrics_move_with_the_fabric(observed: ObservedLab) -> None:
     # A new VM: its port goes DOWN -> ACTIVE, the switch gets flows, passes run.
     fabric.add_vm("h1", observed.lb.network, "m1", "10.5.0.30")
     port_id = fabric.port_ids["m1"]
-    after = scrape(observed.metrics_url)
     activations = "ovs_fabric_port_activation_seconds_count"
-    assert value(after, activations) >= value(before, activations) + 1
+
+    def counted() -> Samples | None:
+        # Observed right after the status commit, which may wake the waiter first.
+        now = scrape(observed.metrics_url)
+        return now if value(now, activations) >= value(before, activations) + 1 else None
+
+    after = eventually(counted, "the activation to be counted", timeout=10)
     assert value(after, "ovs_fabric_flows", host=h1) > value(before, "ovs_fabric_flows", host=h1)
     passes = "ovs_fabric_reconcile_passes_total"
     assert value(after, passes, result="ok") > value(before, passes, result="ok")
