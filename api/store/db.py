@@ -22,10 +22,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from api.metrics import DATABASE_ERRORS
 from api.store.models import (
     DESIRED_STATE_CHILDREN,
     DeletedRow,
@@ -157,12 +158,17 @@ def _parent(session: Session, child: object) -> object | None:
     return None
 
 
+def _count_database_error(context: ExceptionContext) -> None:
+    DATABASE_ERRORS.labels(type(context.original_exception).__name__).inc()
+
+
 class Database:
     """Owns the engine; hands out read sessions and revision-bumping write sessions."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        event.listen(self.engine, "handle_error", _count_database_error)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
         # A consistent snapshot across several SELECTs: SQLite gives it per

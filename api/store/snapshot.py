@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, select, update
 
+from api.metrics import PORT_ACTIVATION_SECONDS
 from api.store.db import Database, read_revision
 from api.store.models import (
     Host,
@@ -90,6 +91,7 @@ class SqlStateStore:
         if not updates:
             return
         changed: list[str] = []
+        activations: list[float] = []
         with self.database.unversioned_write() as session:
             for item in updates:
                 at = _aware(item.at)
@@ -119,10 +121,14 @@ class SqlStateStore:
                 )
                 if result.rowcount:  # type: ignore[attr-defined]
                     changed.append(item.port_id)
+                    if activation is not None:
+                        activations.append(activation)
             if changed and not self.database.is_sqlite:
                 # Delivered at commit to every process that LISTENs, this one included.
                 for payload in notify_payloads(changed):
                     session.execute(select(func.pg_notify(PORT_STATUS_CHANNEL, payload)))
+        for seconds in activations:  # committed: what the API now shows
+            PORT_ACTIVATION_SECONDS.observe(seconds)
         if changed and self.database.is_sqlite and self.port_status_changed is not None:
             self.port_status_changed(changed)
 
