@@ -296,6 +296,7 @@ def test_topology_page_draws_and_follows_the_fabric(
             f"{host} drawn connected",
         )
         assert attribute_of(browser, "host", "ovsdb", name=host) == "true"
+        assert int(attribute_of(browser, "host", "flows", name=host) or 0) > 0
     tunnels = browser.find_elements(By.CSS_SELECTOR, "svg path.tunnel")
     assert {(t.get_attribute("data-a"), t.get_attribute("data-b")) for t in tunnels} == {(h1, h2)}
     assert browser.find_elements(By.CSS_SELECTOR, "svg line.trunk")

@@ -6,9 +6,9 @@
 const TOKEN_KEY = "ovs-fabric-token";
 const REFRESH_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
-const COLUMN = 210;
+const COLUMN = 220;
 const HOST_TOP = 50;
-const HOST_HEIGHT = 64;
+const HOST_HEIGHT = 78;
 const NET_TOP = HOST_TOP + HOST_HEIGHT + 40;
 const PORT_STEP = 30;
 const LB_WIDTH = 250;
@@ -66,8 +66,13 @@ function drawHosts(svg, columns) {
       el("text", { x: x + 23, y: HOST_TOP + 38 }, g, "OVSDB");
       el("circle", { cx: x + 84, cy: HOST_TOP + 34, r: 5, class: statusClass(host.openflow_connected) }, g);
       el("text", { x: x + 93, y: HOST_TOP + 38 }, g, "OpenFlow");
-      const facts = [host.tunnel_ip && "vtep " + host.tunnel_ip, host.uplink && "trunk " + host.uplink];
-      el("text", { x: x + 10, y: HOST_TOP + 55, class: "small" }, g, facts.filter(Boolean).join(" · "));
+      g.setAttribute("data-flows", String(host.flow_count ?? ""));
+      if (host.flow_count != null) {
+        const flows = `${host.flow_count} flows, ${host.group_count ?? 0} groups`;
+        el("text", { x: x + 10, y: HOST_TOP + 54, class: "small" }, g, flows);
+      }
+      const links = [host.tunnel_ip && "vtep " + host.tunnel_ip, host.uplink && "trunk " + host.uplink];
+      el("text", { x: x + 10, y: HOST_TOP + 68, class: "small" }, g, links.filter(Boolean).join(" · "));
       if (host.last_error) el("title", {}, g, host.last_error);
     }
   });
