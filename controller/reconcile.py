@@ -309,6 +309,12 @@ class DatapathSync:
                 self.channel.datapath_id,
                 len(self._foreign_cookies),
             )
+        if self._suspects:
+            log.warning(
+                "datapath %016x: %d flow(s) changed by another connection purged and put back",
+                self.channel.datapath_id,
+                len(self._suspects),
+            )
         self._suspects.clear()
         self._foreign_cookies.clear()
         result.flows_added = len(add_cookies)
