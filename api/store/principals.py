@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
@@ -134,13 +134,16 @@ def ensure_admin_token(database: Database, *, configured: str | None) -> str | N
         return token
 
 
+# Every request runs this: built once, and run on a plain connection (one statement
+# needs no ORM session nor a REPEATABLE READ transaction).
+_TOKEN_BY_HASH = select(ApiToken.name, ApiToken.tenant_id, ApiToken.expires_at).where(
+    ApiToken.token_hash == bindparam("token_hash")
+)
+
+
 def authenticate(database: Database, token: str) -> Principal:
-    with database.read() as session:
-        row = session.execute(
-            select(ApiToken.name, ApiToken.tenant_id, ApiToken.expires_at).where(
-                ApiToken.token_hash == hash_token(token)
-            )
-        ).first()
+    with database.engine.connect() as connection:
+        row = connection.execute(_TOKEN_BY_HASH, {"token_hash": hash_token(token)}).first()
     if row is None:
         raise Unauthorized("unknown or revoked token")
     if row.expires_at is not None and row.expires_at <= utcnow():
