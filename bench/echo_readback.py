@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from os_ken import cfg
@@ -27,6 +28,7 @@ from os_ken.base import app_manager
 from api.launcher import free_tcp_port
 from bench.encode_bench import bench_flows
 from bench.flow_install import FirstSwitch, flow_count, switch_of
+from bench.report import Figure, measured
 from controller.openflow import app as openflow_app
 from controller.openflow.app import (
     ECHO_INTERVAL,
@@ -86,13 +88,30 @@ class EchoWatch:
             time.sleep(self._period)
 
 
+@dataclass
+class Silences:
+    """Longest unanswered echo (s) idle, during the install and during each read-back."""
+
+    idle: float
+    install: float
+    install_s: float
+    readbacks: list[float] = field(default_factory=list)
+    readback_s: list[float] = field(default_factory=list)
+    lost: int = 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--measure-only", action="store_true")
     args = parser.parse_args()
+    measure(args.flows, args.rounds, measure_only=args.measure_only, record_it=True)
 
+
+def measure(flows_n: int, rounds: int, *, measure_only: bool, record_it: bool) -> Silences:
+    """Install `flows_n` flows, read them back `rounds` times; what liveness saw."""
+    args = argparse.Namespace(flows=flows_n, rounds=rounds, measure_only=measure_only)
     sink = Disconnects()
     port = free_tcp_port()
     start_openflow_controller(sink, host="127.0.0.1", port=port)
@@ -120,6 +139,7 @@ def main() -> None:
             f"  install (one bundle): {took:.2f} s, longest unanswered echo {install.longest:.2f} s"
         )
         longest = install.longest
+        result = Silences(idle=idle.longest, install=install.longest, install_s=took)
         for n in range(args.rounds):
             with EchoWatch(dp) as busy:
                 start = time.perf_counter()
@@ -127,8 +147,14 @@ def main() -> None:
                 took = time.perf_counter() - start
             silent = busy.longest
             longest = max(longest, silent)
+            result.readbacks.append(silent)
+            result.readback_s.append(took)
             print(f"  read-back {n + 1}: {took:.2f} s, longest unanswered echo {silent:.2f} s")
         what = "echo replies only" if args.measure_only else "any message counts as an answer"
+        result.lost = sink.lost
+        print(f"  connection declared dead during the run: {sink.lost} time(s)")
+        if not record_it:
+            return result
         record(
             "Liveness",
             f"healthy switch, {args.flows:,} flows installed and read back "
@@ -142,7 +168,27 @@ def main() -> None:
             source="python -m bench.echo_readback"
             + (" --measure-only" if args.measure_only else ""),
         )
-        print(f"  connection declared dead during the run: {sink.lost} time(s)")
+    return result
+
+
+def run(quick: bool) -> list[Figure]:
+    """The suite's entry point (bench/run.py); RELIABILITY.md is left to `main`."""
+    flows_n = 50_000 if quick else 100_000
+    result = measure(flows_n, 2 if quick else 3, measure_only=False, record_it=False)
+    bound = ECHO_MISSES * ECHO_INTERVAL
+    silent = measured(
+        f"healthy switch reading back {flows_n:,} flows: longest it looked silent", "s",
+        result.readbacks, peer="the same switch idle for 5 s", peer_median=result.idle,
+        goal=f"< {bound:g} s (dead after {ECHO_MISSES + 1} unanswered echoes)",
+        notes=f"connection declared dead: {result.lost} time(s); during the install "
+        f"({result.install_s:.2f} s) {result.install:.2f} s",
+    )  # fmt: skip
+    return [
+        replace(silent, met=max(result.readbacks) < bound and result.lost == 0),
+        measured(
+            f"read-back of {flows_n:,} flows (DatapathSync.read_actual)", "s", result.readback_s
+        ),
+    ]
 
 
 if __name__ == "__main__":
