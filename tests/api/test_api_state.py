@@ -115,7 +115,12 @@ def test_snapshot_holds_the_whole_desired_state(api: Any, store: SqlStateStore) 
             gateway="10.0.0.1",
         ),
         NetworkSpec(
-            id=vxlan["id"], tenant_id=tenant["id"], name="x", type="vxlan", segmentation_id=1
+            id=vxlan["id"],
+            tenant_id=tenant["id"],
+            name="x",
+            type="vxlan",
+            segmentation_id=1,
+            mtu=1450,  # the default underlay's 1500 less VXLAN's 50
         ),
     )
     assert snapshot.ports == (
