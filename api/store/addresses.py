@@ -18,7 +18,7 @@ undoes both). The UNIQUE constraint keeps the last word.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 
 from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
@@ -57,19 +57,34 @@ def lowest_free(
     start = max(first, cursor.next_free if cursor is not None else first)
     # The port's own addresses are free for it even below the cursor.
     start = min([start, *(a for a in _ipv4_ints(own) if first <= a <= last)])
+    address = first_unused(
+        start, last, lambda a: str(ipaddress.IPv4Address(a)),
+        lambda batch: _used(session, network, batch, port_id=port_id),
+    )
+    next_free = last + 1 if address is None else int(ipaddress.IPv4Address(address)) + 1
+    _move_cursor(session, network.id, cursor, next_free)
+    return address
+
+
+def first_unused(
+    first: int,
+    last: int,
+    text: Callable[[int], str],
+    used: Callable[[list[str]], Container[str]],
+) -> str | None:
+    """The lowest of the addresses `first`..`last` (as integers; `text` writes one) that
+    `used` (asked about a batch at a time) does not hold; None when it holds them all."""
     chunk = FIRST_CHUNK
-    candidate = start
+    candidate = first
     while candidate <= last:
         end = min(candidate + chunk, last + 1)
-        batch = [str(ipaddress.IPv4Address(a)) for a in range(candidate, end)]
-        used = _used(session, network, batch, port_id=port_id)
+        batch = [text(a) for a in range(candidate, end)]
+        taken = used(batch)
         for address in batch:
-            if address not in used:
-                _move_cursor(session, network.id, cursor, int(ipaddress.IPv4Address(address)) + 1)
+            if address not in taken:
                 return address
-        candidate += len(batch)
+        candidate = end
         chunk = min(chunk * 4, LARGEST_CHUNK)
-    _move_cursor(session, network.id, cursor, last + 1)
     return None
 
 

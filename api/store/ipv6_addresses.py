@@ -20,13 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid
+from api.store.addresses import first_unused
 from api.store.models import Network, PortIp
 from api.validation import check_ipv6_host_address, duplicates
 
 __all__ = ["is_ipv6", "resolve_ipv6", "split_families"]
-
-_FIRST_CHUNK = 8
-_LARGEST_CHUNK = 256
 
 
 def is_ipv6(address: str) -> bool:
@@ -93,15 +91,8 @@ def _holders(
 def _lowest_free(session: Session, network: Network, *, port_id: str | None) -> str | None:
     assert network.ipv6_cidr is not None
     prefix = ipaddress.IPv6Network(network.ipv6_cidr)
-    candidate, last = int(prefix.network_address) + 1, int(prefix.broadcast_address)
-    chunk = _FIRST_CHUNK
-    while candidate <= last:
-        end = min(candidate + chunk, last + 1)
-        batch = [str(ipaddress.IPv6Address(value)) for value in range(candidate, end)]
-        used = _holders(session, network, batch, port_id=port_id)
-        for address in batch:
-            if address not in used:
-                return address
-        candidate = end
-        chunk = min(chunk * 4, _LARGEST_CHUNK)
-    return None
+    return first_unused(
+        int(prefix.network_address) + 1, int(prefix.broadcast_address),
+        lambda value: str(ipaddress.IPv6Address(value)),
+        lambda batch: _holders(session, network, batch, port_id=port_id),
+    )
