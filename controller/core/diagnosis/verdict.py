@@ -40,19 +40,6 @@ from controller.core.pipeline.context import tunnel_interface_name
 from controller.core.pipeline.load_balancer import vip_mac
 from controller.core.pipeline.tables import TABLES
 
-__all__ = [
-    "CAUSES",
-    "Cause",
-    "Endpoint",
-    "Expectations",
-    "Finding",
-    "Hop",
-    "PathPlan",
-    "Verdict",
-    "diagnose",
-    "plan_path",
-]
-
 Cause = Literal[
     "different_networks",  # 1: by design: tenants and networks are isolated
     "port_not_bound",  # 2: the port is bound to no host, or its interface is not on the bridge
@@ -217,40 +204,31 @@ def plan_path(
     configs: dict[str, DatapathConfig] = {}
     hops: list[Hop] = []
     host_id = src.port.host_id
+
+    def stopped(problem: str, cause: Cause) -> PathPlan:
+        """The path so far, ending at `host_id` for `problem`."""
+        return PathPlan(tuple(hops), problem, configs, cause, host_id)
+
     in_interface: str | None = src.port.interface
     rows = interfaces.get(host_id, {})
     src_row = rows.get(src.port.interface)
     src_ofport = src_row.ofport if src_row is not None else None
     if src_ofport is None:
-        return PathPlan(
-            (), f"interface {in_interface} has no OpenFlow port", configs, "interface_down", host_id
-        )
+        return stopped(f"interface {in_interface} has no OpenFlow port", "interface_down")
     packet = synthetic_packet(src, dst, proto, dst_port, src_ofport)
     targets = _target_ports(snapshot, dst)
     previous_host: str | None = None
     for number in range(1, _MAX_HOPS + 1):
         host_rows = interfaces.get(host_id)
         if host_rows is None:
-            return PathPlan(
-                tuple(hops),
-                f"host {host_id} could not be read",
-                configs,
-                "ovsdb_unreachable",
-                host_id,
-            )
+            return stopped(f"host {host_id} could not be read", "ovsdb_unreachable")
         ofports = _ofports(host_rows)
         try:
             config = configs.get(host_id) or compute_datapath(
                 snapshot, DatapathView(host_id, ofports)
             )
         except PipelineError as exc:
-            return PathPlan(
-                tuple(hops),
-                f"the service cannot compute its flows: {exc}",
-                configs,
-                "flows_differ",
-                host_id,
-            )
+            return stopped(f"the service cannot compute its flows: {exc}", "flows_differ")
         configs[host_id] = config
         hop = _evaluate_hop(
             snapshot, config, number, host_id, packet, in_interface, ofports, targets
@@ -262,32 +240,14 @@ def plan_path(
         previous_host, host_id = host_id, hop.next_host_id
         next_rows = interfaces.get(host_id)
         if next_rows is None:
-            return PathPlan(
-                tuple(hops),
-                f"host {host_id} could not be read",
-                configs,
-                "ovsdb_unreachable",
-                host_id,
-            )
+            return stopped(f"host {host_id} could not be read", "ovsdb_unreachable")
         in_interface = _ingress_interface(snapshot, host_id, previous_host, hop.egress)
         if in_interface is None or in_interface not in next_rows:
             what = "uplink" if hop.egress == "uplink" else "tunnel"
-            return PathPlan(
-                tuple(hops),
-                f"the {what} {in_interface} is missing",
-                configs,
-                "underlay_down",
-                host_id,
-            )
+            return stopped(f"the {what} {in_interface} is missing", "underlay_down")
         ingress = next_rows[in_interface].ofport
         if ingress is None:
-            return PathPlan(
-                tuple(hops),
-                f"interface {in_interface} has no OpenFlow port",
-                configs,
-                "underlay_down",
-                host_id,
-            )
+            return stopped(f"interface {in_interface} has no OpenFlow port", "underlay_down")
         packet = {
             name: value
             for name, value in hop.emitted.headers.items()
