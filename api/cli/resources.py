@@ -171,12 +171,16 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix.rstrip("."), value)]
 
 
+def _label(kind: Kind, item: dict[str, Any]) -> str:
+    name = f" {item['name']}" if item.get("name") else ""
+    return f"{kind.noun}{name} ({item['id']})"
+
+
 def created(kind: Kind, item: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         print_json(item)
     else:
-        name = f" {item['name']}" if item.get("name") else ""
-        console.print(f"created {kind.noun}{name} ({item['id']})")
+        console.print(f"created {_label(kind, item)}")
 
 
 # ---- the generic commands --------------------------------------------------------------
@@ -206,8 +210,7 @@ def _add_generic_commands(group: typer.Typer, kind: Kind) -> None:
         with connect(url, token) as client:
             item = resolve(client, kind, ref)
             client.delete(kind.path, item["id"])
-        name = f" {item['name']}" if item.get("name") else ""
-        console.print(f"deleted {kind.noun}{name} ({item['id']})")
+        console.print(f"deleted {_label(kind, item)}")
 
     delete.__doc__ = f"Delete one {kind.noun}."
 
@@ -228,6 +231,26 @@ def _drop_none(**body: Any) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+# The list filters given as a parent's name or id: `--tenant` -> tenant_id.
+_PARENTS = {"tenant": "tenants", "network": "networks"}
+
+
+def _list(
+    command: str, output: Output, url: str | None, token: str | None, **filters: str | None
+) -> None:
+    """`ovs-fabric <command> list`: `filters` as the API names them, except a parent
+    (tenant=, network=), which is a name or id resolved first; None: no filter."""
+    kind = KINDS[command]
+    with connect(url, token) as client:
+        params: dict[str, str] = {}
+        for key, value in filters.items():
+            if key in _PARENTS:
+                key, value = f"{key}_id", resolve_id(client, _PARENTS[key], value)
+            if value is not None:
+                params[key] = value
+        show_items(client, kind, client.list_all(kind.path, **params), output)
+
+
 # ---- hosts -------------------------------------------------------------------------------
 
 
@@ -235,8 +258,7 @@ def _drop_none(**body: Any) -> dict[str, Any]:
 def hosts_list(output: OutputOption = Output.table, url: UrlOption = None,
                token: TokenOption = None) -> None:
     """List hosts with their OVSDB and OpenFlow state (admin)."""
-    with connect(url, token) as client:
-        show_items(client, KINDS["hosts"], client.list_all("hosts"), output)
+    _list("hosts", output, url, token)
 
 
 @hosts_app.command("create")
@@ -264,8 +286,7 @@ def hosts_create(
 def tenants_list(output: OutputOption = Output.table, url: UrlOption = None,
                  token: TokenOption = None) -> None:
     """List tenants (admin)."""
-    with connect(url, token) as client:
-        show_items(client, KINDS["tenants"], client.list_all("tenants"), output)
+    _list("tenants", output, url, token)
 
 
 @tenants_app.command("create")
@@ -297,9 +318,7 @@ def networks_list(
     token: TokenOption = None,
 ) -> None:
     """List networks."""
-    with connect(url, token) as client:
-        filters = _drop_none(tenant_id=resolve_id(client, "tenants", tenant))
-        show_items(client, KINDS["networks"], client.list_all("networks", **filters), output)
+    _list("networks", output, url, token, tenant=tenant)
 
 
 @networks_app.command("create")
@@ -339,9 +358,7 @@ def ports_list(
     token: TokenOption = None,
 ) -> None:
     """List ports with their binding and status."""
-    with connect(url, token) as client:
-        filters = _drop_none(network_id=resolve_id(client, "networks", network), status=status)
-        show_items(client, KINDS["ports"], client.list_all("ports", **filters), output)
+    _list("ports", output, url, token, network=network, status=status)
 
 
 @ports_app.command("create")
@@ -403,9 +420,7 @@ def lbs_list(
     token: TokenOption = None,
 ) -> None:
     """List load balancers with their backends' health."""
-    with connect(url, token) as client:
-        filters = _drop_none(network_id=resolve_id(client, "networks", network))
-        show_items(client, KINDS["lbs"], client.list_all("load-balancers", **filters), output)
+    _list("lbs", output, url, token, network=network)
 
 
 @lbs_app.command("create")
