@@ -27,7 +27,7 @@ from controller.core.diagnosis.observed import (
     parse_ovsdb_select,
     parse_trace,
 )
-from controller.core.diagnosis.verdict import PathPlan, Verdict
+from controller.core.diagnosis.verdict import Hop, PathPlan, Verdict
 from controller.core.model import (
     BackendSpec,
     HostSpec,
@@ -271,10 +271,15 @@ def endpoint(name: str, **changes: object) -> Endpoint:
     return dataclasses.replace(found, **changes)  # type: ignore[arg-type]
 
 
+def _steps(hop: Hop) -> tuple[TraceStep, ...]:
+    """The trace steps a switch that agrees with `hop` reports."""
+    return tuple(TraceStep(s.table, s.cookie, s.priority, "", ()) for s in hop.steps)
+
+
 def _agreeing_traces(plan: PathPlan) -> dict[int, TraceResult]:
     return {
         hop.number: TraceResult(
-            steps=tuple(TraceStep(s.table, s.cookie, s.priority, "", ()) for s in hop.steps),
+            steps=_steps(hop),
             outputs=() if hop.out_port is None else (hop.out_port,),
             groups=hop.groups,
             errors=(),
@@ -291,6 +296,25 @@ class World:
         self.ovsdb = {H1: _ovsdb(H1), H2: _ovsdb(H2)}
         self.observation: dict[str, HostObservation] = {}
 
+    def plan(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        *,
+        proto: str = "icmp",
+        port: int | None = None,
+        snapshot: Snapshot = SNAPSHOT,
+    ) -> PathPlan:
+        """The path of a healthy lab with these bridges' interfaces."""
+        return plan_path(
+            snapshot,
+            src,
+            dst,
+            proto=proto,  # type: ignore[arg-type]
+            dst_port=port,
+            interfaces={h: rows.on_bridge("br-int") for h, rows in self.ovsdb.items()},
+        )
+
     def run(
         self,
         src: Endpoint,
@@ -302,17 +326,9 @@ class World:
         trace_changes: Mapping[int, TraceResult] | None = None,
         snapshot: Snapshot = SNAPSHOT,
     ) -> Verdict:
-        interfaces = {h: rows.on_bridge("br-int") for h, rows in self.ovsdb.items()}
         plan = None
         if src.network.id == dst.network.id and src.port is not None and src.port.host_id:
-            plan = plan_path(
-                snapshot,
-                src,
-                dst,
-                proto=proto,
-                dst_port=port,  # type: ignore[arg-type]
-                interfaces=interfaces,
-            )
+            plan = self.plan(src, dst, proto=proto, port=port, snapshot=snapshot)
         traces = {**(_agreeing_traces(plan) if plan else {}), **(trace_changes or {})}
         observations = {}
         for host_id, rows in self.ovsdb.items():
@@ -463,17 +479,10 @@ def test_6_an_unreachable_ovsdb() -> None:
 
 def test_7_a_missing_flow_is_named() -> None:
     world = World()
-    plan = plan_path(
-        SNAPSHOT,
-        endpoint("a"),
-        endpoint("b"),
-        proto="icmp",
-        dst_port=None,
-        interfaces={h: r.on_bridge("br-int") for h, r in world.ovsdb.items()},
-    )
+    plan = world.plan(endpoint("a"), endpoint("b"))
     (hop,) = plan.hops
     # The switch lacks port security's flow for a's address: the frame hits the table miss.
-    steps = [TraceStep(s.table, s.cookie, s.priority, "", ()) for s in hop.steps]
+    steps = list(_steps(hop))
     table_miss = next(f for f in plan.config_by_host[H1].flows if f.table == 1 and f.priority == 0)
     from controller.core.ofmsg import encode_flow
 
@@ -488,16 +497,9 @@ def test_7_a_missing_flow_is_named() -> None:
 
 def test_7_a_flow_modified_by_hand_is_named() -> None:
     world = World()
-    plan = plan_path(
-        SNAPSHOT,
-        endpoint("a"),
-        endpoint("b"),
-        proto="icmp",
-        dst_port=None,
-        interfaces={h: r.on_bridge("br-int") for h, r in world.ovsdb.items()},
-    )
+    plan = world.plan(endpoint("a"), endpoint("b"))
     (hop,) = plan.hops
-    steps = tuple(TraceStep(s.table, s.cookie, s.priority, "", ()) for s in hop.steps)
+    steps = _steps(hop)
     from controller.core.diagnosis.observed import DumpedFlow
 
     last = hop.steps[-1]
@@ -557,16 +559,9 @@ def test_10_trunk_down_or_no_route_to_the_vxlan_peer() -> None:
 
 def test_10_the_trace_says_the_tunnel_cannot_be_routed() -> None:
     world = World()
-    plan = plan_path(
-        SNAPSHOT,
-        endpoint("x"),
-        endpoint("y"),
-        proto="icmp",
-        dst_port=None,
-        interfaces={h: r.on_bridge("br-int") for h, r in world.ovsdb.items()},
-    )
+    plan = world.plan(endpoint("x"), endpoint("y"))
     first = plan.hops[0]
-    steps = tuple(TraceStep(s.table, s.cookie, s.priority, "", ()) for s in first.steps)
+    steps = _steps(first)
     trace = TraceResult(
         steps, (first.out_port or 0,), (), ("native tunnel routing failed",), "drop"
     )
@@ -584,15 +579,8 @@ def test_11_a_vip_without_healthy_backend() -> None:
 
 def test_12_a_foreign_flow_dropping_the_frame() -> None:
     world = World()
-    plan = plan_path(
-        SNAPSHOT,
-        endpoint("a"),
-        endpoint("b"),
-        proto="icmp",
-        dst_port=None,
-        interfaces={h: r.on_bridge("br-int") for h, r in world.ovsdb.items()},
-    )
-    steps = [TraceStep(s.table, s.cookie, s.priority, "", ()) for s in plan.hops[0].steps]
+    plan = world.plan(endpoint("a"), endpoint("b"))
+    steps = list(_steps(plan.hops[0]))
     steps[-1] = TraceStep(8, 0x1234, 300, "dl_dst=02:00:00:00:00:0b", ())
     verdict = world.run(
         endpoint("a"),
@@ -606,15 +594,8 @@ def test_12_a_foreign_flow_dropping_the_frame() -> None:
 
 def test_the_switch_forwarding_elsewhere_with_unchanged_flows_is_a_finding() -> None:
     world = World()
-    plan = plan_path(
-        SNAPSHOT,
-        endpoint("a"),
-        endpoint("b"),
-        proto="icmp",
-        dst_port=None,
-        interfaces={h: r.on_bridge("br-int") for h, r in world.ovsdb.items()},
-    )
-    steps = tuple(TraceStep(s.table, s.cookie, s.priority, "", ()) for s in plan.hops[0].steps)
+    plan = world.plan(endpoint("a"), endpoint("b"))
+    steps = _steps(plan.hops[0])
     verdict = world.run(
         endpoint("a"), endpoint("b"), trace_changes={1: TraceResult(steps, (99,), (), (), "99")}
     )
