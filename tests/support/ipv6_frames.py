@@ -11,6 +11,7 @@ from lab.hosts import build_ethernet_frame, mac_to_bytes
 ETH_TYPE_IPV6 = 0x86DD
 _ICMPV6 = 58
 _HOP_LIMIT_ND = 255  # Neighbor Discovery messages must carry it (RFC 4861)
+ALL_NODES = "ff02::1"
 
 
 def multicast_mac(address: str) -> str:
@@ -74,14 +75,7 @@ def neighbor_advertisement(*, src_mac: str, src: str, target: str, lladdr: str) 
         + bytes([2, 1])
         + mac_to_bytes(lladdr)
     )
-    return icmpv6_frame(
-        src_mac=src_mac,
-        dst_mac=multicast_mac("ff02::1"),
-        src=src,
-        dst="ff02::1",
-        icmp_type=136,
-        body=body,
-    )
+    return _to_all_nodes(src_mac=src_mac, src=src, icmp_type=136, body=body)
 
 
 def router_advertisement(*, src_mac: str, src: str, prefix: str) -> bytes:
@@ -93,11 +87,18 @@ def router_advertisement(*, src_mac: str, src: str, prefix: str) -> bytes:
         struct.pack("!BBBBIII", 3, 4, net.prefixlen, 0xC0, 86400, 14400, 0)
         + net.network_address.packed
     )
+    return _to_all_nodes(
+        src_mac=src_mac, src=src, icmp_type=134, body=header + source_lladdr + prefix_info
+    )
+
+
+def _to_all_nodes(*, src_mac: str, src: str, icmp_type: int, body: bytes) -> bytes:
+    """An ICMPv6 message to the all-nodes group (ff02::1) and its multicast MAC."""
     return icmpv6_frame(
         src_mac=src_mac,
-        dst_mac=multicast_mac("ff02::1"),
+        dst_mac=multicast_mac(ALL_NODES),
         src=src,
-        dst="ff02::1",
-        icmp_type=134,
-        body=header + source_lladdr + prefix_info,
+        dst=ALL_NODES,
+        icmp_type=icmp_type,
+        body=body,
     )
