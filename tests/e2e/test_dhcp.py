@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 
-from api.client import FabricClient
-from api.launcher import ServiceProcess
 from controller.core.probes import Endpoints, udp_frame
-from lab.hosts import Lab, SimVM
+from lab.hosts import SimVM
 from lab.netns import in_netns
 from tests.support.dhcp_client import DhcpResult, run_udhcpc
-from tests.support.fabric import Fabric
+from tests.support.fabric import Fabric, lab_and_service
 
 pytestmark = pytest.mark.e2e
 
@@ -78,15 +76,7 @@ class DhcpLab:
         if ips is not None:
             body["ips"] = ips
         port = self.fabric.client.create("ports", **body)
-        vm = self.fabric.hosts[host].add_vm(name, mac=port["mac"], ip=None, mtu=1500)
-        self.fabric.client.update(
-            "ports",
-            port["id"],
-            host_id=self.fabric.host_ids[host],
-            interface=vm.host_interface,
-            vm_id=f"vm-{name}",
-        )
-        self.fabric.port_ids[name] = port["id"]
+        vm = self.fabric.plug_vm(host, name, port, ip=None, mtu=1500)
         self.ports[name], self.vms[name] = port, vm
         return vm
 
@@ -94,24 +84,15 @@ class DhcpLab:
 @pytest.fixture(scope="module")
 def dhcp_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DhcpLab]:
     workdir = tmp_path_factory.mktemp("dhcp")
-    lab = Lab()
-    service = ServiceProcess(workdir / "service")
-    try:
-        service.start()
-        with FabricClient(service.base_url, service.admin_token) as client:
-            setup = DhcpLab(Fabric(lab=lab, service=service, client=client))
-            setup.vm("h1", setup.vlan, "a1", ips=None)
-            setup.vm("h2", setup.vlan, "a2", ips=None)
-            setup.vm("h2", setup.vlan, "rogue", ips=[])  # no address: sends anything
-            setup.vm("h1", setup.vxlan, "b1", ips=None)
-            setup.vm("h2", setup.vxlan, "b2", ips=None)
-            setup.fabric.wait_active(*setup.vms)
-            yield setup
-    finally:
-        try:
-            service.stop()
-        finally:
-            lab.close()
+    with lab_and_service(workdir / "service") as fabric:
+        setup = DhcpLab(fabric)
+        setup.vm("h1", setup.vlan, "a1", ips=None)
+        setup.vm("h2", setup.vlan, "a2", ips=None)
+        setup.vm("h2", setup.vlan, "rogue", ips=[])  # no address: sends anything
+        setup.vm("h1", setup.vxlan, "b1", ips=None)
+        setup.vm("h2", setup.vxlan, "b2", ips=None)
+        setup.fabric.wait_active(*setup.vms)
+        yield setup
 
 
 def _assert_configured(

@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 
 from api.client import ApiError, FabricClient
-from api.launcher import ServiceProcess
-from lab.hosts import Lab, SimHost
+from lab.hosts import SimHost
 from lab.netns import run
 from tests.support import diagnose_lab
 from tests.support.diagnose_lab import DEAD_BACKEND_PORT, DEAD_VIP, VIP, DiagnoseLab
 from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
+from tests.support.fabric import lab_and_service
 from tests.support.load_balancer import Servers
 
 pytestmark = pytest.mark.e2e
@@ -34,19 +33,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiagnoseLab]:
     workdir = tmp_path_factory.mktemp("diagnose")
-    lab = Lab()
-    service = ServiceProcess(
-        workdir / "service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "3600"}
-    )
-    try:
-        service.start()
-        with FabricClient(service.base_url, service.admin_token) as client, Servers() as servers:
-            yield diagnose_lab.build(Fabric(lab=lab, service=service, client=client), servers)
-    finally:
-        try:
-            service.stop()
-        finally:
-            lab.close()
+    with (
+        lab_and_service(
+            workdir / "service", extra_env={"OVS_FABRIC_RECONCILE_INTERVAL": "3600"}
+        ) as fabric,
+        Servers() as servers,
+    ):
+        yield diagnose_lab.build(fabric, servers)
 
 
 def diagnose(world: DiagnoseLab, src: str, dst: str, **body: Any) -> dict[str, Any]:

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from api.client import FabricClient
-from api.launcher import ServiceProcess
 from controller.core.flows import int_to_ipv6, link_local_ipv6, mac_to_int
-from lab.hosts import Lab, SimVM, require_lab_tools
+from lab.hosts import SimVM, require_lab_tools
 from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
+from tests.support.fabric import Fabric, lab_and_service
 from tests.support.ipv6_frames import (
     echo_request,
     neighbor_advertisement,
@@ -63,18 +61,8 @@ def _addresses(vm: SimVM) -> list[dict[str, object]]:
 def six(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ipv6Lab]:
     require_lab_tools()
     workdir = tmp_path_factory.mktemp("ipv6")
-    lab = Lab()
-    service = ServiceProcess(workdir / "service")
-    try:
-        service.start()
-        with FabricClient(service.base_url, service.admin_token) as client:
-            fabric = Fabric(lab=lab, service=service, client=client)
-            yield _build(fabric)
-    finally:
-        try:
-            service.stop()
-        finally:
-            lab.close()
+    with lab_and_service(workdir / "service") as fabric:
+        yield _build(fabric)
 
 
 def _build(fabric: Fabric) -> Ipv6Lab:
@@ -97,16 +85,7 @@ def _build(fabric: Fabric) -> Ipv6Lab:
     for name, (host, network, address) in PLAN.items():
         port = client.create("ports", network_id=networks[network], name=name, ips=[address])
         assert port["ips"] == [address]
-        vm = fabric.hosts[host].add_vm(name, mac=port["mac"], ip=None)
-        client.update(
-            "ports",
-            port["id"],
-            host_id=fabric.host_ids[host],
-            interface=vm.host_interface,
-            vm_id=f"vm-{name}",
-        )
-        fabric.port_ids[name] = port["id"]
-        six.vms[name] = vm
+        six.vms[name] = fabric.plug_vm(host, name, port, ip=None)
     fabric.wait_active(*six.vms)
     # Addresses come up through the flows now: r2 listens for r1's DAD probe.
     capture = six.vms["r2"].start_tcpdump("icmp6 and src ::")

@@ -13,11 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.client import FabricClient
-from api.launcher import ServiceProcess
-from lab.hosts import Lab, require_lab_tools
+from lab.hosts import require_lab_tools
 from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
+from tests.support.fabric import lab_and_service
 from tests.support.load_balancer import (
     ADDRESSES,
     BACKEND_PORT,
@@ -38,18 +36,8 @@ VIA_VIP = f"{VIP}:{LISTENER}"
 def udp_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LbLab, Servers]]:
     require_lab_tools()
     workdir = tmp_path_factory.mktemp("udp-lb")
-    lab = Lab()
-    service = ServiceProcess(workdir / "service")
-    try:
-        service.start()
-        with FabricClient(service.base_url, service.admin_token) as client, Servers() as servers:
-            fabric = Fabric(lab=lab, service=service, client=client)
-            yield build(fabric, servers, protocol="udp"), servers
-    finally:
-        try:
-            service.stop()
-        finally:
-            lab.close()
+    with lab_and_service(workdir / "service") as fabric, Servers() as servers:
+        yield build(fabric, servers, protocol="udp"), servers
 
 
 def test_udp_flows_are_split_by_weight_and_answered_from_the_vip(

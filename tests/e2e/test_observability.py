@@ -26,11 +26,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from api.client import FabricClient
 from api.launcher import ServiceProcess, free_tcp_port
-from lab.hosts import Lab, require_lab_tools
+from lab.hosts import require_lab_tools
 from tests.support.eventually import eventually
-from tests.support.fabric import Fabric
+from tests.support.fabric import Fabric, lab_and_service
 from tests.support.load_balancer import LbLab, Servers, build
 from tests.support.metrics import Samples, scrape, total, value
 
@@ -88,34 +87,17 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedLab]:
     require_lab_tools()
     workdir = tmp_path_factory.mktemp("observability")
     metrics_port = free_tcp_port()
-    lab = Lab()
-    service = ServiceProcess(
-        workdir / "service",
-        extra_env={
-            "OVS_FABRIC_LOG_FORMAT": "json",
-            "OVS_FABRIC_METRICS_PORT": str(metrics_port),
-            "OVS_FABRIC_RECONCILE_INTERVAL": "2",
-        },
-    )
-    try:
-        service.start()
-        with (
-            FabricClient(service.base_url, service.admin_token) as client,
-            Servers() as servers,
-        ):
-            fabric = Fabric(lab=lab, service=service, client=client)
-            lb = build(fabric, servers)
-            other = client.create("tenants", name="other")["id"]
-            other_net = fabric.network(other, "vlan-net", "vlan", "10.9.0.0/24")
-            fabric.add_vm("h2", other_net, "o1", "10.9.0.10")
-            yield ObservedLab(
-                lb, servers, other, other_net, f"http://127.0.0.1:{metrics_port}/metrics"
-            )
-    finally:
-        try:
-            service.stop()
-        finally:
-            lab.close()
+    env = {
+        "OVS_FABRIC_LOG_FORMAT": "json",
+        "OVS_FABRIC_METRICS_PORT": str(metrics_port),
+        "OVS_FABRIC_RECONCILE_INTERVAL": "2",
+    }
+    with lab_and_service(workdir / "service", extra_env=env) as fabric, Servers() as servers:
+        lb = build(fabric, servers)
+        other = fabric.client.create("tenants", name="other")["id"]
+        other_net = fabric.network(other, "vlan-net", "vlan", "10.9.0.0/24")
+        fabric.add_vm("h2", other_net, "o1", "10.9.0.10")
+        yield ObservedLab(lb, servers, other, other_net, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 # ---- /metrics -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_network
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from api.client import FabricClient
 from api.launcher import ServiceProcess
@@ -53,7 +54,17 @@ class Fabric:
 
     def add_vm(self, host: str, network_id: str, name: str, ip: str, *, wait: bool = True) -> SimVM:
         port = self.client.create("ports", network_id=network_id, name=name, ips=[ip])
-        vm = self.hosts[host].add_vm(name, mac=port["mac"], ip=ip)
+        vm = self.plug_vm(host, name, port, ip=ip)
+        if wait:
+            self.wait_active(name)
+        return vm
+
+    def plug_vm(
+        self, host: str, name: str, port: dict[str, Any], *, ip: str | None, mtu: int = 1400
+    ) -> SimVM:
+        """VM `name` on `host` with `port`'s MAC (eth0 given `ip`, or no address), and
+        the port bound to it."""
+        vm = self.hosts[host].add_vm(name, mac=port["mac"], ip=ip, mtu=mtu)
         self.client.update(
             "ports",
             port["id"],
@@ -62,8 +73,6 @@ class Fabric:
             vm_id=f"vm-{name}",
         )
         self.port_ids[name] = port["id"]
-        if wait:
-            self.wait_active(name)
         return vm
 
     def wait_active(self, *vm_names: str, timeout: float = 30.0) -> None:
@@ -85,6 +94,24 @@ def running_service(
         yield service
     finally:
         service.stop()
+
+
+@contextlib.contextmanager
+def lab_and_service(workdir: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Fabric]:
+    """A new lab and the service started on `workdir`, as a Fabric (for a module-scoped
+    fixture); afterwards the service is stopped and the lab closed, even when the start
+    failed."""
+    lab = Lab()
+    service = ServiceProcess(workdir, extra_env=extra_env)
+    try:
+        service.start()
+        with fabric_of(lab, service) as fabric:
+            yield fabric
+    finally:
+        try:
+            service.stop()
+        finally:
+            lab.close()
 
 
 @contextlib.contextmanager
