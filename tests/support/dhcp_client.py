@@ -9,15 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.hosts import SimVM
+from tests.support.guest import UDHCPC_CONFIGURE
 
 # udhcpc runs this on every event; on a lease it configures eth0 the way a guest's
 # init script does (address, MTU, default route) and writes what it got to $1's file.
-_SCRIPT = """#!/bin/sh
-[ "$1" = bound ] || [ "$1" = renew ] || exit 0
-ip addr flush dev "$interface"
-ip addr add "$ip/$mask" dev "$interface"
-[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
-[ -n "$router" ] && ip route replace default via "$router" dev "$interface"
+_SCRIPT = UDHCPC_CONFIGURE + """\
 printf 'ip=%s\\nmask=%s\\nrouter=%s\\nmtu=%s\\ndns=%s\\nserverid=%s\\nlease=%s\\n' \\
     "$ip" "$mask" "$router" "$mtu" "$dns" "$serverid" "$lease" > "$LEASE_FILE"
 """

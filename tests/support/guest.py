@@ -51,12 +51,17 @@ udhcpc -i eth0 -s /udhcpc.script -O mtu -b -t 60 -T 1 -A 1
 exec sleep 1000000
 """
 
-_UDHCPC_SCRIPT = """#!/bin/sh
+# The start of a udhcpc script: on a lease, eth0 configured as a guest's init does
+# (address, MTU, default route); every other event ignored. No braces (str.format).
+UDHCPC_CONFIGURE = """#!/bin/sh
 [ "$1" = bound ] || [ "$1" = renew ] || exit 0
 ip addr flush dev "$interface"
 ip addr add "$ip/$mask" dev "$interface"
 [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
 [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
+"""
+
+_UDHCPC_SCRIPT = UDHCPC_CONFIGURE + """\
 echo "{marker} mac=$(cat /sys/class/net/$interface/address) ip=$ip mask=$mask \
 router=$router mtu=$mtu serverid=$serverid" > /dev/console
 """
