@@ -77,9 +77,9 @@ def gbits_per_second(client: SimVM, server: SimVM, seconds: int) -> float:
 
 def measure(seconds: int, repeats: int) -> tuple[list[float], list[float]]:
     """(ours, peer): Gbit/s of each run, through the service's flows and through NORMAL."""
-    workdir = Path(tempfile.mkdtemp(prefix="ofab-iperf-"))
     with (
-        running_service(workdir / "service") as service,
+        tempfile.TemporaryDirectory(prefix="ofab-iperf-") as workdir,
+        running_service(Path(workdir) / "service") as service,
         Lab() as lab,
         fabric_of(lab, service) as fabric,
     ):
