@@ -72,9 +72,7 @@ def _build(fabric: Fabric) -> Ipv6Lab:
     red = client.create("tenants", name="red")["id"]
     blue = client.create("tenants", name="blue")["id"]
     networks = {
-        name: client.create("networks", tenant_id=tenant, name=name, type=kind, ipv6_cidr=prefix)[
-            "id"
-        ]
+        name: fabric.network(tenant, name, kind, None, ipv6_cidr=prefix)
         for name, tenant, kind, prefix in (
             ("red-vlan", red, "vlan", "fd00:10::/64"),
             ("red-vx", red, "vxlan", "fd00:20::/64"),

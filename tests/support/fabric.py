@@ -35,8 +35,12 @@ class Fabric:
         self.hosts[name] = sim
         return sim
 
-    def network(self, tenant_id: str, name: str, kind: str, cidr: str) -> str:
-        net = self.client.create("networks", tenant_id=tenant_id, name=name, type=kind, cidr=cidr)
+    def network(
+        self, tenant_id: str, name: str, kind: str, cidr: str | None, **extra: object
+    ) -> str:
+        """A network (no IPv4 cidr when `cidr` is None; `extra`: more of its fields)."""
+        body = {**({} if cidr is None else {"cidr": cidr}), **extra}
+        net = self.client.create("networks", tenant_id=tenant_id, name=name, type=kind, **body)
         self.network_ids[name] = str(net["id"])
         return str(net["id"])
 
