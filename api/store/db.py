@@ -100,12 +100,12 @@ def _make_sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # NOTE: in WAL mode NORMAL syncs at checkpoints, not at every commit: a crash of
-        # the process loses nothing and nothing is ever corrupted, but a power loss may
-        # undo the last commits. FULL cost 5.6 ms of fsync per commit here, inside the
-        # write lock: it capped the API at ~180 writes/s (BENCHMARKS.md, rest_load).
-        # Deployments that need commits durable across power loss use PostgreSQL.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # NOTE: FULL, not NORMAL: an answered write must survive a power loss too
+        # (in WAL mode NORMAL syncs only at checkpoints, so the last commits could be
+        # undone). It costs an fsync per commit inside the write lock (5.6 ms here,
+        # about 180 writes/s at most: BENCHMARKS.md, rest_load); deployments that need
+        # more write throughput use PostgreSQL.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()

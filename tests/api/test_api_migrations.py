@@ -127,6 +127,8 @@ def test_sqlite_database_gets_wal_foreign_keys_and_its_directory(tmp_path: Path)
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+            # an answered write survives a power loss: synced at commit (2 = FULL)
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2
             assert connection.execute(select(text("1"))).scalar() == 1
     finally:
         engine.dispose()
