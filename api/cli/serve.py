@@ -39,6 +39,11 @@ def serve(
 
     settings = local_settings()
     from api import runtime
+    from api.logs import configure_logging
+
+    # Before the migration's lines, so a JSON log is JSON from its first line (the
+    # app's start applies it again, after uvicorn set up its own loggers).
+    configure_logging(settings)
 
     try:
         runtime.claim_sqlite_controller(settings)

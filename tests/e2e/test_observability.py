@@ -168,7 +168,7 @@ def test_metrics_move_with_the_fabric(observed: ObservedLab) -> None:
 
 
 def json_lines(service: ServiceProcess) -> list[dict[str, Any]]:
-    """The log lines written once the service was configured (earlier ones are text)."""
+    """The JSON log lines (uvicorn's first two lines, before the app starts, are text)."""
     found = []
     for line in service.log_path.read_text(errors="replace").splitlines():
         if line.startswith("{"):
@@ -211,6 +211,8 @@ def test_json_logs_carry_request_host_port_and_network_ids(observed: ObservedLab
     assert activated, "no log line for port c going ACTIVE"
     assert activated[0]["network_id"] == observed.lb.network and activated[0]["host"] == h1
     assert any(r.get("host") == h1 and "flows" in r["event"] for r in records)
+    # JSON from the start of `serve`: the migration's lines too, before the app runs
+    assert any(r["event"].startswith("Running upgrade") for r in records)
 
 
 # ---- /ui ----------------------------------------------------------------------------------
