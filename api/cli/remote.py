@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 from api.cli.common import CliError
@@ -35,7 +35,35 @@ URL_ENV = "OVS_FABRIC_URL"
 TOKEN_ENV = "OVS_FABRIC_TOKEN"
 CONNECTION_PANEL = "Connection"
 
-console = Console(highlight=False)
+# Output that goes to a file or a pipe is not wrapped or cut: a table keeps every value
+# for grep and scripts (Rich would squeeze it into 80 columns).
+PIPED_WIDTH = 1000
+
+
+class _Console(Console):
+    """Rich's console, sized when it prints (not when the CLI was imported): COLUMNS as
+    it is then, else the terminal's width, else PIPED_WIDTH."""
+
+    _explicit: ConsoleDimensions | None = None
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._explicit is not None:
+            return self._explicit
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit():
+            return ConsoleDimensions(int(columns), 25)
+        if not self.is_terminal:
+            return ConsoleDimensions(PIPED_WIDTH, 25)
+        width, height = os.get_terminal_size(self.file.fileno())
+        return ConsoleDimensions(width, height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._explicit = ConsoleDimensions(*new_size)
+
+
+console = _Console(highlight=False)
 
 
 class Output(StrEnum):
