@@ -39,51 +39,13 @@ from bench.report import Figure, measured
 from controller.core import ofmsg
 from controller.core.flows import VLAN_PRESENT, Flow, Output, PopVlan, match
 from controller.openflow.app import start_openflow_controller
-from controller.openflow.channel import SwitchChannel
 from controller.openflow.relay import UnixToTcpRelay
 from controller.reconcile import DatapathSync
 from lab.netns import run as run_command
 from tests.support.ovs_instance import OvsInstance, running_ovs
+from tests.support.switch_sink import SwitchChannels
 
 RECONCILE_INTERVAL = 10.0  # the service's default (controller.host_agent.ControllerConfig)
-
-
-class Switches:
-    """A SwitchEventSink keeping the current channel of every switch."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.channels: dict[int, SwitchChannel] = {}
-
-    def switch_connected(
-        self, datapath_id: int, channel: SwitchChannel, ports: dict[str, int]
-    ) -> None:
-        with self._cond:
-            self.channels[datapath_id] = channel
-            self._cond.notify_all()
-
-    def switch_disconnected(self, datapath_id: int, channel: SwitchChannel) -> None:
-        with self._cond:
-            if self.channels.get(datapath_id) is channel:
-                del self.channels[datapath_id]
-
-    def ports_changed(self, datapath_id: int, ports: dict[str, int]) -> None:
-        pass
-
-    def packet_in(self, datapath_id: int, **_: object) -> None:
-        pass
-
-    def wait(
-        self, datapath_id: int, *, not_: SwitchChannel | None, timeout: float
-    ) -> SwitchChannel:
-        def ready() -> bool:
-            channel = self.channels.get(datapath_id)
-            return channel is not None and channel is not not_ and channel.connected
-
-        with self._cond:
-            if not self._cond.wait_for(ready, timeout=timeout):
-                raise TimeoutError(f"switch {datapath_id:016x} did not connect")
-            return self.channels[datapath_id]
 
 
 def switch_flows(index: int, count: int) -> tuple[Flow, ...]:
@@ -101,7 +63,7 @@ def switch_flows(index: int, count: int) -> tuple[Flow, ...]:
 
 @contextlib.contextmanager
 def fabric(
-    switches: Switches, port: int, n_switches: int, n_instances: int
+    switches: SwitchChannels, port: int, n_switches: int, n_instances: int
 ) -> Iterator[list[tuple[OvsInstance, str, int]]]:
     """(instance, bridge, datapath id) of every bridge, all connected to us."""
     with contextlib.ExitStack() as stack:
@@ -166,7 +128,7 @@ def measure(
     rounds: int,
     echo_interval: float | None = None,
 ) -> Result:
-    switches = Switches()
+    switches = SwitchChannels()
     port = free_tcp_port()
     start_openflow_controller(switches, host="127.0.0.1", port=port)
     from os_ken import cfg  # read by each switch's connection when it is made

@@ -33,55 +33,14 @@ from controller.reconcile import DatapathSync
 from lab.netns import run
 from tests.support.eventually import eventually
 from tests.support.ovs_instance import OvsInstance, running_ovs
+from tests.support.switch_sink import SwitchChannels
 
 pytestmark = pytest.mark.ovs
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.channels: dict[int, SwitchChannel] = {}
-        self.ports: dict[int, dict[str, int]] = {}
-
-    def switch_connected(
-        self, datapath_id: int, channel: SwitchChannel, ports: dict[str, int]
-    ) -> None:
-        with self._cond:
-            self.channels[datapath_id] = channel
-            self.ports[datapath_id] = ports
-            self._cond.notify_all()
-
-    def switch_disconnected(self, datapath_id: int, channel: SwitchChannel) -> None:
-        with self._cond:
-            if self.channels.get(datapath_id) is channel:
-                del self.channels[datapath_id]
-
-    def ports_changed(self, datapath_id: int, ports: dict[str, int]) -> None:
-        with self._cond:
-            self.ports[datapath_id] = ports
-            self._cond.notify_all()
-
-    def packet_in(self, datapath_id: int, **_: object) -> None:
-        pass
-
-    def wait_channel(
-        self, datapath_id: int, timeout: float = 15, *, not_: SwitchChannel | None = None
-    ) -> SwitchChannel:
-        """The switch's channel once it is connected (on another channel than `not_`)."""
-
-        def connected() -> bool:
-            channel = self.channels.get(datapath_id)
-            return channel is not None and channel is not not_
-
-        with self._cond:
-            ok = self._cond.wait_for(connected, timeout=timeout)
-            assert ok, f"switch {datapath_id:016x} never connected"
-            return self.channels[datapath_id]
-
-
 @pytest.fixture(scope="session")
-def openflow() -> Iterator[tuple[RecordingSink, int]]:
-    sink = RecordingSink()
+def openflow() -> Iterator[tuple[SwitchChannels, int]]:
+    sink = SwitchChannels()
     port = free_tcp_port()
     stop = start_openflow_controller(sink, host="127.0.0.1", port=port)
     yield sink, port
@@ -89,7 +48,7 @@ def openflow() -> Iterator[tuple[RecordingSink, int]]:
 
 
 @pytest.fixture
-def switch(openflow: tuple[RecordingSink, int]) -> Iterator[tuple[OvsInstance, DatapathSync]]:
+def switch(openflow: tuple[SwitchChannels, int]) -> Iterator[tuple[OvsInstance, DatapathSync]]:
     sink, port = openflow
     with running_ovs() as ovs:
         dpid = random.getrandbits(47) | 1
@@ -98,7 +57,7 @@ def switch(openflow: tuple[RecordingSink, int]) -> Iterator[tuple[OvsInstance, D
         relay.start()
         try:
             ovs.vsctl("set-controller", "br-int", f"unix:{ovs.rundir / 'ofp.sock'}")
-            sync = DatapathSync(sink.wait_channel(dpid), timeout=20)
+            sync = DatapathSync(sink.wait(dpid), timeout=20)
             sync.resync()
             assert sync.monitoring  # OVS >= 3.0 has the flow monitor on OpenFlow 1.3
             yield ovs, sync
@@ -289,7 +248,7 @@ def test_the_audit_counts_catch_what_the_monitor_did_not_report(
 
 
 def test_resync_after_a_reconnect_sends_no_flow_mod(
-    openflow: tuple[RecordingSink, int], switch: tuple[OvsInstance, DatapathSync]
+    openflow: tuple[SwitchChannels, int], switch: tuple[OvsInstance, DatapathSync]
 ) -> None:
     sink, _port = openflow
     ovs, sync = switch
@@ -297,7 +256,7 @@ def test_resync_after_a_reconnect_sends_no_flow_mod(
     sync.apply(flows, [])
     # Like a controller restart: the switch connects anew, to a fresh reconciler.
     run(["ovs-appctl", "-t", str(ovs.daemons.ctl("vswitchd")), "bridge/reconnect", "br-int"])
-    channel = sink.wait_channel(sync.channel.datapath_id, not_=sync.channel)
+    channel = sink.wait(sync.channel.datapath_id, not_=sync.channel)
     # A witness connection of our own: OVS reports to it every flow anyone changes.
     watcher = subprocess.Popen(
         ["ovs-ofctl", "-O", "OpenFlow13", f"--unixctl={ovs.rundir / 'witness.ctl'}",
