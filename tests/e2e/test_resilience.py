@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.eventually import eventually
 from tests.support.fabric import Fabric
+from tests.support.metrics import Samples, scrape_service, total
 
 pytestmark = pytest.mark.e2e
 
@@ -94,36 +93,19 @@ def test_controller_restart_drops_no_packets(fabric: Fabric) -> None:
     # The restarted service read the switches' tables, found them equal to the
     # desired state and changed nothing. Waited for, not slept on: the switches
     # reconnect after their own backoff, which a loaded machine stretches.
-    def passes_on_both_switches() -> dict[str, float] | None:
-        series = scrape_metrics(fabric)
-        done = all(f'ovs_fabric_flows{{host="{h}"}}' in series for h in ("h1", "h2"))
-        return series if done else None
+    def passes_on_both_switches() -> Samples | None:
+        samples = scrape_service(fabric.service)
+        done = all(("ovs_fabric_flows", frozenset({("host", h)})) in samples for h in ("h1", "h2"))
+        return samples if done else None
 
-    series = eventually(passes_on_both_switches, what="a reconcile pass on each switch")
-    changes = {k: v for k, v in series.items() if k.startswith("ovs_fabric_reconcile_changes")}
-    assert not any(changes.values()), changes
-    assert series["ovs_fabric_reconcile_diff_size_count"] >= 2
+    samples = eventually(passes_on_both_switches, what="a reconcile pass on each switch")
+    assert total(samples, "ovs_fabric_reconcile_changes_total") == 0, samples
+    assert total(samples, "ovs_fabric_reconcile_diff_size_count") >= 2
     with fabric.service.log_path.open() as log:
         log.seek(log_offset)
         after_restart = log.read()
     # (a change would also be logged as "+N/-M flows")
     assert " flows, " not in after_restart, after_restart
-
-
-def scrape_metrics(fabric: Fabric) -> dict[str, float]:
-    """The service's Prometheus samples, keyed `name{label="value",...}`."""
-    answer = httpx.get(
-        f"{fabric.service.base_url}/metrics",
-        headers={"Authorization": f"Bearer {fabric.service.admin_token}"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    samples = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
 
 
 def test_unreachable_host_is_reported_and_does_not_block_others(fabric: Fabric) -> None:
