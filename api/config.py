@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     controller_enabled: bool = True
     libvirt_enabled: bool = True
     reconcile_interval: float = Field(default=10.0, gt=0)
+    # Seconds a tombstone of a deleted row is kept for incremental readers (controller
+    # replicas); a reader further behind reads everything (api.store.tombstones).
+    tombstone_retention: float = Field(default=3600.0, gt=0)
     # Several processes on one PostgreSQL database: "api" serves only the REST API,
     # "controller" and "both" run the controller too. With controller_replicas the
     # controller shares the switches with the other live replicas (one OpenFlow

@@ -20,6 +20,7 @@ from api.libvirt.watch import start_libvirt_watchers
 from api.metrics import start_exporter
 from api.store.replicas import PgMastership
 from api.store.snapshot import SqlStateStore
+from api.store.tombstones import start_tombstone_pruner
 from controller.core.mastership import ReplicaInfo
 from controller.host_agent import ControllerConfig, network_controller_target
 from controller.service import FabricController
@@ -92,6 +93,9 @@ def start_background_services(settings: Settings, store: SqlStateStore) -> list[
     stoppers: list[Callable[[], None]] = []
     if settings.metrics_port is not None:
         stoppers.append(start_exporter(settings.metrics_host, settings.metrics_port))
+    # Every process prunes (any role may be the only one left running); prunes are idempotent.
+    pruner = start_tombstone_pruner(store.database, retention=settings.tombstone_retention)
+    stoppers.append(pruner.stop)
     if settings.controller_enabled and settings.role != "api":
         controller = _controller(settings, store)
         controller.start()

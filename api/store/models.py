@@ -107,6 +107,11 @@ class GlobalRevision(Base):
     __tablename__ = "fabric_revision"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Tombstones (`deleted_rows`) at or below this revision may have been pruned: a
+    # reader whose last revision is below it must read everything (api.store.tombstones).
+    tombstones_pruned_through: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
 
 
 class Revisioned:
@@ -129,6 +134,8 @@ class DeletedRow(Base):
     kind: Mapped[str] = mapped_column(String(32))  # the model class: Port, Host...
     row_id: Mapped[str] = mapped_column(String(36))
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Indexed: tombstones older than the retention are pruned (api.store.tombstones).
+    deleted_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow, index=True)
 
 
 class Host(Revisioned, Base):

@@ -16,10 +16,14 @@ revision R sees every row stamped <= R and none stamped > R. A changed child row
 written without a revision: their `health_at` is followed like the change stamp
 does. What neither follows (a Core UPDATE of desired state outside `Database.write`,
 clock skew between replicas recording verdicts) is caught by the periodic resync.
+
+Tombstones are pruned after a retention (`api.store.tombstones`), which records the
+revision pruned through: a loader whose last revision is below it reads everything.
 """
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -30,9 +34,10 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, RowMapping, func, or_, select
 from sqlalchemy.orm import Session
 
-from api.store.db import Database, read_revision
+from api.store.db import Database
 from api.store.models import (
     DeletedRow,
+    GlobalRevision,
     Host,
     LbBackend,
     LoadBalancer,
@@ -52,6 +57,8 @@ from controller.core.model import (
     SnapshotChange,
     SnapshotUpdate,
 )
+
+log = logging.getLogger(__name__)
 
 _Spec = TypeVar("_Spec", HostSpec, NetworkSpec, PortSpec, LoadBalancerSpec)
 _Key = tuple[datetime, str]  # (created_at, id): the snapshot's order, as a full load gives it
@@ -132,13 +139,25 @@ class IncrementalSnapshotLoader:
         self._ports: _Records[PortSpec] = _Records()
         self._lbs: _Records[LoadBalancerSpec] = _Records()
         self._snapshot: Snapshot | None = None
+        self.full_loads = 0  # first load, resyncs, and loads behind the tombstone horizon
 
     def load(self, *, full: bool = False) -> SnapshotUpdate | None:
         with self.database.read() as session:
-            revision = read_revision(session)
+            revision, pruned_through = _revision_and_horizon(session)
             health_at = session.scalar(select(func.max(LbBackend.health_at)))
             first = self._revision is None
-            if full or first:
+            # Tombstones of deletions this loader has not read may be gone: an incremental
+            # load could keep a deleted row. It reads everything, as a resync does.
+            behind = self._revision is not None and self._revision < pruned_through
+            if behind and not full:
+                log.info(
+                    "tombstones pruned through revision %d, past the last one read (%s):"
+                    " reading the whole desired state",
+                    pruned_through,
+                    self._revision,
+                )
+            if full or first or behind:
+                self.full_loads += 1
                 change = self._load_all(session)
             elif (revision, health_at) == (self._revision, self._health_at):
                 return None
@@ -200,6 +219,17 @@ class IncrementalSnapshotLoader:
 
 
 _Change = tuple[tuple[Any, Any], ...]
+
+
+def _revision_and_horizon(session: Session) -> tuple[int, int]:
+    """The global revision and the revision tombstones are pruned through (0, 0 without
+    the revision row)."""
+    row = session.execute(
+        select(GlobalRevision.value, GlobalRevision.tombstones_pruned_through).where(
+            GlobalRevision.id == 1
+        )
+    ).first()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
 
 def _patch(
