@@ -45,6 +45,7 @@ from typing import TypeVar
 
 from controller.core import ofmsg
 from controller.core.flows import Flow, Group
+from controller.core.group_drift import GroupDriftCheck, group_modify, parse_group_descs
 from controller.core.sync import plan_flow_changes, plan_sync
 from controller.openflow.channel import FlowUpdates, OpenFlowError, SwitchChannel
 
@@ -66,6 +67,7 @@ class SyncResult:
     groups_added: int = 0
     groups_deleted: int = 0
     flows_purged: int = 0  # suspect or foreign cookies deleted (desired ones re-added)
+    groups_repaired: int = 0  # edited in place by another connection, modified back
     rejected: dict[Flow | Group, OpenFlowError] = field(default_factory=dict)
 
     @property
@@ -76,6 +78,7 @@ class SyncResult:
             or self.groups_added
             or self.groups_deleted
             or self.flows_purged
+            or self.groups_repaired
         )
 
 
@@ -102,6 +105,8 @@ class DatapathSync:
         self.timeout = timeout
         self._actual_flows: set[int] = set()
         self._actual_groups: set[int] = set()
+        # Each group's content as last read: a group edited in place keeps its id.
+        self._group_check = GroupDriftCheck()
         # Cookies of flows the switch rejected, so an unchanged desired state does
         # not resend them on every pass; cleared on every full read.
         self._rejected: dict[int, OpenFlowError] = {}
@@ -180,7 +185,7 @@ class DatapathSync:
             c for c in cookies if c & ofmsg.COOKIE_SERVICE_MASK == _SERVICE_PREFIX
         }
         self._foreign_cookies = cookies - self._actual_flows
-        self._actual_groups = set(ofmsg.parse_group_desc_ids(self._wait(groups_reply)))
+        self._actual_groups = self._observe_groups(self._wait(groups_reply))
         self._rejected.clear()
         self._dirty = True
 
@@ -197,7 +202,7 @@ class DatapathSync:
         groups_reply = self.channel.expect(gxid)
         self.channel.send(ofmsg.group_desc_request(gxid))
         count = ofmsg.parse_aggregate_flow_count(self._wait(count_reply))
-        groups = set(ofmsg.parse_group_desc_ids(self._wait(groups_reply)))
+        groups = self._observe_groups(self._wait(groups_reply))
         # Notes about changes made before our request arrive before its reply.
         updates = self.channel.take_flow_updates()
         self._absorb(updates)
@@ -223,12 +228,44 @@ class DatapathSync:
             else:
                 self._foreign_cookies.add(cookie)
 
+    def _observe_groups(self, body: bytes) -> set[int]:
+        descs = parse_group_descs(body)
+        self._group_check.observe(descs)
+        return set(descs)
+
+    def _repair_groups(self, groups: list[Group], result: SyncResult) -> None:
+        """Set groups edited in place back (OFPGC_MODIFY; the flows using them stay), then
+        read the groups again: one that still differs is the switch's way of writing it."""
+        _committed, failed = self._send_bundle([group_modify(g) for g in groups], groups)
+        for group, error in failed.items():
+            result.rejected[group] = error
+        repaired = [g for g in groups if g not in failed]
+        result.groups_repaired = len(repaired)
+        if repaired:
+            log.warning(
+                "datapath %016x: %d group(s) changed by another connection set back",
+                self.channel.datapath_id,
+                len(repaired),
+            )
+        xid = self.channel.next_xid()
+        reply = self.channel.expect(xid)
+        self.channel.send(ofmsg.group_desc_request(xid))
+        descs = parse_group_descs(self._wait(reply))
+        for group in self._group_check.repaired(repaired, descs):
+            log.warning(
+                "datapath %016x writes group %#x otherwise than it was sent: compared with"
+                " its own form from now on",
+                self.channel.datapath_id,
+                group.group_id,
+            )
+
     # ---- making it what we want ---------------------------------------------------------
 
     def apply(self, flows: Iterable[Flow], groups: Iterable[Group]) -> SyncResult:
         added, removed = self._update_desired(flows)
         self._finish_read()
         wanted_groups = {g.group_id: g for g in groups}
+        drifted_groups = self._group_check.drifted(wanted_groups)
         suspects = self._suspects | self._foreign_cookies
         if self._dirty:
             wanted = self._desired.keys() - self._rejected.keys()
@@ -260,9 +297,18 @@ class DatapathSync:
             plan = replace(plan, purge_flows=purged)
         purge = list(plan.purge_flows)
         result = SyncResult()
-        if not (add_cookies or to_delete or purge or plan.add_groups or plan.delete_groups):
+        if not (
+            add_cookies
+            or to_delete
+            or purge
+            or plan.add_groups
+            or plan.delete_groups
+            or drifted_groups
+        ):
             self._dirty = False
             return result
+        if drifted_groups:
+            self._repair_groups(drifted_groups, result)
 
         if plan.add_groups:
             new_groups = [wanted_groups[gid] for gid in plan.add_groups]

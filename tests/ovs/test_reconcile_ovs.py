@@ -18,11 +18,14 @@ from api.launcher import free_tcp_port
 from controller.core import ofmsg
 from controller.core.flows import (
     Bucket,
+    Ct,
     Flow,
     Group,
     GroupAction,
+    Nat,
     Output,
     PopVlan,
+    PushVlan,
     SetField,
     match,
 )
@@ -278,3 +281,52 @@ def test_resync_after_a_reconnect_sends_no_flow_mod(
         watcher.wait(10)
     events = [line for line in seen if "event=" in line]
     assert len(events) == 1 and "table=200" in events[0], events
+
+
+def _groups(ovs: OvsInstance) -> list[str]:
+    lines = ovs.ofctl("dump-groups", "br-int").splitlines()
+    return sorted(line.strip() for line in lines if "group_id=" in line)
+
+
+def test_a_group_edited_in_place_is_set_back_by_the_next_audit_pass(
+    switch: tuple[OvsInstance, DatapathSync],
+) -> None:
+    ovs, sync = switch
+    # Every kind of action our groups carry: flood (output, VLAN push, tunnel id) and
+    # load balancer (conntrack with destination NAT, weighted select).
+    flood = Group(0x2001, "all", (
+        Bucket((Output(1),)),
+        Bucket((PushVlan(), SetField("vlan_vid", 0x1000 | 7), Output(2))),
+        Bucket((SetField("tunnel_id", 5001), Output(3))),
+    ))  # fmt: skip
+    backends = [(0x0A000005, 80, 3), (0x0A000006, 8080, 1)]
+    lb = Group(0x2002, "select", tuple(
+        Bucket((Ct(zone=3, commit=True, table=40, nat=Nat(dst_ip=ip, dst_port=port)),), weight=w)
+        for ip, port, w in backends
+    ))  # fmt: skip
+    groups = [flood, lb]
+    flows = [
+        Flow(table=0, priority=10, match=match(eth_type=0x0806), actions=(GroupAction(0x2001),)),
+        Flow(table=0, priority=20, match=match(eth_type=0x0800), actions=(GroupAction(0x2002),)),
+    ]
+    assert sync.apply(flows, groups).groups_added == 2
+    wanted = _groups(ovs)
+    wanted_flows = ovs.ofctl("dump-flows", "br-int", "--no-stats")
+    # The switch writes our groups back as we sent them: an audit finds nothing to repair.
+    sync.audit()
+    assert not sync.apply(flows, groups).changed
+
+    ovs.ofctl("mod-group", "br-int", "group_id=8194,type=select,bucket=weight:1,actions=output:4")
+    ovs.ofctl("mod-group", "br-int", "group_id=8193,type=all,bucket=actions=output:1")
+    assert _groups(ovs) != wanted
+    sync.audit()
+    result = sync.apply(flows, groups)
+
+    assert result.groups_repaired == 2 and not result.rejected
+    assert (result.groups_added, result.groups_deleted, result.flows_added) == (0, 0, 0)
+    assert _groups(ovs) == wanted
+    # Modified in place: the flows using them stayed (OVS deletes them with a group).
+    assert ovs.ofctl("dump-flows", "br-int", "--no-stats") == wanted_flows
+    assert not sync.apply(flows, groups).changed
+    sync.audit()
+    assert not sync.apply(flows, groups).changed
