@@ -1,0 +1,112 @@
+"""One atomic ONF bundle (EXT-230) written to the switch while it is being built.
+
+A bulk install is two CPU-bound halves on a 2-core machine: we encode flows,
+ovs-vswitchd (userspace) decodes each bundled flow-mod as it arrives and applies
+them all at the commit. Sent only once everything was encoded, the switch waits
+for our encoder and then we wait for the switch (measured, 100k flows: 0.74 s
+encoding with the switch idle, then 0.48 s of the switch's work after our last
+write). `BundleWriter` opens the bundle at the first message and hands the
+socket a slice whenever `_SEND_SLICE` bytes are buffered, so the switch parses
+slice N on its core while we encode slice N+1 (os-ken's sender thread writes
+with the GIL released). Nothing is applied before the commit: the bundle stays
+atomic and ordered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from controller.core import ofmsg
+from controller.openflow.channel import OpenFlowError, SwitchChannel
+
+# The switch starts on a slice as soon as it arrives: small enough that it starts
+# early, large enough that the send queue (os-ken: 16 entries) is not a per-flow cost.
+_SEND_SLICE = 128 << 10
+
+Owner = TypeVar("Owner", bound=Hashable)
+
+
+class BundleWriter(Generic[Owner]):
+    """Messages added to one bundle, flushed in slices; `commit()` ends it.
+
+    Each `add` names the owner of each message (what a rejection is reported
+    against); messages beyond the owners given are owned by nobody, and a
+    rejection of one of those is raised by `commit`.
+    """
+
+    def __init__(self, channel: SwitchChannel, wait: Callable[[Future[bytes]], bytes]) -> None:
+        self.channel = channel
+        self._wait = wait
+        self._bundle_id = 0
+        self._opened: Future[bytes] | None = None
+        self._buffer = bytearray()
+        # (first xid, owners) of each `add`: its messages took consecutive xids.
+        self._ranges: list[tuple[int, int, Sequence[Owner]]] = []
+        self.count = 0
+
+    @property
+    def opened(self) -> bool:
+        return self._opened is not None
+
+    def add(self, messages: Sequence[bytes], owners: Sequence[Owner] = ()) -> None:
+        if not messages:
+            return
+        channel = self.channel
+        if self._opened is None:
+            self._bundle_id = channel.next_xid()
+            open_xid = channel.next_xid()
+            self._opened = channel.expect(open_xid)
+            self._buffer += ofmsg.bundle_open(self._bundle_id, open_xid)
+        # The add's whole xid range at once, so concurrent requests never collide.
+        first = channel.reserve_xids(len(messages))
+        self._ranges.append((first, len(messages), owners))
+        self.count += len(messages)
+        buffer, add, bundle_id = self._buffer, ofmsg.bundle_add, self._bundle_id
+        for xid, message in enumerate(messages, first):
+            buffer += add(bundle_id, xid, message)
+            if len(buffer) >= _SEND_SLICE:
+                channel.send(buffer)
+                buffer = bytearray()
+        self._buffer = buffer
+
+    def commit(self) -> tuple[bool, dict[Owner, OpenFlowError]]:
+        """Commit (nothing added: nothing sent, committed). Returns whether the commit
+        landed and the owners of rejected messages (a message rejected when added is
+        left out of a commit that still lands). Raises OpenFlowError when the bundle
+        failed for a reason no owned message explains."""
+        if self._opened is None:
+            return True, {}
+        channel = self.channel
+        commit_xid = channel.next_xid()
+        committed = channel.expect(commit_xid)
+        self._buffer += ofmsg.bundle_commit(self._bundle_id, commit_xid)
+        channel.send(self._buffer)
+        self._buffer = bytearray()
+        self._wait(self._opened)
+        commit_error: OpenFlowError | None = None
+        try:
+            self._wait(committed)
+        except OpenFlowError as error:
+            commit_error = error
+            # A failed commit may be reported before the error naming the add that
+            # failed it; a barrier's reply comes after every error the commit caused.
+            barrier_xid = channel.next_xid()
+            flushed = channel.expect(barrier_xid)
+            channel.send(ofmsg.barrier_request(barrier_xid))
+            self._wait(flushed)
+        # Errors for adds rejected on arrival precede the commit's reply.
+        failed: dict[Owner, OpenFlowError] = {}
+        unexplained: list[OpenFlowError] = []
+        for first, count, owners in self._ranges:
+            for xid, rejection in channel.take_errors(range(first, first + count)).items():
+                if xid - first < len(owners):
+                    failed[owners[xid - first]] = rejection
+                else:
+                    unexplained.append(rejection)
+        if commit_error is not None and not failed:
+            raise commit_error
+        if unexplained:
+            raise unexplained[0]
+        return commit_error is None, failed
