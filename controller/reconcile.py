@@ -25,8 +25,11 @@ Knowing what the switch holds, cheaply (drift detection):
   which also repairs a flow whose actions were edited in place under our
   cookie: no count or cookie read-back can see that. It does not trust the
   monitor alone: it asks the switch how many flows it holds (one OFPMP_AGGREGATE
-  reply) and reads the group ids; only when the count disagrees, the monitor
-  paused, or the switch has no monitor, it reads every cookie back. Drift is
+  reply) and reads every group (OFPMP_GROUP_DESC); only when the count
+  disagrees, the monitor paused, or the switch has no monitor, it reads every
+  cookie back. Groups are few and the monitor does not see them: the next
+  `apply()` compares each group's buckets with ours and modifies back a group
+  edited in place under its id (core.group_drift), at a resync too. Drift is
   repaired at the audit, as before, not the moment the note arrives: a hand
   edit stays visible until then (the diagnosis tests rely on that), and one
   pass per interval repairs whatever accumulated.
