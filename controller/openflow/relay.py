@@ -79,6 +79,10 @@ class UnixToTcpRelay:
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)
+                # Without it, a reply written while the previous one is unacknowledged
+                # (a bundle's commit reply after its open reply) waits for the
+                # controller's delayed ACK: 40 ms on Linux.
+                upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 log.warning("relay %s: cannot reach %s:%d: %s", self.path, *self.target, exc)
                 client.close()
