@@ -9,7 +9,10 @@ Changes are hitless, each step confirmed by the switch before the next:
 1. new groups are added (nothing references them yet);
 2. one atomic bundle purges suspect cookies (see below), adds the new flows (an
    ADD with an equal match replaces the old flow in place) and deletes the flows
-   no longer desired;
+   no longer desired. When everything is diffed (a resync, a first install), the
+   new flows go into the bundle as they are encoded, once the switch's table is
+   known, so ovs-vswitchd parses them on the other core meanwhile; nothing is
+   applied before the commit;
 3. groups no longer referenced are deleted.
 A flow the switch rejects is reported with its error and left out; the rest of
 the diff still lands.
@@ -41,26 +44,27 @@ Knowing what the switch holds, cheaply (drift detection):
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence, Set
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from controller.core import ofmsg
 from controller.core.flows import Flow, Group
 from controller.core.group_drift import GroupDriftCheck, group_modify, parse_group_descs
 from controller.core.sync import plan_flow_changes, plan_sync
+from controller.openflow.bundle import BundleWriter
 from controller.openflow.channel import FlowUpdates, OpenFlowError, SwitchChannel
 
 log = logging.getLogger(__name__)
 
-# A bundle of 100k flows is tens of MB; sending it in slices keeps os-ken's
-# bounded send queue moving without building one huge buffer.
-_SEND_SLICE = 256 << 10
 _MAX_ATTEMPTS = 3
+# Flows encoded between two looks at what to send (see `_Pass`): about one send slice.
+_STREAM_BATCH = 1024
 _SERVICE_PREFIX = ofmsg.SERVICE_COOKIE_PREFIX << 48
 _Owner = TypeVar("_Owner", bound=Hashable)
 _Encoded = tuple[Flow, ofmsg.EncodedFlow]
+_Batch = list[tuple[int, _Encoded]]
 
 
 @dataclass(slots=True)
@@ -98,6 +102,24 @@ class Audit:
 class _Chunk:
     flows: object  # the chunk itself: kept so its id() cannot be reused meanwhile
     encoded: dict[int, _Encoded]
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One `apply` that diffs everything, streaming: once the switch's table is known
+    (the read `resync` asked for has been answered), each batch of flows just encoded
+    goes into the open bundle at once, so the switch parses it while we encode the
+    next (controller.openflow.bundle); batches encoded before that wait in `backlog`."""
+
+    groups: dict[int, Group]
+    result: SyncResult
+    writer: BundleWriter[int | None] | None = None  # set once the actual state is known
+    suspects: set[int] = field(default_factory=set)
+    purge: list[int] = field(default_factory=list)
+    added: list[int] = field(default_factory=list)  # cookies in the bundle, in order
+    sent: set[int] = field(default_factory=set)
+    backlog: list[_Batch] = field(default_factory=list)
+    delete_groups: tuple[int, ...] = ()
 
 
 class DatapathSync:
@@ -265,56 +287,115 @@ class DatapathSync:
     # ---- making it what we want ---------------------------------------------------------
 
     def apply(self, flows: Iterable[Flow], groups: Iterable[Group]) -> SyncResult:
-        added, removed = self._update_desired(flows)
-        self._finish_read()
         wanted_groups = {g.group_id: g for g in groups}
-        drifted_groups = self._group_check.drifted(wanted_groups)
-        suspects = self._suspects | self._foreign_cookies
-        if self._dirty:
-            wanted = self._desired.keys() - self._rejected.keys()
-            plan = plan_sync(
-                desired_flows=wanted,
-                actual_flows=self._actual_flows,
-                desired_groups=wanted_groups,
-                actual_groups=self._actual_groups,
-                suspect_flows=suspects,
-            )
-            add_cookies, to_delete = list(plan.add_flows), list(plan.delete_flows)
-        else:
-            plan = plan_sync(
-                desired_flows=(),
-                actual_flows=(),
-                desired_groups=wanted_groups,
-                actual_groups=self._actual_groups,
-            )
-            # The switch holds the previous desired state, but for what others touched.
-            new_cookies, gone_cookies, purged = plan_flow_changes(
-                added=added,
-                removed=removed,
-                actual=self._actual_flows,
-                skip=self._rejected.keys(),
-                suspects=suspects,
-                desired=self._desired.keys(),
-            )
-            add_cookies, to_delete = list(new_cookies), list(gone_cookies)
-            plan = replace(plan, purge_flows=purged)
-        purge = list(plan.purge_flows)
         result = SyncResult()
-        if not (
-            add_cookies
-            or to_delete
-            or purge
-            or plan.add_groups
-            or plan.delete_groups
-            or drifted_groups
-        ):
-            self._dirty = False
+        if self._dirty or self._reading is not None:
+            # Everything is diffed against the switch's table; new flows are sent while
+            # the rest is still being encoded.
+            pass_ = _Pass(wanted_groups, result)
+            self._update_desired(flows, lambda batch: self._offer(pass_, batch))
+            if pass_.writer is None:
+                self._finish_read()
+                self._open_flows(pass_)
+            assert pass_.writer is not None
+            wanted: Set[int] = self._desired.keys()
+            if self._rejected:
+                wanted = wanted - self._rejected.keys()
+            to_delete = sorted(
+                c for c in self._actual_flows if c not in wanted and c not in pass_.suspects
+            )
+            self._commit_flows(pass_, to_delete)
             return result
-        if drifted_groups:
-            self._repair_groups(drifted_groups, result)
 
-        if plan.add_groups:
-            new_groups = [wanted_groups[gid] for gid in plan.add_groups]
+        added, removed = self._update_desired(flows)
+        drifted_groups = self._group_check.drifted(wanted_groups)
+        add_groups, delete_groups = self._group_plan(wanted_groups)
+        suspects = self._suspects | self._foreign_cookies
+        # The switch holds the previous desired state, but for what others touched.
+        new_cookies, gone_cookies, purged = plan_flow_changes(
+            added=added,
+            removed=removed,
+            actual=self._actual_flows,
+            skip=self._rejected.keys(),
+            suspects=suspects,
+            desired=self._desired.keys(),
+        )
+        if not (
+            new_cookies or gone_cookies or purged or add_groups or delete_groups or drifted_groups
+        ):
+            return result
+        pass_ = _Pass(wanted_groups, result, suspects=suspects, delete_groups=delete_groups)
+        self._add_groups(pass_, drifted_groups, add_groups)
+        pass_.purge = list(purged)
+        pass_.added = list(new_cookies)
+        pass_.writer = self._flow_bundle(pass_.purge, pass_.added)
+        self._commit_flows(pass_, list(gone_cookies))
+        return result
+
+    def _group_plan(self, wanted: dict[int, Group]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        plan = plan_sync(
+            desired_flows=(),
+            actual_flows=(),
+            desired_groups=wanted,
+            actual_groups=self._actual_groups,
+        )
+        return plan.add_groups, plan.delete_groups
+
+    def _offer(self, pass_: _Pass, batch: _Batch) -> None:
+        """Flows just encoded: into the bundle if the switch's table is known by now."""
+        if pass_.writer is None:
+            if self._reading is not None and not all(f.done() for f in self._reading):
+                pass_.backlog.append(batch)
+                return
+            self._finish_read()
+            self._open_flows(pass_)
+        self._send_new(pass_, batch)
+
+    def _open_flows(self, pass_: _Pass) -> None:
+        """The switch's table is known: groups first (confirmed before any flow uses
+        them), then the flow bundle, suspects purged at its start, and the backlog."""
+        self._dirty = True  # until the bundle is confirmed the switch may hold either state
+        pass_.suspects = self._suspects | self._foreign_cookies
+        add_groups, pass_.delete_groups = self._group_plan(pass_.groups)
+        self._add_groups(pass_, self._group_check.drifted(pass_.groups), add_groups)
+        pass_.purge = sorted(pass_.suspects)
+        pass_.writer = self._flow_bundle(pass_.purge, [])
+        for batch in pass_.backlog:
+            self._send_new(pass_, batch)
+        pass_.backlog.clear()
+
+    def _send_new(self, pass_: _Pass, batch: _Batch) -> None:
+        """Add the flows of `batch` the switch lacks (or holds under suspicion) and did
+        not reject, each cookie once."""
+        actual, rejected, suspects, sent = (
+            self._actual_flows,
+            self._rejected,
+            pass_.suspects,
+            pass_.sent,
+        )
+        messages: list[bytes] = []
+        cookies: list[int] = []
+        for cookie, (_flow, encoded) in batch:
+            if (
+                cookie in sent
+                or cookie in rejected
+                or (cookie in actual and cookie not in suspects)
+            ):
+                continue
+            sent.add(cookie)
+            messages.append(encoded.flow_mod)
+            cookies.append(cookie)
+        if messages:
+            assert pass_.writer is not None
+            pass_.writer.add(messages, cookies)
+            pass_.added.extend(cookies)
+
+    def _add_groups(self, pass_: _Pass, drifted: list[Group], add_groups: Sequence[int]) -> None:
+        result = pass_.result
+        if drifted:
+            self._repair_groups(drifted, result)
+        if add_groups:
+            new_groups = [pass_.groups[gid] for gid in add_groups]
             _committed, failed_groups = self._send_bundle(
                 [ofmsg.group_add(g) for g in new_groups], new_groups
             )
@@ -325,19 +406,28 @@ class DatapathSync:
                     self._actual_groups.add(group.group_id)
                     result.groups_added += 1
 
+    def _flow_bundle(self, purge: Sequence[int], add: Sequence[int]) -> BundleWriter[int | None]:
         # Rejections are tracked by cookie: hashing 100k frozen Flows costs more
         # than encoding them. Purges go first: a suspect cookie is deleted, then
-        # (if desired) added again, in the same atomic bundle. Until the bundle is
-        # confirmed the switch may hold either state.
-        self._dirty = True
-        purges = [ofmsg.flow_delete_by_cookie(c) for c in purge]
+        # (if desired) added again, in the same atomic bundle.
+        self._dirty = True  # until the bundle is confirmed the switch may hold either state
+        writer: BundleWriter[int | None] = BundleWriter(self.channel, self._wait)
+        writer.add([ofmsg.flow_delete_by_cookie(c) for c in purge], [None] * len(purge))
+        desired = self._desired
+        writer.add([desired[c][1].flow_mod for c in add], list(add))
+        return writer
+
+    def _commit_flows(self, pass_: _Pass, to_delete: list[int]) -> None:
+        """Finish the flow bundle of `pass_` with the deletes and commit it (again without
+        the flows the switch rejected, if that failed the commit); then the groups no
+        longer used go."""
+        result, purge, add_cookies = pass_.result, pass_.purge, pass_.added
+        writer = pass_.writer
+        assert writer is not None
         deletes = [ofmsg.flow_delete_by_cookie(c) for c in to_delete]
         for _attempt in range(_MAX_ATTEMPTS):
-            msgs = [*purges, *(self._desired[cookie][1].flow_mod for cookie in add_cookies)]
-            owners: list[int | None] = [None] * len(purges)
-            owners.extend(add_cookies)
-            msgs.extend(deletes)
-            committed, failed = self._send_bundle(msgs, owners)
+            writer.add(deletes)
+            committed, failed = writer.commit()
             for cookie, error in failed.items():
                 if cookie is None:
                     raise error
@@ -347,42 +437,47 @@ class DatapathSync:
                 add_cookies = [c for c in add_cookies if c not in failed]
             if committed:
                 break
+            writer = self._flow_bundle(purge, add_cookies)
         else:
             raise RuntimeError("switch kept rejecting the bundle")
         self._actual_flows.difference_update(purge)
         self._actual_flows.update(add_cookies)
         self._actual_flows.difference_update(to_delete)
-        if self._foreign_cookies:
-            log.warning(
-                "datapath %016x: removed %d foreign flow cookie(s)",
-                self.channel.datapath_id,
-                len(self._foreign_cookies),
-            )
-        if self._suspects:
-            log.warning(
-                "datapath %016x: %d flow(s) changed by another connection purged and put back",
-                self.channel.datapath_id,
-                len(self._suspects),
-            )
-        self._suspects.clear()
-        self._foreign_cookies.clear()
+        if writer.count:
+            if self._foreign_cookies:
+                log.warning(
+                    "datapath %016x: removed %d foreign flow cookie(s)",
+                    self.channel.datapath_id,
+                    len(self._foreign_cookies),
+                )
+            if self._suspects:
+                log.warning(
+                    "datapath %016x: %d flow(s) changed by another connection purged and put back",
+                    self.channel.datapath_id,
+                    len(self._suspects),
+                )
+            self._suspects.clear()
+            self._foreign_cookies.clear()
         result.flows_added = len(add_cookies)
         result.flows_deleted = len(to_delete)
         result.flows_purged = len(purge)
 
-        if plan.delete_groups:
-            self._send_bundle([ofmsg.group_delete(g) for g in plan.delete_groups], [])
-            self._actual_groups.difference_update(plan.delete_groups)
-            result.groups_deleted = len(plan.delete_groups)
+        if pass_.delete_groups:
+            self._send_bundle([ofmsg.group_delete(g) for g in pass_.delete_groups], [])
+            self._actual_groups.difference_update(pass_.delete_groups)
+            result.groups_deleted = len(pass_.delete_groups)
         self._dirty = False
 
         for item, error in result.rejected.items():
             log.error("datapath %016x rejected %r: %s", self.channel.datapath_id, item, error)
-        return result
 
-    def _update_desired(self, flows: Iterable[Flow]) -> tuple[list[int], list[int]]:
+    def _update_desired(
+        self, flows: Iterable[Flow], on_encoded: Callable[[_Batch], None] | None = None
+    ) -> tuple[list[int], list[int]]:
         """Bring the desired cookies up to date, chunk by chunk; returns the cookies that
-        became desired and those that stopped being desired."""
+        became desired and those that stopped being desired. `on_encoded`, if given, is
+        shown every desired flow: batches of the fresh ones as they are encoded, each
+        cached chunk whole."""
         chunks = getattr(flows, "chunks", None)
         if chunks is None:
             # Only an immutable sequence may be recognised by its identity next time.
@@ -396,10 +491,25 @@ class DatapathSync:
                 # Not through encode_flow's LRU: hashing a frozen Flow for the cache
                 # costs about what encoding it does, and this cache is per chunk.
                 encode = ofmsg.encode_flow_uncached
-                for flow in chunk:
-                    encoded = encode(flow)
-                    known.encoded[encoded.cookie] = (flow, encoded)
+                into = known.encoded
+                if on_encoded is None:
+                    for flow in chunk:
+                        encoded = encode(flow)
+                        into[encoded.cookie] = (flow, encoded)
+                else:
+                    batch: _Batch = []
+                    for flow in chunk:
+                        encoded = encode(flow)
+                        pair = into[encoded.cookie] = (flow, encoded)
+                        batch.append((encoded.cookie, pair))
+                        if len(batch) >= _STREAM_BATCH:
+                            on_encoded(batch)
+                            batch = []
+                    if batch:
+                        on_encoded(batch)
                 fresh.append(known)
+            elif on_encoded is not None:
+                on_encoded(list(known.encoded.items()))
             current[id(chunk)] = known
         self._chunks = current
         added: list[int] = []
@@ -441,50 +551,9 @@ class DatapathSync:
         message rejected when added is left out of a commit that still lands).
         Raises OpenFlowError when the bundle failed for a reason no message explains.
         """
-        if not messages:
-            return True, {}
-        channel = self.channel
-        bundle_id = channel.next_xid()
-        open_xid = channel.next_xid()
-        opened = channel.expect(open_xid)
-        channel.send(ofmsg.bundle_open(bundle_id, open_xid))
-        # The whole xid range at once, so concurrent requests never collide.
-        first_xid = channel.reserve_xids(len(messages))
-        xids = range(first_xid, first_xid + len(messages))
-        buffer = bytearray()
-        for offset, message in enumerate(messages):
-            buffer += ofmsg.bundle_add(bundle_id, first_xid + offset, message)
-            if len(buffer) >= _SEND_SLICE:
-                channel.send(buffer)
-                buffer = bytearray()
-        commit_xid = channel.next_xid()
-        committed = channel.expect(commit_xid)
-        buffer += ofmsg.bundle_commit(bundle_id, commit_xid)
-        channel.send(buffer)
-        self._wait(opened)
-        commit_error: OpenFlowError | None = None
-        try:
-            self._wait(committed)
-        except OpenFlowError as error:
-            commit_error = error
-            # A failed commit may be reported before the error naming the add that
-            # failed it; a barrier's reply comes after every error the commit caused.
-            barrier_xid = channel.next_xid()
-            flushed = channel.expect(barrier_xid)
-            channel.send(ofmsg.barrier_request(barrier_xid))
-            self._wait(flushed)
-        # Errors for adds rejected on arrival precede the commit's reply.
-        errors = channel.take_errors(xids)
-        owned = range(len(owners))
-        failed = {
-            owners[xid - first_xid]: err for xid, err in errors.items() if xid - first_xid in owned
-        }
-        unexplained = [e for x, e in errors.items() if x - first_xid not in owned]
-        if commit_error is not None and not failed:
-            raise commit_error
-        if unexplained:
-            raise unexplained[0]
-        return commit_error is None, failed
+        writer: BundleWriter[_Owner] = BundleWriter(self.channel, self._wait)
+        writer.add(messages, owners)
+        return writer.commit()
 
     def _wait(self, future: Future[bytes]) -> bytes:
         return future.result(timeout=self.timeout)

@@ -139,14 +139,17 @@ def test_a_rejected_flow_is_reported_and_the_rest_still_lands(
     switch: tuple[OvsInstance, DatapathSync],
 ) -> None:
     ovs, sync = switch
-    good = _vlan_flows(10)
-    # OVS refuses a flow that outputs to a group which does not exist.
+    good = _vlan_flows(3000)
+    # OVS refuses a flow that outputs to a group which does not exist. In the middle:
+    # the bundle is sent in slices while the rest is encoded (rejected mid-stream).
     bad = Flow(table=0, priority=5, match=match(eth_type=0x0800), actions=(GroupAction(0x7777),))
-    result = sync.apply([*good, bad], [])
+    desired = [*good[:1500], bad, *good[1500:]]
+    result = sync.apply(desired, [])
     assert list(result.rejected) == [bad]
-    assert len(_flows(ovs)) == 10
+    assert result.flows_added == 3000
+    assert len(_flows(ovs)) == 3000
     # The rejection is remembered: the same desired state does not resend it.
-    assert not sync.apply([*good, bad], []).changed
+    assert not sync.apply(desired, []).changed
 
 
 def test_drift_is_found_by_reading_the_switch(switch: tuple[OvsInstance, DatapathSync]) -> None:
