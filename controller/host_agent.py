@@ -10,6 +10,7 @@ next comparison. A host that is down never blocks another host's worker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -49,6 +50,14 @@ log = logging.getLogger(__name__)
 RELAY_SOCKET_NAME = "ovs-fabric-ofp.sock"
 # No switch: no port of this host is realized (one object, so passes can tell "unchanged").
 _NOTHING_REALIZED: frozenset[str] = frozenset()
+# How long a pass that plugged a VM's interface waits for the switch to announce its
+# OpenFlow port, so that the same pass installs the port's flows (instead of reporting
+# it DOWN, then a second pass). An interface OVS cannot open ends the wait at once.
+INTERFACE_WAIT_SECONDS = 1.0
+# A change of only the flow and group counts is written at most this often per host:
+# every host of a network writes one after each change of it, and on SQLite these
+# writes queue for the one write lock with the port statuses and the API's writes.
+COUNTS_REPORT_INTERVAL = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,20 @@ class ControllerConfig:
         if files is None:
             return None
         return TlsListener(files, self.openflow_tls_listen_host, self.openflow_tls_port)
+
+
+def plugged_by_us(before: dict[str, int], after: dict[str, int], plugging: set[str]) -> bool:
+    """Whether a switch's ports went from `before` to `after` only by gaining some of the
+    interfaces in `plugging` (none gone, none renumbered)."""
+    return after.keys() - before.keys() <= plugging and not before.items() - after.items()
+
+
+def only_counts_differ(status: HostStatus, last: HostStatus | None) -> bool:
+    """Whether `status` differs from the `last` one written only in the flow and group
+    counts."""
+    return last is not None and last == dataclasses.replace(
+        status, flow_count=last.flow_count, group_count=last.group_count
+    )
 
 
 def datapath_id_for(host_id: str) -> int:
@@ -181,6 +204,10 @@ class HostAgent:
         self._snapshot: Snapshot | None = None
         self._channel: SwitchChannel | None = None
         self._ofports: dict[str, int] = {}
+        # Interfaces this worker is plugging; their port-status needs no OVSDB look nor
+        # a new pass (the plugging pass waits for them). Notified on every port change.
+        self._awaited: set[str] = set()
+        self._ofports_changed = threading.Condition(self._lock)
         self._sync: DatapathSync | None = None
         # Only the worker uses it: each pass recomputes the flows of what changed.
         self._computer = DatapathComputer(host.id)
@@ -191,6 +218,8 @@ class HostAgent:
         self._wake_timer: threading.Timer | None = None
         self._reported_ports: dict[PortSpec, PortStatus] = {}
         self._reported_status: HostStatus | None = None
+        self._host_reported_at = 0.0
+        self._counts_timer: threading.Timer | None = None
         # What a pass must look at again besides the flows (see update and _ovsdb_due).
         self._ovsdb_dirty = True
         self._ovsdb_ensured_at = 0.0
@@ -212,6 +241,8 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._counts_timer is not None:
+            self._counts_timer.cancel()
         self._wake.set()
         self._thread.join(timeout=10)
         self._ovsdb.close()
@@ -279,7 +310,12 @@ class HostAgent:
 
     def ports_changed(self, ports: dict[str, int]) -> None:
         with self._lock:
-            self._ofports = dict(ports)
+            before, self._ofports = self._ofports, dict(ports)
+            if self._ofports == before:
+                return  # e.g. a link went up: the flows follow the ofports only
+            self._ofports_changed.notify_all()
+            if plugged_by_us(before, self._ofports, self._awaited):
+                return  # the pass under way plugged them and waits for them: it takes them
             self._ovsdb_dirty = True  # an interface came or went: look at them all again
         self._wake.set()
 
@@ -401,12 +437,19 @@ class HostAgent:
             # A lost switch is reported before OVSDB is tried: its ovsdb-server may
             # be what hangs, and the API must show the loss at once.
             self._report_host(openflow=False)
-        if self._ovsdb_due():
-            try:
-                self._ensure_ovsdb(snapshot)
-            except BaseException:
-                self._ovsdb_dirty = True
-                raise
+        try:
+            if self._ovsdb_due():
+                try:
+                    self._ensure_ovsdb(snapshot)
+                except BaseException:
+                    self._ovsdb_dirty = True
+                    raise
+            self._await_interfaces()
+        finally:
+            with self._lock:
+                if self._awaited:  # the pass failed before its wait (a bug: logged)
+                    self._awaited.clear()
+                    self._ovsdb_dirty = True
         with self._lock:
             channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
@@ -600,6 +643,39 @@ class HostAgent:
         if target is None:
             self._set_error("no OpenFlow controller target: set OVS_FABRIC_OPENFLOW_ADVERTISE")
 
+    def _await_interfaces(self) -> None:
+        """Wait until the switch has announced the interfaces this pass plugged (so this
+        pass installs their ports' flows), at most INTERFACE_WAIT_SECONDS; an interface
+        OVS reports it cannot open, or that is gone, is not waited for."""
+        deadline = time.monotonic() + INTERFACE_WAIT_SECONDS
+        bridge = self._config.integration_bridge
+        try:
+            while True:
+                with self._lock:
+                    if not self._awaited - self._ofports.keys() or self._channel is None:
+                        return
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stop.is_set():
+                        return
+                    self._ofports_changed.wait(timeout=min(remaining, 0.02))
+                    missing = self._awaited - self._ofports.keys()
+                if not missing:
+                    return
+                try:
+                    interfaces = self._ovsdb.interfaces(bridge)
+                except OvsdbUnavailable:
+                    return
+                hopeless = {
+                    name
+                    for name in missing
+                    if (info := interfaces.get(name)) is None or info.error is not None
+                }
+                with self._lock:
+                    self._awaited -= hopeless
+        finally:
+            with self._lock:
+                self._awaited.clear()
+
     def _desired_tunnels(self, snapshot: Snapshot) -> dict[str, tuple[str, str | None]]:
         if not self.host.tunnel_ip:
             return {}
@@ -618,6 +694,9 @@ class HostAgent:
             present = existing.get(name)
             # A port libvirt plugged itself stays libvirt's: we only tag it.
             owned = present is None or present.owned
+            if present is None:
+                with self._lock:
+                    self._awaited.add(name)  # before OVS can announce it
             self._ovsdb.ensure_vm_port(
                 bridge, name, port_id=port.id, mac=port.mac, vm_id=port.vm_id, owned=owned
             )
@@ -666,9 +745,25 @@ class HostAgent:
             flow_count=self._switch_holds[0] if openflow else None,
             group_count=self._switch_holds[1] if openflow else None,
         )
-        if status != self._reported_status:
-            self._store.record_host_status(status)
-            self._reported_status = status
+        if status == self._reported_status:
+            return
+        now = time.monotonic()
+        if only_counts_differ(status, self._reported_status):
+            wait = self._host_reported_at + COUNTS_REPORT_INTERVAL - now
+            if wait > 0:  # only the counts changed, and they were written just now
+                self._wake_for_counts(wait)
+                return
+        self._store.record_host_status(status)
+        self._reported_status = status
+        self._host_reported_at = now
+
+    def _wake_for_counts(self, delay: float) -> None:
+        """A pass (which writes the counts) once `delay` has passed; one timer at a time."""
+        if self._counts_timer is not None and self._counts_timer.is_alive():
+            return
+        self._counts_timer = threading.Timer(delay, self._wake.set)
+        self._counts_timer.daemon = True
+        self._counts_timer.start()
 
     def _report_ports(self, snapshot: Snapshot, config: DatapathConfig | None) -> None:
         if not self.is_master:
