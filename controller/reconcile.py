@@ -43,8 +43,11 @@ Knowing what the switch holds, cheaply (drift detection):
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Callable, Hashable, Iterable, Sequence, Set
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Set
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -120,6 +123,36 @@ class _Pass:
     sent: set[int] = field(default_factory=set)
     backlog: list[_Batch] = field(default_factory=list)
     delete_groups: tuple[int, ...] = ()
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while flows are encoded in bulk.
+
+    NOTE: encoding 100k flows allocates ~400k tuples that all stay alive; the
+    collector keeps walking them (each full pass re-reads every flow of the
+    desired table too) and cost 0.2-0.3 s of a 0.75-1.0 s apply (measured: the
+    same apply with gc disabled). Reference counting still frees everything;
+    only the cycle search waits, for the length of the encoding, and it resumes
+    when the last concurrent reconciler is done."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class DatapathSync:
@@ -293,7 +326,8 @@ class DatapathSync:
             # Everything is diffed against the switch's table; new flows are sent while
             # the rest is still being encoded.
             pass_ = _Pass(wanted_groups, result)
-            self._update_desired(flows, lambda batch: self._offer(pass_, batch))
+            with _gc_paused():
+                self._update_desired(flows, lambda batch: self._offer(pass_, batch))
             if pass_.writer is None:
                 self._finish_read()
                 self._open_flows(pass_)

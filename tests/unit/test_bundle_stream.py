@@ -9,6 +9,7 @@ sent before it is known. The same against a real OVS: tests/ovs/test_reconcile_o
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections.abc import Callable
 
@@ -136,3 +137,14 @@ def test_nothing_is_sent_before_the_table_is_read(encoder: Encoder) -> None:
     assert result.flows_added == 3000
     adds = [n for kind, _detail, n in switch.log if kind == "add"]
     assert len(adds) == 3000 and min(adds) == 3000
+
+
+def test_the_collector_waits_while_flows_are_encoded(encoder: Encoder) -> None:
+    switch = ScriptedSwitch(lambda: encoder.count)
+    sync = DatapathSync(switch.channel)
+    sync.read_actual()
+    seen: list[bool] = []
+    encoder.at[100] = lambda: seen.append(gc.isenabled())
+    assert gc.isenabled()
+    sync.apply(_flows(200), [])
+    assert seen == [False] and gc.isenabled()
