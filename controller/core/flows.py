@@ -5,6 +5,15 @@ turns them into wire bytes, and the unit-test simulator evaluates packets
 against them. Every value is an int (MACs and IPv4 addresses included) so
 encoding and hashing stay cheap on the hot path.
 
+`Flow`, `Match` and `MatchField` are NamedTuples, not frozen dataclasses: a full
+compute builds one of each (and more fields) per flow, ~180k at 4,000 networks, and a
+frozen dataclass pays one `object.__setattr__` per field (a Flow cost 0.84 µs to build,
+a NamedTuple 0.3 µs), and its `__hash__` and `__eq__` run in Python where a tuple's run
+in C (the pipeline's duplicate-match key is a flow's match). Their equality is a
+tuple's: only values of the same class are ever compared. Actions stay frozen
+dataclasses: two actions of different classes must never be equal (a GroupAction and
+a Resubmit of the same number would be, as tuples).
+
 Field names follow os-ken's OXM spelling. `vlan_vid` follows OpenFlow 1.3:
 `VLAN_PRESENT | vid` for a tagged frame, `0` (== `VLAN_NONE`) for an untagged one.
 """
@@ -12,8 +21,8 @@ Field names follow os-ken's OXM spelling. `vlan_vid` follows OpenFlow 1.3:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from dataclasses import dataclass
+from typing import Final, NamedTuple, TypeAlias
 
 # Reserved port numbers (OpenFlow 1.3, ofp_port_no).
 OFPP_IN_PORT: Final = 0xFFFFFFF8
@@ -104,15 +113,13 @@ FIELD_BITS: Final[dict[str, int]] = {
 MatchValue: TypeAlias = int | tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class MatchField:
+class MatchField(NamedTuple):
     name: str
     value: int
     mask: int | None = None  # None: exact match
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """Match fields in canonical (sorted by name) order, so equal matches are equal values."""
 
     fields: tuple[MatchField, ...] = ()
@@ -124,14 +131,17 @@ class Match:
         return None
 
 
+_FIELD_LIMITS: Final = {name: 1 << bits for name, bits in FIELD_BITS.items()}
+
+
 def match(**fields: MatchValue) -> Match:
     """Build a canonical Match: `match(in_port=3, eth_dst=(0x01 << 40, 0x01 << 40))`."""
     items: list[MatchField] = []
     for name in sorted(fields):
-        if name not in FIELD_BITS:
+        limit = _FIELD_LIMITS.get(name)
+        if limit is None:
             raise ValueError(f"unknown match field {name!r}")
         raw = fields[name]
-        limit = 1 << FIELD_BITS[name]
         if isinstance(raw, tuple):
             value, mask = raw
             if not (0 <= value < limit and 0 <= mask < limit):
@@ -234,14 +244,13 @@ Action: TypeAlias = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
+class Flow(NamedTuple):
     """One flow entry. `actions` is the apply-actions instruction; an empty tuple with
     no `goto_table` is a drop."""
 
     table: int
     priority: int
-    match: Match = field(default_factory=Match)
+    match: Match = Match()
     actions: tuple[Action, ...] = ()
     goto_table: int | None = None
     write_metadata: tuple[int, int] | None = None  # (value, mask)

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Final
 
-from controller.core.flows import OFPP_CONTROLLER, Flow, Output, match
+from controller.core.flows import OFPP_CONTROLLER, Flow, Match, MatchField, Output
 from controller.core.pipeline.context import BoundPort, DatapathContext, LocalNetwork, ofport_of
 from controller.core.pipeline.tables import TABLE_DHCP
 
@@ -27,11 +27,20 @@ _TO_CONTROLLER: Final = (Output(OFPP_CONTROLLER),)
 
 def served_by_dhcp(net: LocalNetwork, port: BoundPort) -> bool:
     """Whether the service answers the DHCP of `port` (the same rule as `network_lease`)."""
+    bounds = _served_range(net)
+    return bounds is not None and _in_range(port, *bounds)
+
+
+def _served_range(net: LocalNetwork) -> tuple[int, int] | None:
+    """The first and last address of the network's cidr when its DHCP is on, else None."""
     spec = net.spec
     if spec.cidr is None or not spec.dhcp_enabled:
-        return False
+        return None
     subnet = ipaddress.IPv4Network(spec.cidr)
-    first, last = int(subnet.network_address), int(subnet.broadcast_address)
+    return int(subnet.network_address), int(subnet.broadcast_address)
+
+
+def _in_range(port: BoundPort, first: int, last: int) -> bool:
     return any(first <= ip <= last for ip in port.ipv4s)
 
 
@@ -41,11 +50,14 @@ def dhcp_flows(ctx: DatapathContext) -> Iterator[Flow]:
 
 
 def dhcp_network_flows(net: LocalNetwork) -> Iterator[Flow]:
+    bounds = _served_range(net)  # parsed once per network, not per port
+    if bounds is None:
+        return
     for port in net.local_ports:
-        if served_by_dhcp(net, port):
+        if _in_range(port, *bounds):
             yield Flow(
                 TABLE_DHCP,
                 PRIORITY_SERVED_PORT,
-                match(in_port=ofport_of(port)),
+                Match((MatchField("in_port", ofport_of(port)),)),
                 actions=_TO_CONTROLLER,
             )
