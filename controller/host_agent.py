@@ -395,6 +395,15 @@ class HostAgent:
             return False
         return True
 
+    def _until_audit(self) -> float:
+        """How long to sleep without a wake-up: until the next audit is due. A pass in
+        between (a change) must not push the audit a whole interval further, or drift
+        would wait up to two intervals; when the audit is overdue (the last pass could
+        not reach the switch), a whole interval, as before."""
+        interval = self._config.reconcile_interval
+        remaining = self._last_audit + interval - time.monotonic()
+        return remaining if 0 < remaining < interval else interval
+
     def _wake_later(self, delay: float) -> None:
         """One pending wake-up is enough, however many passes ask for it."""
         if self._wake_timer is not None and self._wake_timer.is_alive():
@@ -409,7 +418,7 @@ class HostAgent:
         # Every line this worker logs (reconcile.py's too) names its host.
         structlog.contextvars.bind_contextvars(host=self.host.name, host_id=self.host.id)
         while not self._stop.is_set():
-            self._wake.wait(timeout=self._config.reconcile_interval)
+            self._wake.wait(timeout=self._until_audit())
             self._wake.clear()
             if self._stop.is_set():
                 return
