@@ -14,11 +14,18 @@ from typing import Any, Protocol
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.handler import (
+    DEAD_DISPATCHER,
+    HANDSHAKE_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.core import ofmsg
 from controller.openflow.channel import OpenFlowError, SwitchChannel
+from controller.openflow.keepalive import Keepalive, install_receive_hook
+from controller.openflow.probe_schedule import SERVICE_SCHEDULE, ProbeSchedule
 from controller.openflow.tls_front import TlsFront, TlsListener
 
 log = logging.getLogger(__name__)
@@ -27,17 +34,15 @@ _MULTIPART_HEADER = 16  # ofp_header + type, flags, pad
 _EXPERIMENTER_HEADER = 8  # experimenter id, exp_type (after the multipart header)
 _OFPMPF_REPLY_MORE = 1
 
-# A switch that stops answering is declared dead once more than ECHO_MISSES echo
-# requests sent ECHO_INTERVAL apart are unanswered: 1.2-1.5 s after the last
-# message it sent (the liveness bound is 3 s; reporting takes a few tenths more).
+# Liveness (issue 9: a switch that stops answering is reported disconnected
+# within 3 s) is the keepalive's (controller.openflow.keepalive), on the schedule
+# of controller.openflow.probe_schedule.SERVICE_SCHEDULE.
 # NOTE: a switch sends its echo reply after whatever it queued before, and
 # reading back 100k flows delays the reply by ~5 s (measured: python -m
 # bench.echo_readback --measure-only). As in OVS's rconn, any message from the
-# switch is therefore proof of life: the parts of a long multipart reply count as
-# answers (`_heard_from`), and a healthy switch then looks silent for 0.4 s at
-# most (installing and reading back 100k flows).
-ECHO_INTERVAL = 0.3
-ECHO_MISSES = 4
+# switch is therefore proof of life: a healthy switch streaming a long multipart
+# reply is never silent for long (0.53 s at most, installing and reading back
+# 100k flows), whatever its echo replies wait behind.
 
 
 class SwitchEventSink(Protocol):
@@ -52,12 +57,6 @@ class SwitchEventSink(Protocol):
     def packet_in(
         self, datapath_id: int, *, in_port: int, table_id: int, cookie: int, data: bytes
     ) -> None: ...
-
-
-def _heard_from(datapath: Any) -> None:
-    """The switch spoke: whatever echo requests it has not answered yet are
-    queued behind this message, not lost."""
-    datapath.unreplied_echo_requests.clear()
 
 
 def _install_raw_multipart_parser() -> None:
@@ -108,6 +107,7 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     # Set by `start_openflow_controller` before os-ken instantiates the app.
     sink: SwitchEventSink | None = None
+    keepalive: Keepalive | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,9 +116,16 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # ---- connection lifecycle ------------------------------------------------------
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @set_ev_cls(
+        ofp_event.EventOFPStateChange, [HANDSHAKE_DISPATCHER, MAIN_DISPATCHER, DEAD_DISPATCHER]
+    )
     def _state_change(self, ev: Any) -> None:
         dp = ev.datapath
+        if ev.state == HANDSHAKE_DISPATCHER:
+            # A new connection: watched from now on, even if it never says hello.
+            if self.keepalive is not None:
+                self.keepalive.watch(dp)
+            return
         if dp.id is None:
             return
         if ev.state == MAIN_DISPATCHER:
@@ -186,7 +193,6 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
     )
     def _multipart_reply(self, ev: Any) -> None:
         msg = ev.msg
-        _heard_from(msg.datapath)
         channel = self._channel(msg)
         if channel is not None:
             body = bytes(msg.buf[_MULTIPART_HEADER : msg.msg_len])
@@ -195,7 +201,6 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPExperimenterStatsReply, MAIN_DISPATCHER)
     def _experimenter_reply(self, ev: Any) -> None:
         msg = ev.msg
-        _heard_from(msg.datapath)
         channel = self._channel(msg)
         if channel is None:
             return
@@ -257,12 +262,18 @@ _started = threading.Lock()
 
 
 def start_openflow_controller(
-    sink: SwitchEventSink, *, host: str, port: int, tls: TlsListener | None = None
+    sink: SwitchEventSink,
+    *,
+    host: str,
+    port: int,
+    tls: TlsListener | None = None,
+    liveness: ProbeSchedule = SERVICE_SCHEDULE,
 ) -> Callable[[], None]:
     """Start os-ken (native threads) in this process, listening on host:port.
 
     With `tls`, switches also connect with mutual TLS on tls.host:tls.port, which
     leads each verified connection to the plaintext listener (see tls_front).
+    `liveness`: when silent switches are probed and given up (benches relax it).
 
     os-ken keeps its configuration in a process-wide oslo.config object, so this
     can run once per process; the service is that process.
@@ -275,15 +286,15 @@ def start_openflow_controller(
         args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
         project="os_ken",
     )
-    # Echo keepalive. It matters for a switch that closes its connection: with
-    # native threads os-ken cannot stop the connection's blocked sender, so the
-    # dead connection is only torn down (DEAD event) once something is queued for
-    # sending, as the periodic echo request is. And it finds a switch that stops
-    # answering (see ECHO_INTERVAL).
-    cfg.CONF.set_override("echo_request_interval", ECHO_INTERVAL)
-    cfg.CONF.set_override("maximum_unreplied_echo_requests", ECHO_MISSES)
+    # No echo thread per connection (0 ends os-ken's at once): the keepalive probes
+    # silent switches, closes dead connections and releases the blocked sender of a
+    # connection the switch closed (controller.openflow.keepalive).
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 0)
+    keepalive = Keepalive(liveness)
     FabricOpenFlowApp.sink = sink
+    FabricOpenFlowApp.keepalive = keepalive
     _install_raw_multipart_parser()
+    install_receive_hook(keepalive)
     manager = app_manager.AppManager.get_instance()
     manager.load_apps([f"{__name__}", "os_ken.controller.ofp_handler"])
     contexts = manager.create_contexts()
@@ -304,6 +315,7 @@ def start_openflow_controller(
     starter.join()
     if failure:
         raise failure[0]
+    keepalive.start()
     front = None
     if tls is not None:
         front = TlsFront(tls, backend=(host, port))
@@ -312,6 +324,7 @@ def start_openflow_controller(
     def stop() -> None:
         if front is not None:
             front.close()
+        keepalive.stop()
         for app in list(manager.applications.values()):
             try:
                 app.stop()
