@@ -1,4 +1,8 @@
-"""FastAPI dependencies shared by the routers: database, settings, pagination."""
+"""FastAPI dependencies shared by the routers: database, settings, pagination.
+
+NOTE: async on purpose: they do no I/O, and FastAPI runs a plain `def` dependency in
+a worker thread, one hop to the thread pool and back per dependency and request.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ from api.store.db import Database
 from api.store.resources import MAX_LIMIT, MAX_OFFSET
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -28,7 +32,7 @@ class PageParams:
     offset: int
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")] = 0,
 ) -> PageParams:

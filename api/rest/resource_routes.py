@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from api.config import Settings
 from api.paths import API_PREFIX
 from api.rest.auth import CallerDep
+from api.rest.bodies import page_json
 from api.rest.deps import DatabaseDep, PageDep, SettingsDep
 from api.rest.schemas import Page, PatchModel, RequestModel, ResourceOut, Text
 from api.store import resources
@@ -27,6 +28,14 @@ from api.store.resources import Resource
 M = TypeVar("M", bound=Revisioned)
 
 _KW = inspect.Parameter.KEYWORD_ONLY
+
+
+class RecordReader(NamedTuple):
+    """A resource's list pages read as plain records, and a record as its response body
+    (api/rest/bodies.py): the ORM and the response model's validation skipped."""
+
+    page: Callable[..., resources.Page[dict[str, Any]]]
+    body: Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 class ResourceSchemas(NamedTuple):
@@ -47,6 +56,7 @@ def add_resource_routes(
     create_options: Callable[[Settings], Mapping[str, Any]] | None = None,
     filters: Mapping[str, Any] | None = None,
     with_get: bool = True,
+    records: RecordReader | None = None,
 ) -> None:
     """Add the routes of `resource` to `router`.
 
@@ -54,7 +64,8 @@ def add_resource_routes(
     `create_options(settings)`. `writer` is the dependency that names the caller
     of POST, PATCH and DELETE (AdminDep where a tenant token must be refused
     before its body is even read). `filters` become optional query parameters
-    of the list (name: type).
+    of the list (name: type). `records` reads the list pages as records instead of
+    ORM objects (same response).
     """
     create_body, patch_body, out = schemas
     noun = resource.noun.replace(" ", "_")
@@ -72,6 +83,11 @@ def add_resource_routes(
 
     def list_items(*, caller: Any, db: Any, page: Any, **where: Any) -> Response:
         with db.read() as session:
+            if records is not None:
+                page_of = records.page(
+                    session, actor=caller, where=where, limit=page.limit, offset=page.offset
+                )
+                return Response(page_json(page_of, records.body), media_type="application/json")
             found = resources.get_page(
                 session, resource, actor=caller, where=where, limit=page.limit, offset=page.offset
             )

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.rest.auth import CallerDep
+from api.rest.bodies import port_body
 from api.rest.deps import DatabaseDep
-from api.rest.resource_routes import ResourceSchemas, add_resource_routes
+from api.rest.resource_routes import RecordReader, ResourceSchemas, add_resource_routes
 from api.rest.responses import API_PROBLEMS
 from api.rest.schemas import PortCreate, PortOut, PortStatus, PortUpdate, Text
 from api.store import resources
@@ -39,6 +40,7 @@ add_resource_routes(
         "vm_id": str,
     },
     with_get=False,  # GET /{port_id} can wait for ACTIVE: below
+    records=RecordReader(resources.port_records, port_body),
 )
 
 
