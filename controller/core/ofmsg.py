@@ -268,27 +268,45 @@ _PAD: Final = tuple(bytes(n) for n in range(8))  # _PAD[-length % 8] rounds up t
 # ---- match and actions ------------------------------------------------------------
 
 
-def _oxm_order(field_: MatchField) -> int:
-    return _OXM[field_.name].order
+# (index in the match, exact header, masked header, value size) of each field of a
+# match, in wire order; one per distinct tuple of field names (a few dozen exist).
+_Layout = tuple[tuple[int, bytes, bytes, int], ...]
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+_MAX_LAYOUTS: Final = 4096
+
+
+def _layout(names: tuple[str, ...]) -> _Layout:
+    """Where each field goes on the wire. Sorting fields by OXM order per match cost
+    ~0.35 us a flow; the order depends on the names alone (measured: 7-21% of match
+    encoding saved on the bench's and the pipeline's flows)."""
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        specs = sorted(((_OXM[name], i) for i, name in enumerate(names)), key=_spec_order)
+        layout = tuple((i, spec.exact, spec.masked, spec.size) for spec, i in specs)
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        _LAYOUTS[names] = layout
+    return layout
+
+
+def _spec_order(item: tuple[_Oxm, int]) -> int:
+    return item[0].order
 
 
 def _encode_match(fields: tuple[MatchField, ...]) -> bytes:
     if not fields:
         return _EMPTY_MATCH
-    ordered = sorted(fields, key=_oxm_order) if len(fields) > 1 else fields
     parts = []
-    for f in ordered:
-        spec = _OXM[f.name]
+    for i, exact, masked, size in _layout(tuple([f.name for f in fields])):
+        f = fields[i]
         mask = f.mask
         if mask is None:
-            parts.append(spec.exact + f.value.to_bytes(spec.size, "big"))
+            parts.append(exact + f.value.to_bytes(size, "big"))
         else:
             # Bits outside the mask must be zero on the wire; match() already ensures it,
             # a hand-built MatchField may not.
             parts.append(
-                spec.masked
-                + (f.value & mask).to_bytes(spec.size, "big")
-                + mask.to_bytes(spec.size, "big")
+                masked + (f.value & mask).to_bytes(size, "big") + mask.to_bytes(size, "big")
             )
     oxms = b"".join(parts)
     length = 4 + len(oxms)
@@ -505,30 +523,39 @@ def encode_flow_uncached(flow: Flow) -> EncodedFlow:
         raise ValueError(f"cannot encode {flow!r}: {exc}") from exc
 
 
+# The parts of a flow-mod ADD that depend on its table and priority alone: the
+# cookie hash's prefix, and the flow-mod after its cookie (mask, table, command,
+# timeouts, priority, buffer, out port and group, flags 0 as ovs-ofctl add-flows
+# sends them). Packing those 11 fields per flow cost ~0.3 us.
+_FLOW_MOD_HEAD: Final = struct.Struct("!BBHIQ")  # up to and with the cookie
+_FLOW_MOD_ADD_TAIL: Final = struct.Struct("!QBBHHHIIIH2x")
+_ADD_PARTS: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+
+def _add_parts(table: int, priority: int) -> tuple[bytes, bytes]:
+    key = (table, priority)
+    parts = _ADD_PARTS.get(key)
+    if parts is None:
+        parts = (
+            _COOKIE_HASH_HEAD.pack(table, priority),
+            _FLOW_MOD_ADD_TAIL.pack(
+                0, table, OFPFC_ADD, 0, 0, priority, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY, 0
+            ),
+        )
+        if len(_ADD_PARTS) >= _MAX_LAYOUTS:
+            _ADD_PARTS.clear()
+        _ADD_PARTS[key] = parts
+    return parts
+
+
 def _encode_flow(flow: Flow) -> EncodedFlow:
     body = _encode_match(flow.match.fields) + _encode_instructions(flow)
-    digest = hashlib.blake2b(
-        _COOKIE_HASH_HEAD.pack(flow.table, flow.priority) + body, digest_size=6
-    ).digest()
+    table = flow.table
+    hash_head, tail = _add_parts(table, flow.priority)
+    digest = hashlib.blake2b(hash_head + body, digest_size=6).digest()
     cookie = _COOKIE_BASE | int.from_bytes(digest, "big")
-    head = _FLOW_MOD.pack(
-        OFP_VERSION,
-        OFPT_FLOW_MOD,
-        48 + len(body),
-        0,
-        cookie,
-        0,
-        flow.table,
-        OFPFC_ADD,
-        0,
-        0,
-        flow.priority,
-        OFP_NO_BUFFER,
-        OFPP_ANY,
-        OFPG_ANY,
-        0,
-    )
-    return EncodedFlow(cookie, flow.table, head + body)
+    head = _FLOW_MOD_HEAD.pack(OFP_VERSION, OFPT_FLOW_MOD, 48 + len(body), 0, cookie)
+    return EncodedFlow(cookie, table, head + tail + body)
 
 
 def _flow_delete(cookie: int, cookie_mask: int) -> bytes:
