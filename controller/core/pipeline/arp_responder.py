@@ -62,7 +62,8 @@ def arp_responder_flows(ctx: DatapathContext) -> Iterator[Flow]:
 
 def arp_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
     # Matches are built with their fields in name order (what `match()` gives) and
-    # share their constant fields: these are most of a datapath's flows.
+    # share their constant fields, flows with positional arguments: these are most of a
+    # datapath's flows.
     metadata = MatchField("metadata", net.metadata)
     for owner in net.bound_ports:
         for ip in owner.ipv4s:
@@ -70,7 +71,7 @@ def arp_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
                 TABLE_ARP_RESPONDER,
                 PRIORITY_ARP_ANSWER,
                 Match((_REQUEST, MatchField("arp_tpa", ip), _ARP_TYPE, metadata)),
-                actions=arp_reply_actions(owner.mac, ip),
+                arp_reply_actions(owner.mac, ip),
             )
     # A port asking for its own address probes for a duplicate or announces
     # itself (gratuitous ARP): the network must see it, not the switch answer it.
@@ -81,5 +82,6 @@ def arp_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
                 TABLE_ARP_RESPONDER,
                 PRIORITY_OWN_ADDRESS,
                 Match((_REQUEST, MatchField("arp_tpa", ip), eth_src, _ARP_TYPE, metadata)),
-                goto_table=TABLE_LB,
+                (),
+                TABLE_LB,
             )

@@ -59,9 +59,9 @@ def classify_network_flows(ctx: DatapathContext, net: LocalNetwork) -> Iterator[
             Match(
                 (MatchField("eth_src", port.mac), MatchField("in_port", ofport_of(port)), _UNTAGGED)
             ),
-            actions=_LOCAL_ORIGIN,
-            goto_table=TABLE_PORT_SECURITY,
-            write_metadata=write_metadata,
+            _LOCAL_ORIGIN,
+            TABLE_PORT_SECURITY,
+            write_metadata,
         )
     for ofport in ingress_ofports(ctx, net):
         if net.spec.type == "vlan":

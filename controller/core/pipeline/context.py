@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from controller.core.flows import mac_to_int
 from controller.core.model import DatapathView, NetworkSpec, PortSpec, Snapshot
@@ -55,8 +55,10 @@ def tunnel_interface_name(peer_host_id: str) -> str:
     return "vx" + uuid.UUID(peer_host_id).hex[:10]
 
 
-@dataclass(frozen=True, slots=True)
-class BoundPort:
+class BoundPort(NamedTuple):
+    """A NamedTuple: a full compute builds one per bound port of every local network
+    (40,000 at 4,000 networks), and change detection compares them, both in C."""
+
     id: str
     host_id: str
     mac: int
@@ -117,6 +119,10 @@ def _dotted_quad(text: str) -> int | None:
 
 def _addresses(port: PortSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The port's IPv4 and IPv6 addresses, each sorted."""
+    if len(port.ips) == 1:  # the usual port: one IPv4 address
+        quad = _dotted_quad(port.ips[0])
+        if quad is not None:
+            return (quad,), ()
     ipv4s: set[int] = set()
     ipv6s: set[int] = set()
     for text in port.ips:
@@ -136,15 +142,8 @@ def bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
     if not 0 <= mac < _MAC_LIMIT:  # the flow builders put it in matches without `match()`
         raise ValueError(f"not a MAC address: {port.mac!r}")
     ipv4s, ipv6s = _addresses(port)
-    return BoundPort(
-        id=port.id,
-        host_id=host_id,
-        mac=mac,
-        ipv4s=ipv4s,
-        restricted=bool(port.ips),
-        ofport=ofport,
-        ipv6s=ipv6s,
-    )
+    # Positional: a NamedTuple's keyword arguments cost a third more.
+    return BoundPort(port.id, host_id, mac, ipv4s, bool(port.ips), ofport, ipv6s)
 
 
 def in_bound_order(ports: Iterable[BoundPort]) -> tuple[BoundPort, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from controller.core.flows import Bucket
@@ -26,6 +26,16 @@ class GroupContent:
 
     type: str
     buckets: tuple[Bucket, ...]
+    # Python's hash, computed once: a content is a dict key many times per compute
+    # (reference counts, ids) and its buckets and actions hash in Python, ~10 µs a time
+    # for a flood group of 10 ports (a tenth of a full compute at 4,000 networks).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.type, self.buckets)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def canonical(self) -> str:
         return repr((self.type, self.buckets))

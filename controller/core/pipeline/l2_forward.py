@@ -41,6 +41,8 @@ PRIORITY_FLOOD: Final = 50  # broadcast / multicast
 PRIORITY_UNKNOWN_UNICAST: Final = 10
 
 _FROM_LOCAL: Final = MatchField(REG_ORIGIN, ORIGIN_LOCAL)
+_FROM_REMOTE: Final = MatchField(REG_ORIGIN, ORIGIN_REMOTE)
+_MULTICAST: Final = match(eth_dst=(MULTICAST_BIT, MULTICAST_BIT)).fields[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ def l2_forward_flows(
 
 def l2_unicast_flows(ctx: DatapathContext, net: LocalNetwork) -> Iterator[Flow]:
     """Unicast to every bound port of `net`: out of its ofport here, or toward its host."""
-    # Fields in name order, as `match()` gives them; shared where constant.
+    # Fields in name order, as `match()` gives them; shared where constant. Positional.
     metadata = MatchField("metadata", net.metadata)
     egress_by_host: dict[str, tuple[Action, ...]] = {}
     for port in net.bound_ports:
@@ -83,7 +85,7 @@ def l2_unicast_flows(ctx: DatapathContext, net: LocalNetwork) -> Iterator[Flow]:
                 TABLE_L2_FORWARD,
                 PRIORITY_UNICAST,
                 Match((MatchField("eth_dst", port.mac), metadata)),
-                actions=(Output(port.ofport),),
+                (Output(port.ofport),),
             )
         elif port.host_id != ctx.host_id:
             egress = egress_by_host.get(port.host_id)
@@ -94,7 +96,7 @@ def l2_unicast_flows(ctx: DatapathContext, net: LocalNetwork) -> Iterator[Flow]:
                     TABLE_L2_FORWARD,
                     PRIORITY_UNICAST,
                     Match((MatchField("eth_dst", port.mac), metadata, _FROM_LOCAL)),
-                    actions=egress,
+                    egress,
                 )
 
 
@@ -102,24 +104,14 @@ def l2_flood_flows(
     net: LocalNetwork, flood: FloodGroups, group_ids: Mapping[GroupContent, int]
 ) -> Iterator[Flow]:
     """Broadcast, multicast and unknown unicast of `net` to its flood groups."""
-    origins = [(ORIGIN_LOCAL, flood.from_local)]
+    origins = [(_FROM_LOCAL, flood.from_local)]
     if flood.from_remote is not None:
-        origins.append((ORIGIN_REMOTE, flood.from_remote))
+        origins.append((_FROM_REMOTE, flood.from_remote))
+    metadata = MatchField("metadata", net.metadata)
     for origin, content in origins:
         to_group = (GroupAction(group_ids[content]),)
+        # Fields in name order, as `match()` gives them.
         yield Flow(
-            TABLE_L2_FORWARD,
-            PRIORITY_FLOOD,
-            match(
-                metadata=net.metadata,
-                eth_dst=(MULTICAST_BIT, MULTICAST_BIT),
-                **{REG_ORIGIN: origin},
-            ),
-            actions=to_group,
+            TABLE_L2_FORWARD, PRIORITY_FLOOD, Match((_MULTICAST, metadata, origin)), to_group
         )
-        yield Flow(
-            TABLE_L2_FORWARD,
-            PRIORITY_UNKNOWN_UNICAST,
-            match(metadata=net.metadata, **{REG_ORIGIN: origin}),
-            actions=to_group,
-        )
+        yield Flow(TABLE_L2_FORWARD, PRIORITY_UNKNOWN_UNICAST, Match((metadata, origin)), to_group)
