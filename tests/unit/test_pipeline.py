@@ -49,6 +49,7 @@ from controller.core.pipeline.tables import (
     TABLE_L2_FORWARD,
     TABLE_PORT_SECURITY,
     check_flow,
+    check_flows,
 )
 from tests.support.flowsim import Emitted, FlowSimulator, simulate
 
@@ -635,6 +636,26 @@ def test_every_forwarding_flow_is_scoped_to_one_network(config: DatapathConfig) 
 def test_table_declaration_rejects_a_bad_flow(flow: Flow, reason: str) -> None:
     with pytest.raises(PipelineError, match=reason):
         check_flow(flow)
+
+
+def test_a_checked_shape_with_another_prerequisite_value_is_checked_again() -> None:
+    # The check remembers shapes (field names): the values prerequisites read are part
+    # of what it remembers, so a known shape with a wrong eth_type is still refused.
+    good = match(in_port=3, eth_type=ETH_TYPE_IPV4, ipv4_src=1)
+    bad = match(in_port=3, eth_type=ETH_TYPE_ARP, ipv4_src=1)
+    check_flows([Flow(TABLE_PORT_SECURITY, 10, good)] * 2)
+    with pytest.raises(PipelineError, match="requires an exact eth_type"):
+        check_flows([Flow(TABLE_PORT_SECURITY, 10, good), Flow(TABLE_PORT_SECURITY, 10, bad)])
+    with pytest.raises(PipelineError, match="requires an exact eth_type"):
+        check_flow(Flow(TABLE_PORT_SECURITY, 10, match(in_port=3, ipv4_src=1)))
+
+
+def test_a_flow_pointing_to_a_group_not_given_is_refused() -> None:
+    flood = Flow(TABLE_L2_FORWARD, 10, match(metadata=100), actions=(GroupAction(7),))
+    check_flows([flood], group_ids={7})
+    check_flows([flood])  # no group ids: not checked
+    with pytest.raises(PipelineError, match="group that does not exist"):
+        check_flows([flood], group_ids={8})
 
 
 # ---- helpers and contradictions ---------------------------------------------------------------

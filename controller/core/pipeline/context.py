@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Final, NamedTuple
 
 from controller.core.flows import mac_to_int
@@ -146,9 +147,13 @@ def bound_port(port: PortSpec, host_id: str, ofport: int | None) -> BoundPort:
     return BoundPort(port.id, host_id, mac, ipv4s, bool(port.ips), ofport, ipv6s)
 
 
+_BOUND_ORDER: Final = attrgetter("mac", "id")
+_LOCAL_ORDER: Final = attrgetter("ofport", "mac", "id")
+
+
 def in_bound_order(ports: Iterable[BoundPort]) -> tuple[BoundPort, ...]:
     # The order that decides which port owns an address claimed twice: the first.
-    return tuple(sorted(ports, key=lambda p: (p.mac, p.id)))
+    return tuple(sorted(ports, key=_BOUND_ORDER))
 
 
 def bound_ports(snapshot: Snapshot, network_id: str) -> tuple[BoundPort, ...]:
@@ -195,9 +200,7 @@ def local_network(
     """The network as the datapath of `host_id` sees it, from every bound port of it (with
     ofports for those realized there); None when none is realized there."""
     bound = tuple(bound)
-    local_ports = sorted(
-        (p for p in bound if p.ofport is not None), key=lambda p: (ofport_of(p), p.mac, p.id)
-    )
+    local_ports = sorted((p for p in bound if p.ofport is not None), key=_LOCAL_ORDER)
     if not local_ports:
         return None
     return LocalNetwork(

@@ -42,7 +42,7 @@ import gc
 import operator
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate, chain
@@ -200,11 +200,14 @@ class DatapathConfig:
     unrealized_ports: frozenset[str]  # bound here, interface not (yet) on the switch
 
 
-def unique_flows(flows: Sequence[Flow], *, check: bool = True) -> tuple[Flow, ...]:
+def unique_flows(
+    flows: Sequence[Flow], *, check: bool = True, group_ids: Container[int] | None = None
+) -> tuple[Flow, ...]:
     """`flows` without exact duplicates (the first is kept), each checked against its
-    table's declaration; two different flows for one match are a PipelineError."""
+    table's declaration (and pointing to `group_ids` only, when given); two different
+    flows for one match are a PipelineError."""
     if check:
-        check_flows(flows)
+        check_flows(flows, group_ids)
     seen = dict(zip(map(_match_key, flows), flows, strict=True))  # in C: a Flow is a tuple
     if len(seen) == len(flows):
         return tuple(seen.values())
@@ -551,7 +554,9 @@ class DatapathComputer:
             ]
         for unit in chain(rebuilt, moved):
             unit.ids = {content: ids[content] for content in unit.contents}
-            unit.flows = unique_flows(self._unit_flows(unit))
+            # Its groups exist while the unit does (it holds a reference to each content),
+            # so a flow pointing to another is a builder's bug.
+            unit.flows = unique_flows(self._unit_flows(unit), group_ids=set(unit.ids.values()))
 
     def _unit(self, net: LocalNetwork, lb_specs: tuple[LoadBalancerSpec, ...]) -> _Unit:
         zone = self._zones[net.metadata] if lb_specs else None

@@ -20,7 +20,7 @@ Pipeline state carried between tables:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
@@ -38,6 +38,7 @@ from controller.core.flows import (
     Ct,
     Flow,
     Group,
+    GroupAction,
     MatchField,
     Multipath,
     RegMove,
@@ -320,11 +321,12 @@ _SHAPES: Final[dict[tuple[object, ...], tuple[TableDecl, _ValuesOf]]] = {}
 _GOOD_VALUES: Final[set[tuple[object, ...]]] = set()
 
 
-def check_flows(flows: Iterable[Flow]) -> None:
+def check_flows(flows: Iterable[Flow], group_ids: Container[int] | None = None) -> None:
     """`check_flow` of every flow, in a loop cheap enough for a full compute (~180k flows
     at 4,000 networks): what a match and goto may be depends only on the field names and
     the values of the few fields prerequisites read, so each such shape is checked once
-    (a few dozen, whatever the number of flows); only the actions are read per flow."""
+    (a few dozen, whatever the number of flows); only the actions are read per flow.
+    With `group_ids`, also that every group a flow points to is one of those."""
     shapes, good_values = _SHAPES, _GOOD_VALUES
     for flow in flows:
         fields = flow.match.fields
@@ -344,7 +346,7 @@ def check_flows(flows: Iterable[Flow]) -> None:
                 _check_prerequisites(flow)
                 good_values.add(values)
         if flow.actions:
-            _check_actions(flow, table)
+            _check_actions(flow, table, group_ids)
 
 
 def _check_shape(flow: Flow) -> tuple[TableDecl, _ValuesOf]:
@@ -392,7 +394,7 @@ def _check_prerequisites(flow: Flow) -> None:
                 )
 
 
-def _check_actions(flow: Flow, table: TableDecl) -> None:
+def _check_actions(flow: Flow, table: TableDecl, group_ids: Container[int] | None) -> None:
     for action in flow.actions:
         match action:
             case SetField(field=written) | RegMove(dst=written) | Multipath(dst=written):
@@ -400,6 +402,9 @@ def _check_actions(flow: Flow, table: TableDecl) -> None:
                     raise PipelineError(
                         f"table {table.name} does not allow writing {written}: {flow!r}"
                     )
+            case GroupAction(group_id=group_id):
+                if group_ids is not None and group_id not in group_ids:
+                    raise PipelineError(f"flow points to a group that does not exist: {flow!r}")
             case Ct(table=target) | Resubmit(table=target):
                 _check_target(flow, table, target)
 
