@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--probe-after", type=float, help="probe switches silent this long (the service: 0.8 s)"
+        "--probe-after", type=float, help="probe switches silent this long (the service: 0.7 s)"
     )
     args = parser.parse_args()
     result = measure(

@@ -142,8 +142,12 @@ def measure(flows_n: int, rounds: int, *, measure_only: bool, record_it: bool) -
             time.sleep(5)
         print(
             f"{flows_n:,} flows, silent switches probed after {SCHEDULE.probe_after:g} s, "
-            f"dead after {'never' if measure_only else f'{SCHEDULE.dead_after:g} s'} of silence"
-            f" ({what})"
+            + (
+                "never given up"
+                if measure_only
+                else f"dead after {SCHEDULE.dead_after:g} s of silence"
+            )
+            + f" ({what})"
         )
         print(f"  idle 5 s: longest silence {idle.longest:.2f} s")
         print(f"  install (one bundle): {took:.2f} s, longest silence {install.longest:.2f} s")

@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.openflow.keepalive import ECHO_REQUEST, Keepalive
+from controller.openflow.keepalive import (
+    ECHO_REQUEST,
+    Keepalive,
+    enqueue_nowait,
+    write_if_sender_parked,
+)
 from controller.openflow.probe_schedule import SERVICE_SCHEDULE, ProbeSchedule, Verdict
 
 pytestmark = pytest.mark.unit
@@ -154,14 +161,34 @@ def test_a_switch_silent_for_dead_after_is_closed_and_its_sender_released(
     dp = FakeDatapath(socket=FakeSocket(fd=pipe[0]))
     keepalive.last_heard[dp] = 0.0
     keepalive.tick(S.probe_after)
+    assert dp.sent() == [ECHO_REQUEST]  # the sender took the probe from the queue
+    keepalive.tick(S.probe_after + S.tick)  # seen gone: out since
     keepalive.tick(S.dead_after - 0.01)
     assert dp.closed == 0
-    keepalive.tick(S.dead_after)
-    assert dp.closed == 1 and keepalive.declared_dead == 1
-    assert dp.sent() == [ECHO_REQUEST, ECHO_REQUEST]  # the probe, then the release
     keepalive.tick(S.dead_after + S.tick)
+    assert dp.closed == 1 and keepalive.declared_dead == 1
+    assert dp.sent() == [ECHO_REQUEST]  # the sender released
+    keepalive.tick(S.dead_after + 2 * S.tick)
     assert dp.closed == 1  # closed once; released again while its sender lives
     assert dp.sent() == [ECHO_REQUEST]
+
+
+def test_a_probe_behind_our_own_messages_gives_the_switch_time_to_read_them(
+    pipe: tuple[int, int],
+) -> None:
+    keepalive = Keepalive(S)
+    dp = FakeDatapath(socket=FakeSocket(fd=pipe[0]))
+    assert enqueue_nowait(dp, b"a big bundle")  # we are the ones talking
+    keepalive.last_heard[dp] = 0.0
+    keepalive.tick(S.probe_after)  # queued behind it
+    keepalive.tick(10.0)
+    assert dp.closed == 0 and keepalive.probes_sent == 1
+    assert dp.sent() == [b"a big bundle", ECHO_REQUEST]
+    keepalive.tick(10.1)  # out now: the answer window starts
+    keepalive.tick(10.1 + S.answer_window - 0.01)
+    assert dp.closed == 0
+    keepalive.tick(10.1 + S.answer_window + 1e-9)
+    assert dp.closed == 1
 
 
 def test_unread_data_is_proof_of_life(pipe: tuple[int, int]) -> None:
@@ -199,3 +226,51 @@ def test_a_connection_whose_sender_ended_is_closed() -> None:
     keepalive.last_heard[dp] = 0.0
     keepalive.tick(S.probe_after)
     assert dp.closed == 1
+
+
+# ---- the probe written without waking os-ken's sender ------------------------------
+
+
+@contextmanager
+def sender_parked(dp: FakeDatapath) -> Iterator[threading.Thread]:
+    """A thread standing in for os-ken's sender, waiting in send_q.get()."""
+    assert dp.send_q is not None
+    sender = threading.Thread(target=dp.send_q.get)
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not dp.send_q.not_empty._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the sender never waited"
+        time.sleep(0.001)
+    try:
+        yield sender
+    finally:
+        dp.send_q.put((b"", False))
+        sender.join()
+
+
+def test_the_probe_is_written_directly_while_the_sender_waits(pipe: tuple[int, int]) -> None:
+    dp = FakeDatapath(socket=FakeSocket(fd=pipe[1]))
+    with sender_parked(dp) as sender:
+        assert write_if_sender_parked(dp, ECHO_REQUEST)
+        assert sender.is_alive()  # not woken
+    assert os.read(pipe[0], 100) == ECHO_REQUEST
+
+
+def test_the_probe_is_left_to_the_queue_when_the_sender_may_be_writing(
+    pipe: tuple[int, int],
+) -> None:
+    dp = FakeDatapath(socket=FakeSocket(fd=pipe[1]))
+    assert not write_if_sender_parked(dp, ECHO_REQUEST)  # no sender waiting: it may be mid-write
+    with sender_parked(dp):
+        assert dp.send_q is not None
+        with dp.send_q.mutex:
+            dp.send_q.queue.append((b"queued", False))  # its next message is already there
+        assert not write_if_sender_parked(dp, ECHO_REQUEST)
+        with dp.send_q.mutex:
+            dp.send_q.queue.clear()
+        dp.socket.fd = -1  # closed
+        assert not write_if_sender_parked(dp, ECHO_REQUEST)
+    assert not write_if_sender_parked(FakeDatapath(send_q=None), ECHO_REQUEST)  # sender gone
+    os.set_blocking(pipe[0], False)
+    with pytest.raises(BlockingIOError):
+        os.read(pipe[0], 100)  # nothing was written
