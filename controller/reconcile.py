@@ -67,7 +67,7 @@ _STREAM_BATCH = 1024
 _SERVICE_PREFIX = ofmsg.SERVICE_COOKIE_PREFIX << 48
 _Owner = TypeVar("_Owner", bound=Hashable)
 _Encoded = tuple[Flow, ofmsg.EncodedFlow]
-_Batch = list[tuple[int, _Encoded]]
+_Batch = list[ofmsg.EncodedFlow]
 
 
 @dataclass(slots=True)
@@ -401,20 +401,20 @@ class DatapathSync:
     def _send_new(self, pass_: _Pass, batch: _Batch) -> None:
         """Add the flows of `batch` the switch lacks (or holds under suspicion) and did
         not reject, each cookie once."""
-        actual, rejected, suspects, sent = (
-            self._actual_flows,
-            self._rejected,
-            pass_.suspects,
-            pass_.sent,
-        )
+        actual, suspects = self._actual_flows, pass_.suspects
+        # First the cheap test that drops everything on a resync of a table that is right.
+        if suspects:
+            new = [e for e in batch if e.cookie not in actual or e.cookie in suspects]
+        else:
+            new = [e for e in batch if e.cookie not in actual]
+        if not new:
+            return
+        rejected, sent = self._rejected, pass_.sent
         messages: list[bytes] = []
         cookies: list[int] = []
-        for cookie, (_flow, encoded) in batch:
-            if (
-                cookie in sent
-                or cookie in rejected
-                or (cookie in actual and cookie not in suspects)
-            ):
+        for encoded in new:
+            cookie = encoded.cookie
+            if cookie in sent or cookie in rejected:
                 continue
             sent.add(cookie)
             messages.append(encoded.flow_mod)
@@ -534,8 +534,8 @@ class DatapathSync:
                     batch: _Batch = []
                     for flow in chunk:
                         encoded = encode(flow)
-                        pair = into[encoded.cookie] = (flow, encoded)
-                        batch.append((encoded.cookie, pair))
+                        into[encoded.cookie] = (flow, encoded)
+                        batch.append(encoded)
                         if len(batch) >= _STREAM_BATCH:
                             on_encoded(batch)
                             batch = []
@@ -543,7 +543,7 @@ class DatapathSync:
                         on_encoded(batch)
                 fresh.append(known)
             elif on_encoded is not None:
-                on_encoded(list(known.encoded.items()))
+                on_encoded([encoded for _flow, encoded in known.encoded.values()])
             current[id(chunk)] = known
         self._chunks = current
         added: list[int] = []
