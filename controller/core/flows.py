@@ -10,9 +10,12 @@ compute builds one of each (and more fields) per flow, ~180k at 4,000 networks, 
 frozen dataclass pays one `object.__setattr__` per field (a Flow cost 0.84 µs to build,
 a NamedTuple 0.3 µs), and its `__hash__` and `__eq__` run in Python where a tuple's run
 in C (the pipeline's duplicate-match key is a flow's match). Their equality is a
-tuple's: only values of the same class are ever compared. Actions stay frozen
+tuple's: only values of the same class are ever compared. So are `Bucket` and the
+actions built per flow or per port, `Output` and `SetField`: no other action is a
+tuple, and an (int, int) never equals a (str, int). The other actions stay frozen
 dataclasses: two actions of different classes must never be equal (a GroupAction and
-a Resubmit of the same number would be, as tuples).
+a Resubmit of the same number would be, as tuples). A NamedTuple's repr is the
+dataclass's, which group ids hash (`pipeline.groups`).
 
 Field names follow os-ken's OXM spelling. `vlan_vid` follows OpenFlow 1.3:
 `VLAN_PRESENT | vid` for a tagged frame, `0` (== `VLAN_NONE`) for an untagged one.
@@ -157,8 +160,7 @@ def match(**fields: MatchValue) -> Match:
 # ---- actions -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     port: int
     max_len: int = OFPCML_NO_BUFFER  # only meaningful for OFPP_CONTROLLER
 
@@ -178,8 +180,7 @@ class PopVlan:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class SetField:
+class SetField(NamedTuple):
     """Set a field to a value. For `vlan_vid` the value includes VLAN_PRESENT."""
 
     field: str
@@ -256,8 +257,7 @@ class Flow(NamedTuple):
     write_metadata: tuple[int, int] | None = None  # (value, mask)
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(NamedTuple):
     actions: tuple[Action, ...]
     weight: int = 0  # select groups only; OVS needs weight > 0 there
     watch_port: int = OFPP_ANY
