@@ -58,6 +58,8 @@ INTERFACE_WAIT_SECONDS = 1.0
 # every host of a network writes one after each change of it, and on SQLite these
 # writes queue for the one write lock with the port statuses and the API's writes.
 COUNTS_REPORT_INTERVAL = 2.0
+# How long a pass waits for its turn through a gate shared with other agents (run_pass).
+GATE_WAIT_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ class HostAgent:
         # Interfaces this worker is plugging; their port-status needs no OVSDB look nor
         # a new pass (the plugging pass waits for them). Notified on every port change.
         self._awaited: set[str] = set()
+        self._gate: threading.Semaphore | None = None  # see run_pass
         self._ofports_changed = threading.Condition(self._lock)
         self._sync: DatapathSync | None = None
         # Only the worker uses it: each pass recomputes the flows of what changed.
@@ -319,6 +322,14 @@ class HostAgent:
             self._ovsdb_dirty = True  # an interface came or went: look at them all again
         self._wake.set()
 
+    def run_pass(self, gate: threading.Semaphore | None = None) -> None:
+        """A pass now on what it was handed (an `update` that did not wake it). `gate`:
+        a pass shared with other agents: this one waits its turn (at most
+        GATE_WAIT_SECONDS, so a switch that hangs delays no other host for long)."""
+        with self._lock:
+            self._gate = gate
+        self._wake.set()
+
     def wake(self) -> None:
         """A pass now, OVSDB intents included (e.g. the controller targets changed)."""
         with self._lock:
@@ -423,6 +434,9 @@ class HostAgent:
             if self._stop.is_set():
                 return
             with self._lock:
+                gate, self._gate = self._gate, None
+            entered = gate is not None and gate.acquire(timeout=GATE_WAIT_SECONDS)
+            with self._lock:
                 snapshot = self._snapshot
                 self._passes_started += 1
                 number = self._passes_started
@@ -435,6 +449,9 @@ class HostAgent:
                 self._set_error(f"internal error: {type(exc).__name__}: {exc}")
                 self._report_host(openflow=self._channel is not None)
             finally:
+                if entered:
+                    assert gate is not None
+                    gate.release()
                 with self._pass_finished:
                     self._passes_finished = number
                     self._pass_finished.notify_all()

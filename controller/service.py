@@ -61,6 +61,17 @@ PacketInHandler = Callable[[str, int, int, int, bytes], None]
 # destination to confirm it (a destination that never does must not hold it forever).
 MOVE_CONFIRM_TIMEOUT = 10.0
 
+# A change of ports wakes the hosts they are bound to first; the other hosts it affects
+# pass once those have (or after this long at most): the port's own switch, whose
+# confirmation makes it ACTIVE (as OVN's ovn-installed), then commits without seven
+# others competing for the CPU (and the GIL). Traffic the others would send towards
+# the port has nowhere to go on its host before that anyway.
+OWNERS_FIRST_MAX_DELAY = 0.1
+# The other hosts then pass this many at a time (each waits its turn briefly, see
+# HostAgent.run_pass): fewer threads handing the GIL around, so the API thread that
+# answers the ACTIVE port's waiters is not queued behind all of them.
+FOLLOWERS_AT_ONCE = 1
+
 # How long a health verdict waits for the agents before it is recorded anyway (a
 # switch that is down never finishes a pass that changes anything).
 HEALTH_APPLY_TIMEOUT = 5.0
@@ -119,6 +130,7 @@ class FabricController:
         # Which hosts a change can affect (only the watcher thread uses it).
         self._dependencies = DependencyIndex()
         self._dispatch_lock = threading.Lock()
+        self._followers = threading.Semaphore(FOLLOWERS_AT_ONCE)  # see _run_after
         self._exported_backends: set[tuple[str, str]] = set()  # under _dispatch_lock
         # Ports moving between hosts, until their destination confirms them: the other
         # hosts keep them where they were meanwhile (under _dispatch_lock; port_moves).
@@ -289,15 +301,34 @@ class FabricController:
             self._export_backend_health(effective)
             with self._lock:
                 agents = list(self._agents.values())
+            owners = _owners(change)
             tickets: _PassTickets = []
+            first: _PassTickets = []
+            then: list[HostAgent] = []
             for agent in agents:
                 wake = affected is EVERY_HOST or agent.host.id in affected
+                now = wake and (not owners or agent.host.id in owners)
                 number = agent.update(
-                    held_snapshot(effective, self._moves, agent.host.id), wake=wake, change=change
+                    held_snapshot(effective, self._moves, agent.host.id), wake=now, change=change
                 )
                 if wake:
                     tickets.append((agent, number))
-            return tickets
+                    if now:
+                        first.append((agent, number))
+                    else:
+                        then.append(agent)
+        if then:
+            if first:
+                threading.Thread(
+                    target=_run_after,
+                    args=(first, then, self._followers),
+                    name="owners-first",
+                    daemon=True,
+                ).start()
+            else:
+                for agent in then:
+                    agent.run_pass()
+        return tickets
 
     def _export_backend_health(self, effective: Snapshot) -> None:
         """The health the flows follow, as `ovs_fabric_backend_healthy`; deleted backends'
@@ -551,6 +582,25 @@ class DesiredStateWatcher:
                 )
         finally:
             stop_watching()
+
+
+def _owners(change: SnapshotChange | None) -> frozenset[str]:
+    """The hosts the ports `change` changes are bound to (before and after)."""
+    if change is None:
+        return frozenset()
+    return frozenset(
+        port.host_id for pair in change.ports for port in pair if port is not None and port.host_id
+    )
+
+
+def _run_after(first: _PassTickets, then: list[HostAgent], gate: threading.Semaphore) -> None:
+    """Wake `then` once every agent of `first` finished its pass (at most
+    OWNERS_FIRST_MAX_DELAY), to pass through `gate`."""
+    deadline = time.monotonic() + OWNERS_FIRST_MAX_DELAY
+    for agent, number in first:
+        agent.wait_passed(number, timeout=max(0.0, deadline - time.monotonic()))
+    for agent in then:
+        agent.run_pass(gate)
 
 
 def _touches_load_balancers(snapshot: Snapshot, change: SnapshotChange) -> bool:
