@@ -4,10 +4,11 @@ Port statuses are written by the controller (`SqlStateStore.record_port_status`)
 The write announces the ports it changed: on PostgreSQL with ``NOTIFY`` in the same
 transaction (so every process sharing the database hears it, at commit), on
 SQLite (one process) by calling `PortStatusWatch.port_status_changed` after commit.
-The watcher then reads the statuses of the changed ports that someone waits on with
-ONE query and sets those waiters' events. A slow safety re-check (one query for all
-waited-on ports every `recheck_seconds`) makes sure a lost notification (listener
-reconnecting, database restarted) never leaves a waiter stuck until its timeout.
+The watcher then sets the events of those who wait on the changed ports (each reads
+its port once woken, and answers or waits on). A slow safety re-check (one query for
+all waited-on ports every `recheck_seconds`, waking those whose port is ACTIVE or gone)
+makes sure a lost notification (listener reconnecting, database restarted) never
+leaves a waiter stuck until its timeout.
 
 Waiters are counted per key (the route uses the token's hash): beyond
 `max_waiters_per_key` a new wait is refused with 429.
@@ -182,6 +183,13 @@ class PortStatusWatch:
             targets = waited if full else waited & changed
             if not targets:
                 continue
+            if not full:
+                # Woken waiters read their port anyway (the route answers with it): a
+                # query here first would only delay the answer by a thread hop and a
+                # read. Ports that changed to something else than ACTIVE are rare
+                # (a waiter's port is DOWN already) and cost their waiters one read.
+                self._wake(targets)
+                continue
             try:
                 statuses = await asyncio.to_thread(self._read_statuses, targets)
             except Exception as exc:  # database unreachable: the next re-check retries
@@ -190,10 +198,13 @@ class PortStatusWatch:
                 failing = True
                 continue
             failing = False
-            for port_id in targets:
-                if statuses.get(port_id, WAKE_STATUS) == WAKE_STATUS:  # ACTIVE, or gone
-                    for event in self._waiters.get(port_id, ()):
-                        event.set()
+            # ACTIVE, or gone
+            self._wake(p for p in targets if statuses.get(p, WAKE_STATUS) == WAKE_STATUS)
+
+    def _wake(self, port_ids: Iterable[str]) -> None:
+        for port_id in port_ids:
+            for event in self._waiters.get(port_id, ()):
+                event.set()
 
     def _read_statuses(self, port_ids: set[str]) -> dict[str, str]:
         """ONE query for the statuses of all of `port_ids`."""
