@@ -148,3 +148,21 @@ def test_the_collector_waits_while_flows_are_encoded(encoder: Encoder) -> None:
     assert gc.isenabled()
     sync.apply(_flows(200), [])
     assert seen == [False] and gc.isenabled()
+
+
+def test_a_big_bundle_carries_echo_requests_the_switch_answers_on_the_way(
+    encoder: Encoder,
+) -> None:
+    switch = ScriptedSwitch(lambda: encoder.count)
+    sync = DatapathSync(switch.channel)
+    sync.read_actual()
+    assert sync.apply(_flows(12_000), []).flows_added == 12_000  # ~1.5 MB of adds
+    kinds = [(kind, detail) for kind, detail, _ in switch.log if kind != "read"]
+    echoes = [i for i, k in enumerate(kinds) if k == ("bare", ofmsg.OFPT_ECHO_REQUEST)]
+    assert echoes and all(0 < i < len(kinds) - 1 for i in echoes)  # inside the stream
+    rest = [k for k in kinds if k != ("bare", ofmsg.OFPT_ECHO_REQUEST)]
+    assert rest == [
+        ("control", ofmsg.ONF_BCT_OPEN_REQUEST),
+        *[("add", ofmsg.OFPT_FLOW_MOD)] * 12_000,
+        ("control", ofmsg.ONF_BCT_COMMIT_REQUEST),
+    ]
