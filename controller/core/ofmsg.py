@@ -329,12 +329,23 @@ def _encode_pop_vlan(action: PopVlan) -> bytes:
     return _ACTION_POP_VLAN
 
 
+def _set_field_layout(spec: _Oxm) -> tuple[bytes, int, bytes]:
+    length = 4 + len(spec.exact) + spec.size
+    head = _ACTION_SET_FIELD_HEAD.pack(_OFPAT_SET_FIELD, length + (-length % 8))
+    return head + spec.exact, spec.size, _PAD[-length % 8]
+
+
+# Per field: (action head + OXM header, value size, padding). The pipeline's flows
+# carry ~1 set-field each, most with a value of their own (a MAC, an address).
+_SET_FIELD: Final = {name: _set_field_layout(spec) for name, spec in _OXM.items()}
+
+
 def _encode_set_field(action: SetField) -> bytes:
-    spec = _field_spec(action.field)
-    oxm = spec.exact + action.value.to_bytes(spec.size, "big")
-    length = 4 + len(oxm)
-    padded = length + (-length % 8)
-    return _ACTION_SET_FIELD_HEAD.pack(_OFPAT_SET_FIELD, padded) + oxm + _PAD[-length % 8]
+    try:
+        head, size, pad = _SET_FIELD[action.field]
+    except KeyError:
+        raise ValueError(f"unknown field {action.field!r}") from None
+    return head + action.value.to_bytes(size, "big") + pad
 
 
 def _nx_action(subtype: int, body: bytes) -> bytes:
