@@ -14,6 +14,7 @@ from typing import Annotated, Any, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from api.config import Settings
 from api.paths import API_PREFIX
@@ -49,7 +50,7 @@ class ResourceSchemas(NamedTuple):
 def add_resource_routes(
     router: APIRouter,
     resource: Resource[M],
-    create: Callable[..., M],
+    create: Callable[..., M | dict[str, Any]],
     schemas: ResourceSchemas,
     *,
     writer: Any = CallerDep,
@@ -64,8 +65,8 @@ def add_resource_routes(
     `create_options(settings)`. `writer` is the dependency that names the caller
     of POST, PATCH and DELETE (AdminDep where a tenant token must be refused
     before its body is even read). `filters` become optional query parameters
-    of the list (name: type). `records` reads the list pages as records instead of
-    ORM objects (same response).
+    of the list (name: type). With `records`, list pages are read as records instead of
+    ORM objects, and `create` returns the new row as a record too (same responses).
     """
     create_body, patch_body, out = schemas
     noun = resource.noun.replace(" ", "_")
@@ -77,9 +78,16 @@ def add_resource_routes(
     ) -> Response:
         options = create_options(settings) if create_options is not None else {}
         with db.write() as session:
-            created = out.of(create(session, actor=caller, **body.model_dump(), **options))
-        location = {"Location": f"{API_PREFIX}{router.prefix}/{created.id}"}
-        return _json(created, status.HTTP_201_CREATED, location)
+            created = create(session, actor=caller, **body.model_dump(), **options)
+            if records is None:
+                model = out.of(created)
+                item_id, content = model.id, model.model_dump_json(by_alias=True).encode()
+        if records is not None:  # a record: its body is built after the commit
+            assert isinstance(created, dict)
+            fields = records.body(created)
+            item_id, content = fields["id"], to_json(fields)
+        location = {"Location": f"{API_PREFIX}{router.prefix}/{item_id}"}
+        return Response(content, status.HTTP_201_CREATED, location, media_type="application/json")
 
     def list_items(*, caller: Any, db: Any, page: Any, **where: Any) -> Response:
         with db.read() as session:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Container, Iterable
 
-from sqlalchemy import bindparam, select, union_all
+from sqlalchemy import Connection, bindparam, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from api.store.models import AddressCursor, LoadBalancer, Network, PortIp
@@ -53,16 +53,23 @@ def lowest_free(
     The cursor moves past the returned address: the caller must then use it."""
     assert network.cidr is not None
     first, last = host_range(network.cidr)
-    cursor = session.get(AddressCursor, network.id)
-    start = max(first, cursor.next_free if cursor is not None else first)
+    connection = _connection(session)
+    cursor: int | None = connection.scalar(_CURSOR, {"of_network": network.id})
+    start = max(first, cursor if cursor is not None else first)
     # The port's own addresses are free for it even below the cursor.
     start = min([start, *(a for a in _ipv4_ints(own) if first <= a <= last)])
     address = first_unused(
-        start, last, lambda a: str(ipaddress.IPv4Address(a)),
-        lambda batch: _used(session, network, batch, port_id=port_id),
+        start,
+        last,
+        lambda a: str(ipaddress.IPv4Address(a)),
+        lambda batch: _used(connection, network, batch, port_id=port_id),
     )
     next_free = last + 1 if address is None else int(ipaddress.IPv4Address(address)) + 1
-    _move_cursor(session, network.id, cursor, next_free)
+    params = {"of_network": network.id, "moved_to": next_free}
+    if cursor is None:
+        connection.execute(_NEW_CURSOR, params)
+    elif next_free > cursor:
+        connection.execute(_RAISE_CURSOR, params)
     return address
 
 
@@ -92,45 +99,63 @@ def release(session: Session, network_id: str, addresses: Iterable[str]) -> None
     """`addresses` of the network are free again (within this transaction): the
     cursor goes down to the lowest IPv4 one of them."""
     lowest = min(_ipv4_ints(addresses), default=None)
-    if lowest is None:
-        return
-    cursor = session.get(AddressCursor, network_id)
-    if cursor is not None and lowest < cursor.next_free:
-        cursor.next_free = lowest
+    if lowest is not None:
+        _connection(session).execute(_LOWER_CURSOR, {"of_network": network_id, "moved_to": lowest})
 
 
-# Built once: constructing a statement costs more CPU than SQLite running it.
+# Built once: constructing a statement costs more CPU than SQLite running it. Core
+# statements on the session's connection: the cursor is not an ORM object at all.
 _USED = union_all(
     select(PortIp.ip).where(
-        PortIp.network_id == bindparam("network_id"),
+        PortIp.network_id == bindparam("of_network"),
         PortIp.ip.in_(bindparam("batch", expanding=True)),
         PortIp.port_id != bindparam("port_id"),
     ),
     select(LoadBalancer.vip).where(
-        LoadBalancer.network_id == bindparam("network_id"),
+        LoadBalancer.network_id == bindparam("of_network"),
         LoadBalancer.vip.in_(bindparam("batch", expanding=True)),
     ),
 )
 
 
-def _used(session: Session, network: Network, batch: list[str], *, port_id: str | None) -> set[str]:
+_CURSOR = select(AddressCursor.next_free).where(AddressCursor.network_id == bindparam("of_network"))
+_NEW_CURSOR = insert(AddressCursor).values(
+    network_id=bindparam("of_network"), next_free=bindparam("moved_to")
+)
+_RAISE_CURSOR = (
+    update(AddressCursor)
+    .where(
+        AddressCursor.network_id == bindparam("of_network"),
+        AddressCursor.next_free < bindparam("moved_to"),
+    )
+    .values(next_free=bindparam("moved_to"))
+)
+_LOWER_CURSOR = (
+    update(AddressCursor)
+    .where(
+        AddressCursor.network_id == bindparam("of_network"),
+        AddressCursor.next_free > bindparam("moved_to"),
+    )
+    .values(next_free=bindparam("moved_to"))
+)
+
+
+def _connection(session: Session) -> Connection:
+    """The session's connection, for the prebuilt Core statements above, once the ORM
+    changes pending in `session` are written (they may hold or free addresses)."""
+    session.flush()
+    return session.connection()
+
+
+def _used(
+    connection: Connection, network: Network, batch: list[str], *, port_id: str | None
+) -> set[str]:
     """Which of `batch` are held by a port other than `port_id`, a VIP or the gateway."""
-    params = {"network_id": network.id, "batch": batch, "port_id": port_id or ""}
-    used = set(session.scalars(_USED, params))
+    params = {"of_network": network.id, "batch": batch, "port_id": port_id or ""}
+    used = set(connection.scalars(_USED, params))
     if network.gateway:
         used.add(network.gateway)
     return used
-
-
-def _move_cursor(
-    session: Session, network_id: str, cursor: AddressCursor | None, next_free: int
-) -> None:
-    if cursor is None:
-        session.add(AddressCursor(network_id=network_id, next_free=next_free))
-        # Flushed now, so a `release` later in this transaction finds it.
-        session.flush()
-    elif next_free > cursor.next_free:
-        cursor.next_free = next_free
 
 
 def _ipv4_ints(addresses: Iterable[str]) -> list[int]:

@@ -274,6 +274,13 @@ def mark_changed(session: Session) -> None:
     session.info[_SESSION_CHANGED] = True
 
 
+def change_revision(session: Session) -> int:
+    """Declare a change made with Core statements (`mark_changed`) and return the
+    revision its rows are stamped with: the write transaction's own."""
+    mark_changed(session)
+    return int(session.info[_SESSION_REVISION])
+
+
 # The single row of `fabric_revision`.
 _REVISION_ROW = GlobalRevision.id == 1
 
@@ -283,14 +290,21 @@ def read_revision(executor: Session | Connection) -> int:
     return int(executor.scalar(select(GlobalRevision.value).where(_REVISION_ROW)) or 0)
 
 
+# Every write runs it first: one prebuilt statement on the session's connection (the
+# ORM's bulk UPDATE and a second SELECT were ~13% of a port create's CPU, rest_load).
+_BUMP_REVISION = (
+    update(GlobalRevision)
+    .where(_REVISION_ROW)
+    .values(value=GlobalRevision.value + 1)
+    .returning(GlobalRevision.value)
+)
+
+
 def bump_revision(session: Session) -> int:
-    session.execute(
-        update(GlobalRevision).where(_REVISION_ROW).values(value=GlobalRevision.value + 1)
-    )
-    value = read_revision(session)
-    if value == 0:  # a bumped revision is at least 1
+    value = session.connection().scalar(_BUMP_REVISION)
+    if not value:  # a bumped revision is at least 1
         raise RuntimeError("revision row missing: run `ovs-fabric db upgrade`")
-    return value
+    return int(value)
 
 
 # ---- schema ------------------------------------------------------------------------

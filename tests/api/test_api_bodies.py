@@ -1,4 +1,4 @@
-"""List pages of ports read as records (resources.port_records, api/rest/bodies.py)
+"""Ports written and read as records (resources.add_port and port_records, api/rest/bodies.py)
 answer byte for byte what the ORM objects through `PortOut` answered."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from api.rest.schemas import Page, PortOut
 from api.store import resources
+from api.store.models import Port
 from api.store.principals import Principal
 from controller.core.model import PortStatusUpdate
 
@@ -86,3 +87,25 @@ def test_port_pages_are_the_orm_pages_byte_for_byte(api: Any) -> None:
     page = api.admin.get("/ports", params={"vm_id": "vm-1"}).json()
     assert page["items"][0]["ips"] == ["10.0.0.7", "10.0.0.5", "fd00:1::7"]
     assert page["items"][0]["activation_seconds"] == pytest.approx(0.123457)
+
+
+def test_a_created_port_is_answered_as_the_orm_reads_it_back(api: Any) -> None:
+    tenant, tenant_caller = api.tenant("acme")
+    host = api.host("h1")
+    dual = api.network(tenant["id"], "dual", cidr="10.0.0.0/24", ipv6_cidr="fd00:1::/64")
+    plain = api.network(tenant["id"], "plain")
+    bodies = [
+        (api.admin, {"network_id": dual["id"], "host_id": host["id"], "interface": "tap0"}),
+        (api.admin, {"network_id": dual["id"], "ips": ["fd00:1::9", "10.0.0.9"], "vm_id": "v"}),
+        (tenant_caller, {"network_id": dual["id"], "name": "web", "mac": "02:AA:00:00:00:01"}),
+        (tenant_caller, {"network_id": plain["id"]}),
+    ]
+    for caller, body in bodies:
+        response = caller.post("/ports", json=body)
+        assert response.status_code == 201, response.text
+        assert response.headers["content-type"] == "application/json"
+        port_id = response.json()["id"]
+        assert response.headers["location"] == f"/api/v1/ports/{port_id}"
+        with api.client.app.state.database.read() as session:
+            stored = PortOut.of(session.get_one(Port, port_id))
+        assert response.content == stored.model_dump_json(by_alias=True).encode(), body

@@ -31,7 +31,7 @@ WAIT_CHECK_SECONDS = 0.25
 add_resource_routes(
     router,
     resources.PORTS,
-    resources.create_port,
+    resources.add_port,
     ResourceSchemas(PortCreate, PortUpdate, PortOut),
     filters={
         "network_id": str,
