@@ -522,6 +522,16 @@ def test_bundle_add_of_a_group_mod_keeps_the_body() -> None:
     assert wrapped[24:] == ofmsg.with_xid(message, 99)
 
 
+def test_bundle_adds_are_bundle_add_back_to_back_with_consecutive_xids() -> None:
+    messages = [ofmsg.encode_flow(flow).flow_mod for flow in FLOWS] + [ofmsg.group_add(GROUPS[1])]
+    joined = ofmsg.bundle_adds(7, 0xFFFF_FF00, messages)
+    expected = b"".join(
+        ofmsg.bundle_add(7, xid, message) for xid, message in enumerate(messages, 0xFFFF_FF00)
+    )
+    assert joined == expected
+    assert ofmsg.bundle_adds(7, 1, []) == b""
+
+
 def test_with_xid_rewrites_only_the_xid() -> None:
     message = ofmsg.encode_flow(KNOWN_FLOW).flow_mod
     rewritten = ofmsg.with_xid(message, 0xDEADBEEF)
