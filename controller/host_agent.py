@@ -299,6 +299,11 @@ class HostAgent:
             self._needs_read = True
             self._ever_connected = True
             self._ovsdb_dirty = self._ports_dirty = True
+            grace = self._wake_timer
+        if grace is not None:
+            # The pass at the end of the connect grace would find the switch here: it
+            # only costs a pass of every host started together, all at once.
+            grace.cancel()
         self._wake.set()
 
     def switch_disconnected(self, channel: SwitchChannel) -> None:
