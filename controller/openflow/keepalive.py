@@ -80,10 +80,7 @@ class Keepalive:
 
     def _run(self) -> None:
         while not self._stop.wait(self.schedule.tick):
-            try:
-                self.tick(time.monotonic())
-            except Exception:  # one odd connection must not end liveness for all
-                log.exception("keepalive pass failed")
+            self.tick(time.monotonic())
 
     def tick(self, now: float) -> None:
         """One look at every connection."""
@@ -91,51 +88,57 @@ class Keepalive:
         for dp, heard in list(self.last_heard.items()):
             if now - heard < probe_after and dp.state != dead and dp.socket.fileno() >= 0:
                 continue  # the usual case, kept short: spoke recently, still open
-            if not dp.is_active:  # os-ken's serve() returned: the connection is over
-                self.last_heard.pop(dp, None)
-                self.last_echo_reply.pop(dp, None)
-                self._probed_at.pop(dp, None)
-                self._queued_at.pop(dp, None)
-                continue
-            if dp.state == DEAD_DISPATCHER or dp.socket.fileno() < 0:
-                # Closed (by the switch, by os-ken or by us): release the sender so
-                # the connection ends; a no-op once the sender is gone.
-                enqueue_nowait(dp, ECHO_REQUEST)
-                continue
-            if dp.send_q is None:
-                # os-ken's sender ended (a send failed or timed out): nothing can be
-                # sent on this connection any more, and its receiver may wait forever.
-                log.warning("switch %s: sending failed, closing its connection", _name(dp))
-                dp.close()
-                continue
-            queued_at = self._queued_at.get(dp)
-            if queued_at is not None:
-                if queued_at < heard or not dp.send_q.queue:
-                    del self._queued_at[dp]  # heard since, or our queue drained: it is out
-                    if queued_at >= heard:
-                        self._probed_at[dp] = now
-                else:
-                    # The probe waits behind our own messages (a big install): the
-                    # switch is not late until it has them.
-                    continue
-            probed_at = self._probed_at.get(dp, heard)
-            probed_for = now - probed_at if probed_at > heard else None
-            verdict = self.schedule.verdict(now - heard, probed_for=probed_for)
-            if verdict is Verdict.PROBE:
-                if write_if_sender_parked(dp, ECHO_REQUEST):
-                    self._probed_at[dp] = now
-                    self.probes_sent += 1
-                elif enqueue_nowait(dp, ECHO_REQUEST):
-                    self._queued_at[dp] = now
-                    self.probes_sent += 1
-            elif verdict is Verdict.DEAD and not _has_unread_data(dp):
-                # (Unread data: the switch spoke and it is our receiver that lags.)
-                self.declared_dead += 1
-                log.warning(
-                    "switch %s silent for %.1f s: closing its connection", _name(dp), now - heard
-                )
-                dp.close()  # DEAD event now
-                enqueue_nowait(dp, ECHO_REQUEST)
+            try:
+                self._look_closer(dp, heard, now)
+            except Exception:  # one odd connection must not end liveness for the others
+                log.exception("keepalive: switch %s", _name(dp))
+
+    def _look_closer(self, dp: Any, heard: float, now: float) -> None:
+        if not dp.is_active:  # os-ken's serve() returned: the connection is over
+            self.last_heard.pop(dp, None)
+            self.last_echo_reply.pop(dp, None)
+            self._probed_at.pop(dp, None)
+            self._queued_at.pop(dp, None)
+            return
+        if dp.state == DEAD_DISPATCHER or dp.socket.fileno() < 0:
+            # Closed (by the switch, by os-ken or by us): release the sender so the
+            # connection ends; a no-op once the sender is gone.
+            enqueue_nowait(dp, ECHO_REQUEST)
+            return
+        queue = dp.send_q
+        if queue is None:
+            # os-ken's sender ended (a send failed or timed out): nothing can be sent
+            # on this connection any more, and its receiver may wait forever.
+            log.warning("switch %s: sending failed, closing its connection", _name(dp))
+            dp.close()
+            return
+        queued_at = self._queued_at.get(dp)
+        if queued_at is not None:
+            if queued_at >= heard and queue.queue:
+                # The probe waits behind our own messages (a big install): the
+                # switch is not late until it has them.
+                return
+            del self._queued_at[dp]  # heard since, or our queue drained: it is out
+            if queued_at >= heard:
+                self._probed_at[dp] = now
+        probed_at = self._probed_at.get(dp, heard)
+        probed_for = now - probed_at if probed_at > heard else None
+        verdict = self.schedule.verdict(now - heard, probed_for=probed_for)
+        if verdict is Verdict.PROBE:
+            if write_if_sender_parked(dp, ECHO_REQUEST):
+                self._probed_at[dp] = now
+                self.probes_sent += 1
+            elif enqueue_nowait(dp, ECHO_REQUEST):
+                self._queued_at[dp] = now
+                self.probes_sent += 1
+        elif verdict is Verdict.DEAD and not _has_unread_data(dp):
+            # (Unread data: the switch spoke and it is our receiver that lags.)
+            self.declared_dead += 1
+            log.warning(
+                "switch %s silent for %.1f s: closing its connection", _name(dp), now - heard
+            )
+            dp.close()  # DEAD event now
+            enqueue_nowait(dp, ECHO_REQUEST)
 
 
 def _name(datapath: Any) -> str:

@@ -274,3 +274,16 @@ def test_the_probe_is_left_to_the_queue_when_the_sender_may_be_writing(
     os.set_blocking(pipe[0], False)
     with pytest.raises(BlockingIOError):
         os.read(pipe[0], 100)  # nothing was written
+
+
+def test_one_odd_connection_does_not_stop_the_others(pipe: tuple[int, int]) -> None:
+    class Odd(FakeDatapath):
+        def close(self) -> None:
+            raise OSError("odd")
+
+    keepalive = Keepalive(S)
+    odd, other = Odd(socket=FakeSocket(fd=pipe[0])), FakeDatapath()
+    keepalive.last_heard.update({odd: 0.0, other: S.dead_after + 1 - S.probe_after})
+    keepalive._probed_at[odd] = S.probe_after  # probed, never answered
+    keepalive.tick(S.dead_after + 1)  # odd: DEAD, its close raises; other: due a probe
+    assert other.sent() == [ECHO_REQUEST]
