@@ -26,6 +26,7 @@ __all__ = [
     "bound_port",
     "bound_ports",
     "build_context",
+    "dotted_quad",
     "host_paths",
     "in_bound_order",
     "local_network",
@@ -101,7 +102,7 @@ def switch_ports(view: DatapathView) -> dict[str, int]:
     return {name: no for name, no in view.ofports.items() if 0 < no < _MAX_OFPORT}
 
 
-def _dotted_quad(text: str) -> int | None:
+def dotted_quad(text: str) -> int | None:
     """`text` as an int if it is an IPv4 address in the form `ipaddress` accepts (four
     ASCII decimal octets, no leading zero); None: let `ipaddress` decide."""
     parts = text.split(".")
@@ -121,14 +122,14 @@ def _dotted_quad(text: str) -> int | None:
 def _addresses(port: PortSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The port's IPv4 and IPv6 addresses, each sorted."""
     if len(port.ips) == 1:  # the usual port: one IPv4 address
-        quad = _dotted_quad(port.ips[0])
+        quad = dotted_quad(port.ips[0])
         if quad is not None:
             return (quad,), ()
     ipv4s: set[int] = set()
     ipv6s: set[int] = set()
     for text in port.ips:
         # Parsing with `ipaddress` costs more than the rest of a port's flows.
-        quad = _dotted_quad(text)
+        quad = dotted_quad(text)
         if quad is not None:
             ipv4s.add(quad)
             continue

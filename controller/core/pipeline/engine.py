@@ -208,9 +208,9 @@ def unique_flows(
     flows for one match are a PipelineError."""
     if check:
         check_flows(flows, group_ids)
-    seen = dict(zip(map(_match_key, flows), flows, strict=True))  # in C: a Flow is a tuple
-    if len(seen) == len(flows):
-        return tuple(seen.values())
+    # All in C (a Flow is a tuple): when no two flows share a match, none share a key.
+    if len(set(map(_MATCH, flows))) == len(flows):
+        return tuple(flows)
     # Some match twice: keep the first of equal flows, refuse different ones.
     kept: dict[tuple[object, ...], Flow] = {}
     for flow in flows:
@@ -223,6 +223,7 @@ def unique_flows(
 # (table, priority, match): equal for two flows exactly when a switch takes them for the
 # same entry.
 _match_key: Final[Callable[[Flow], tuple[object, ...]]] = itemgetter(slice(0, 3))
+_MATCH: Final = attrgetter("match")
 
 
 def _window(old: Sequence[_T], new: Sequence[_T]) -> tuple[Sequence[_T], Sequence[_T]]:
