@@ -47,6 +47,7 @@ import contextlib
 import gc
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Set
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -549,6 +550,16 @@ class DatapathSync:
         added: list[int] = []
         removed: list[int] = []
         holders, desired = self._holders, self._desired
+        if not holders:
+            # Nothing desired before (a reconciler's first pass: a first install, a
+            # restart): every chunk is fresh and counted by C loops, not one Python
+            # step per flow (~40 ms per 100k flows).
+            counts: Counter[int] = Counter()
+            for chunk in fresh:
+                counts.update(chunk.encoded.keys())
+                desired.update(chunk.encoded)
+            holders.update(counts)
+            return list(desired), []
         for key, gone in previous.items():
             if current.get(key) is not gone:
                 for cookie in gone.encoded:

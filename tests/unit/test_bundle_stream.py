@@ -17,6 +17,7 @@ import pytest
 
 from controller.core import ofmsg
 from controller.core.flows import Bucket, Flow, Group, GroupAction, Output, PopVlan, match
+from controller.core.pipeline.engine import FlowSequence
 from controller.openflow.channel import SwitchChannel
 from controller.reconcile import DatapathSync
 
@@ -166,3 +167,20 @@ def test_a_big_bundle_carries_echo_requests_the_switch_answers_on_the_way(
         *[("add", ofmsg.OFPT_FLOW_MOD)] * 12_000,
         ("control", ofmsg.ONF_BCT_COMMIT_REQUEST),
     ]
+
+
+def test_a_flow_two_chunks_hold_stays_until_neither_does(encoder: Encoder) -> None:
+    switch = ScriptedSwitch(lambda: encoder.count)
+    sync = DatapathSync(switch.channel)
+    sync.read_actual()
+    a, b, c = _flows(30)[:10], _flows(30)[10:20], _flows(30)[20:]
+    shared = a[0]
+    first = FlowSequence([a, (shared, *b), c])
+    result = sync.apply(first, [])
+    assert result.flows_added == 30  # the shared flow once
+    # The first chunk goes: its flows but the shared one are deleted.
+    result = sync.apply(FlowSequence([(shared, *b), c]), [])
+    assert (result.flows_added, result.flows_deleted) == (0, 9)
+    # Now nothing holds it.
+    result = sync.apply(FlowSequence([b, c]), [])
+    assert (result.flows_added, result.flows_deleted) == (0, 1)
