@@ -124,11 +124,29 @@ class _Pass:
     sent: set[int] = field(default_factory=set)
     backlog: list[_Batch] = field(default_factory=list)
     delete_groups: tuple[int, ...] = ()
+    encoding: bool = False  # inside `_gc_paused`
 
 
 _gc_lock = threading.Lock()
 _gc_pausers = 0
 _gc_was_enabled = False
+
+
+def _pause_gc() -> None:
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+
+
+def _resume_gc() -> None:
+    global _gc_pausers
+    with _gc_lock:
+        _gc_pausers -= 1
+        if _gc_pausers == 0 and _gc_was_enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -139,21 +157,24 @@ def _gc_paused() -> Iterator[None]:
     collector keeps walking them (each full pass re-reads every flow of the
     desired table too) and cost 0.2-0.3 s of a 0.75-1.0 s apply (measured: the
     same apply with gc disabled). Reference counting still frees everything;
-    only the cycle search waits, for the length of the encoding, and it resumes
-    when the last concurrent reconciler is done."""
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
+    only the cycle search waits, for the length of the encoding (and of the
+    sends it makes), and it resumes when the last concurrent reconciler is done.
+    Waiting for a reply inside it is done under `_gc_running`."""
+    _pause_gc()
     try:
         yield
     finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
+        _resume_gc()
+
+
+@contextlib.contextmanager
+def _gc_running() -> Iterator[None]:
+    """Inside `_gc_paused`: let the collector run meanwhile (a wait for the switch)."""
+    _resume_gc()
+    try:
+        yield
+    finally:
+        _pause_gc()
 
 
 class DatapathSync:
@@ -328,7 +349,9 @@ class DatapathSync:
             # the rest is still being encoded.
             pass_ = _Pass(wanted_groups, result)
             with _gc_paused():
+                pass_.encoding = True
                 self._update_desired(flows, lambda batch: self._offer(pass_, batch))
+                pass_.encoding = False
             if pass_.writer is None:
                 self._finish_read()
                 self._open_flows(pass_)
@@ -392,7 +415,11 @@ class DatapathSync:
         self._dirty = True  # until the bundle is confirmed the switch may hold either state
         pass_.suspects = self._suspects | self._foreign_cookies
         add_groups, pass_.delete_groups = self._group_plan(pass_.groups)
-        self._add_groups(pass_, self._group_check.drifted(pass_.groups), add_groups)
+        drifted = self._group_check.drifted(pass_.groups)
+        if add_groups or drifted:
+            # Bundles the switch must confirm: no reason to hold the collector meanwhile.
+            with _gc_running() if pass_.encoding else contextlib.nullcontext():
+                self._add_groups(pass_, drifted, add_groups)
         pass_.purge = sorted(pass_.suspects)
         pass_.writer = self._flow_bundle(pass_.purge, [])
         for batch in pass_.backlog:

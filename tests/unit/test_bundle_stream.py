@@ -35,6 +35,7 @@ class ScriptedSwitch:
         self.log: list[tuple[str, int, int]] = []
         self.answer_reads = True
         self.held: list[int] = []
+        self.collector_on_group_mod: list[bool] = []  # gc.isenabled() at each group add
 
     def _receive(self, data: bytes) -> bool:
         offset = 0
@@ -59,6 +60,8 @@ class ScriptedSwitch:
             control = ofmsg.parse_bundle_control(message)
             if control is None:  # a bundle add: log the inner message's type
                 self.log.append(("add", message[24 + 1], now))  # after the 24-byte head
+                if message[24 + 1] == ofmsg.OFPT_GROUP_MOD:
+                    self.collector_on_group_mod.append(gc.isenabled())
             else:
                 self.log.append(("control", control[1], now))
                 ch.on_reply(xid, b"")
@@ -123,6 +126,8 @@ def test_adds_leave_while_encoding_and_groups_go_first(encoder: Encoder) -> None
     assert kinds[-1] == ("control", ofmsg.ONF_BCT_COMMIT_REQUEST)
     first_add = next(n for kind, detail, n in switch.log if detail == ofmsg.OFPT_FLOW_MOD)
     assert first_add < 5000  # on the wire before the last flow was encoded
+    # The group bundle is waited for with the collector running.
+    assert switch.collector_on_group_mod == [True]
     assert not sync.apply(flows, [group]).changed
 
 
