@@ -348,10 +348,17 @@ class DatapathSync:
             # Everything is diffed against the switch's table; new flows are sent while
             # the rest is still being encoded.
             pass_ = _Pass(wanted_groups, result)
-            with _gc_paused():
-                pass_.encoding = True
-                self._update_desired(flows, lambda batch: self._offer(pass_, batch))
-                pass_.encoding = False
+            try:
+                with _gc_paused():
+                    pass_.encoding = True
+                    self._update_desired(flows, lambda batch: self._offer(pass_, batch))
+                    pass_.encoding = False
+            except BaseException:
+                # A flow that cannot be encoded, found after others were sent: the
+                # switch drops the bundle, nothing of it applied.
+                if pass_.writer is not None:
+                    pass_.writer.discard()
+                raise
             if pass_.writer is None:
                 self._finish_read()
                 self._open_flows(pass_)

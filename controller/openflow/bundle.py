@@ -91,6 +91,14 @@ class BundleWriter(Generic[Owner]):
                 buffer = bytearray()
         self._buffer = buffer
 
+    def discard(self) -> None:
+        """Drop the bundle (nothing of it is applied); the reply is not waited for."""
+        if self._opened is None:
+            return
+        self._buffer = bytearray()
+        self.channel.send(ofmsg.bundle_discard(self._bundle_id, self.channel.next_xid()))
+        self._opened = None
+
     def commit(self) -> tuple[bool, dict[Owner, OpenFlowError]]:
         """Commit (nothing added: nothing sent, committed). Returns whether the commit
         landed and the owners of rejected messages (a message rejected when added is

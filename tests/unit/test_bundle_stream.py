@@ -189,3 +189,18 @@ def test_a_flow_two_chunks_hold_stays_until_neither_does(encoder: Encoder) -> No
     # Now nothing holds it.
     result = sync.apply(FlowSequence([b, c]), [])
     assert (result.flows_added, result.flows_deleted) == (0, 1)
+
+
+def test_a_flow_that_cannot_be_encoded_mid_stream_discards_the_bundle(encoder: Encoder) -> None:
+    switch = ScriptedSwitch(lambda: encoder.count)
+    sync = DatapathSync(switch.channel)
+    sync.read_actual()
+    bad = Flow(3, 100, match(eth_dst=1), (Output(1 << 40),))  # port beyond 32 bits
+    flows = (*_flows(3000), bad)
+    with pytest.raises(ValueError, match="cannot encode"):
+        sync.apply(flows, [])
+    controls = [detail for kind, detail, _ in switch.log if kind == "control"]
+    assert controls == [ofmsg.ONF_BCT_OPEN_REQUEST, ofmsg.ONF_BCT_DISCARD_REQUEST]
+    assert gc.isenabled()
+    # The next pass diffs everything again and installs the good flows.
+    assert sync.apply(flows[:-1], []).flows_added == 3000
