@@ -24,12 +24,13 @@ carry a barrier before their commit. Messages outside a bundle do not touch it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from controller.core import ofmsg
-from controller.openflow.channel import OpenFlowError, SwitchChannel
+from controller.openflow.channel import OpenFlowError, SwitchChannel, SwitchDisconnected
 from controller.openflow.keepalive import ECHO_REQUEST
 
 # The switch starts on a slice as soon as it arrives: small enough that it starts
@@ -96,8 +97,9 @@ class BundleWriter(Generic[Owner]):
         if self._opened is None:
             return
         self._buffer = bytearray()
-        self.channel.send(ofmsg.bundle_discard(self._bundle_id, self.channel.next_xid()))
         self._opened = None
+        with contextlib.suppress(SwitchDisconnected):  # the switch drops it with the connection
+            self.channel.send(ofmsg.bundle_discard(self._bundle_id, self.channel.next_xid()))
 
     def commit(self) -> tuple[bool, dict[Owner, OpenFlowError]]:
         """Commit (nothing added: nothing sent, committed). Returns whether the commit
