@@ -30,9 +30,12 @@ from controller.core.flows import (
     OFPP_CONTROLLER,
     VLAN_NONE,
     VLAN_PRESENT,
+    Bucket,
     Flow,
     GroupAction,
     Output,
+    PushVlan,
+    SetField,
     ip_to_int,
     mac_to_int,
     match,
@@ -593,6 +596,23 @@ def test_group_id_collisions_are_resolved_deterministically(
     assert outputs(simulate(first, broadcast(BLUE1, TUNNEL_B, tunnel_id=5001))) == untagged(
         OFPORT[BLUE1], OFPORT[BLUE2]
     )
+
+
+def test_group_ids_hash_the_repr_of_the_content(config: DatapathConfig) -> None:
+    # Group ids must not move between versions: `canonical` writes the usual bucket out
+    # by hand and must stay the repr it replaced.
+    contents = [pipeline_groups.GroupContent(g.type, g.buckets) for g in config.groups]
+    contents += [
+        pipeline_groups.GroupContent("all", ()),
+        pipeline_groups.GroupContent("all", (Bucket((Output(1),)),)),
+        pipeline_groups.GroupContent("select", (Bucket((Output(1, 5),), 3, 7), Bucket((), 1))),
+        pipeline_groups.GroupContent(
+            "indirect", (Bucket((PushVlan(), SetField("vlan_vid", 4097), Output(2))),)
+        ),
+        pipeline_groups.GroupContent("all", (Bucket((Output(1), Output(2))),)),
+    ]
+    for content in contents:
+        assert content.canonical() == repr((content.type, content.buckets))
 
 
 def test_zero_hash_is_never_a_group_id(monkeypatch: pytest.MonkeyPatch) -> None:

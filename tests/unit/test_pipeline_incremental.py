@@ -22,7 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core import model
+from controller.core.flows import GroupAction
 from controller.core.pipeline import DatapathComputer, PipelineError, compute_datapath
+from controller.core.pipeline import engine as pipeline_engine
 from controller.core.pipeline import groups as pipeline_groups
 from controller.core.pipeline import load_balancer as pipeline_lb
 from controller.core.pipeline.context import tunnel_interface_name
@@ -233,6 +235,15 @@ def check_walk(seed: int | random.Random, steps: int) -> int:
             assert set(full.flows) == set(incremental.flows)
             assert len(full.flows) == len(incremental.flows)
             assert full.groups == incremental.groups
+            # Groups by id, each pointed to by a flow, and every group pointed to there.
+            ids = [group.group_id for group in full.groups]
+            assert ids == sorted(set(ids))
+            assert set(ids) == {
+                action.group_id
+                for flow in full.flows
+                for action in flow.actions
+                if isinstance(action, GroupAction)
+            }
         previous = incremental
     return computed
 
@@ -257,6 +268,16 @@ def test_incremental_equals_fresh_when_group_ids_and_zones_collide(
     monkeypatch.setattr(pipeline_groups, "group_hash", lambda c, s: real_group_hash(c, s) & 0xFF)
     monkeypatch.setattr(pipeline_lb, "_zone_hash", lambda m, s: real_zone_hash(m, s) & 0xF)
     assert check_walk(100 + seed, 120) > 20
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_incremental_equals_fresh_when_every_change_is_a_bulk_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Changes of >= _MANY_NETWORKS networks take the bulk path (collector paused, groups
+    # sorted once at assembly); the walks' snapshots are small, so the threshold is 1.
+    monkeypatch.setattr(pipeline_engine, "_MANY_NETWORKS", 1)
+    assert check_walk(200 + seed, 120) > 20
 
 
 def test_incremental_equals_fresh_when_every_id_collides(monkeypatch: pytest.MonkeyPatch) -> None:

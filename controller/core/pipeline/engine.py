@@ -341,8 +341,11 @@ class DatapathComputer:
         self._first_choice: dict[GroupContent, int] = {}
         self._first_choice_owners: dict[int, set[GroupContent]] = {}
         self._collisions = 0  # first-choice ids held by more than one content, or 0
-        # The groups while no collision, by id: ids and groups in two parallel lists.
-        self._group_ids: list[int] = []
+        # The groups while no collision, by id; also as ids and groups in two parallel
+        # sorted lists, kept sorted by insertion except while many units are rebuilt (then
+        # None, sorted once at assembly: inserting 8,000 groups one by one cost 20 ms).
+        self._groups: dict[int, Group] = {}
+        self._group_ids: list[int] | None = []
         self._group_list: list[Group] = []
         self._group_tuple: tuple[Group, ...] | None = None  # of `_group_list`; None: changed
         self._salted_groups: tuple[Group, ...] | None = None  # the groups after a collision
@@ -522,6 +525,8 @@ class DatapathComputer:
             for network_id, unit in self._units.items():
                 if unit.zone is not None and unit.zone != self._zones.get(unit.net.metadata):
                     pending.setdefault(network_id, (unit.net, unit.lb_specs))
+        if len(pending) >= _MANY_NETWORKS:
+            self._group_ids = None
         rebuilt: list[_Unit] = []
         for network_id, inputs in pending.items():
             old = self._units.pop(network_id, None)
@@ -639,26 +644,36 @@ class DatapathComputer:
                 check_group(group)
                 self._put_group(group)
             elif first != 0 and not owners:
-                at = bisect_left(self._group_ids, first)
-                del self._group_ids[at], self._group_list[at]
+                del self._groups[first]
                 self._group_tuple = None
+                if self._group_ids is not None:
+                    at = bisect_left(self._group_ids, first)
+                    del self._group_ids[at], self._group_list[at]
             if not owners:
                 del self._first_choice_owners[first]
 
     def _put_group(self, group: Group) -> None:
-        at = bisect_left(self._group_ids, group.group_id)
-        if at < len(self._group_ids) and self._group_ids[at] == group.group_id:
+        group_id = group.group_id
+        known = group_id in self._groups
+        self._groups[group_id] = group
+        self._group_tuple = None
+        if self._group_ids is None:  # sorted at assembly
+            return
+        at = bisect_left(self._group_ids, group_id)
+        if known:
             self._group_list[at] = group
         else:
-            self._group_ids.insert(at, group.group_id)
+            self._group_ids.insert(at, group_id)
             self._group_list.insert(at, group)
-        self._group_tuple = None
 
     # ---- the result -----------------------------------------------------------------
 
     def _assemble(self) -> DatapathConfig:
         previous = self._config
         if self._group_tuple is None:
+            if self._group_ids is None:
+                self._group_ids = sorted(self._groups)
+                self._group_list = [self._groups[group_id] for group_id in self._group_ids]
             self._group_tuple = tuple(self._group_list)
         groups = self._group_tuple if self._salted_groups is None else self._salted_groups
         flows = FlowSequence((_TABLE_MISS, *map(_FLOWS, self._unit_list)))

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from controller.core.flows import Bucket
+from controller.core.flows import Bucket, Output
 from controller.core.pipeline.hashed_ids import unique_salted_ids
 
 GROUP_ID_MASK: Final = 0x7FFFFFFF  # 31 bits: far below OFPG_MAX, never a reserved id
@@ -38,7 +38,25 @@ class GroupContent:
         return self._hash
 
     def canonical(self) -> str:
-        return repr((self.type, self.buckets))
+        """`repr((self.type, self.buckets))`, written out for the usual bucket (one Output):
+        the reprs of its NamedTuples are Python calls, and 8,000 groups of 10 buckets
+        took a twentieth of a full compute at 4,000 networks."""
+        return f"({self.type!r}, {_tuple_repr(list(map(_bucket_repr, self.buckets)))})"
+
+
+def _tuple_repr(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _bucket_repr(bucket: Bucket) -> str:
+    actions, weight, watch_port = bucket
+    if len(actions) == 1 and type(actions[0]) is Output:
+        port, max_len = actions[0]
+        return (
+            f"Bucket(actions=(Output(port={port!r}, max_len={max_len!r}),), "
+            f"weight={weight!r}, watch_port={watch_port!r})"
+        )
+    return repr(bucket)
 
 
 def group_hash(content: GroupContent, salt: int) -> int:
