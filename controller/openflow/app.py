@@ -7,6 +7,7 @@ os-ken delivers every switch's events on this app's single event thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -128,7 +129,14 @@ class FabricOpenFlowApp(app_manager.OSKenApp):  # type: ignore[misc]
         if dp.id is None:
             return
         if ev.state == MAIN_DISPATCHER:
-            channel = SwitchChannel(dp.id, dp.send)
+            keepalive = self.keepalive
+            channel = SwitchChannel(
+                dp.id,
+                dp.send,
+                allow_silence=None
+                if keepalive is None
+                else functools.partial(keepalive.allow_silence, dp),
+            )
             previous = self._channels.get(dp.id)
             if previous is not None:
                 # The switch reconnected before os-ken noticed the old connection

@@ -64,9 +64,16 @@ class FlowUpdates:
 class SwitchChannel:
     """One live OpenFlow connection as the reconciler sees it."""
 
-    def __init__(self, datapath_id: int, send: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self,
+        datapath_id: int,
+        send: Callable[[bytes], bool],
+        *,
+        allow_silence: Callable[[float], None] | None = None,
+    ) -> None:
         self.datapath_id = datapath_id
         self._send = send
+        self._allow_silence = allow_silence
         self._lock = threading.Lock()
         self._xids = itertools.count(1)
         self._pending: dict[int, Future[bytes]] = {}
@@ -107,6 +114,13 @@ class SwitchChannel:
                 return future
             self._pending[xid] = future
         return future
+
+    def allow_silence(self, seconds: float) -> None:
+        """We just asked the switch for work that keeps it from saying anything for
+        up to `seconds` (committing a big bundle): liveness must not take that
+        silence for a hung switch."""
+        if self._allow_silence is not None:
+            self._allow_silence(seconds)
 
     def send(self, data: bytes | bytearray) -> None:
         if not self._connected or not self._send(bytes(data)):

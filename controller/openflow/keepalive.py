@@ -56,6 +56,9 @@ class Keepalive:
         # queue), or was queued behind messages of ours still unsent.
         self._probed_at: dict[Any, float] = {}
         self._queued_at: dict[Any, float] = {}
+        # Until when a switch may stay silent because it works on a request of ours
+        # (`allow_silence`): a big bundle's commit says nothing until it is done.
+        self._patient_until: dict[Any, float] = {}
         self.probes_sent = 0
         self.declared_dead = 0
         self._stop = threading.Event()
@@ -64,6 +67,13 @@ class Keepalive:
     def watch(self, datapath: Any) -> None:
         """A new connection: silent from now on until it speaks."""
         self.last_heard.setdefault(datapath, time.monotonic())
+
+    def allow_silence(self, datapath: Any, seconds: float) -> None:
+        """`datapath` may say nothing for `seconds` from now without being declared
+        dead (it still gets probed): the reconciler asked it for that much work."""
+        until = time.monotonic() + seconds
+        if until > self._patient_until.get(datapath, 0.0):
+            self._patient_until[datapath] = until
 
     def silent_for(self, datapath: Any, now: float | None = None) -> float | None:
         heard = self.last_heard.get(datapath)
@@ -99,6 +109,7 @@ class Keepalive:
             self.last_echo_reply.pop(dp, None)
             self._probed_at.pop(dp, None)
             self._queued_at.pop(dp, None)
+            self._patient_until.pop(dp, None)
             return
         if dp.state == DEAD_DISPATCHER or dp.socket.fileno() < 0:
             # Closed (by the switch, by os-ken or by us): release the sender so the
@@ -131,6 +142,8 @@ class Keepalive:
             elif enqueue_nowait(dp, ECHO_REQUEST):
                 self._queued_at[dp] = now
                 self.probes_sent += 1
+        elif verdict is Verdict.DEAD and now < self._patient_until.get(dp, 0.0):
+            return  # still within the time its work on our request may take
         elif verdict is Verdict.DEAD and not _has_unread_data(dp):
             # (Unread data: the switch spoke and it is our receiver that lags.)
             self.declared_dead += 1

@@ -82,3 +82,17 @@ class ProbeSchedule:
 # to 1.05 s in all when reading back 100k flows after an idle spell). An idle
 # switch costs one echo round trip per ~0.75 s.
 SERVICE_SCHEDULE = ProbeSchedule(probe_after=0.7, dead_after=1.7, tick=0.1)
+
+# A switch commits a bundle in one go and says nothing meanwhile (ovs-vswitchd's
+# main loop is busy): 100k flows took 0.3-0.6 s after our last write on a loaded
+# 2-core machine (bench.flow_install), over the answer window on a slower day, and
+# the keepalive then declared a healthy switch dead mid-commit. A commit is given
+# this much silence per flow-mod it carries (8x the measured time: 4 s for 100k);
+# a switch that hangs during a big commit is found that much later, any other the
+# same as ever.
+COMMIT_SILENCE_PER_MESSAGE = 40e-6
+
+
+def commit_silence(messages: int) -> float:
+    """How long a switch may stay silent once asked to commit `messages` bundled messages."""
+    return messages * COMMIT_SILENCE_PER_MESSAGE

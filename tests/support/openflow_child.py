@@ -32,10 +32,13 @@ def _serve(port: int, events: Any, commands: Connection) -> None:  # runs in the
     from controller.openflow.app import FabricOpenFlowApp, start_openflow_controller
     from controller.openflow.channel import SwitchChannel
 
+    channels: dict[int, SwitchChannel] = {}
+
     class Sink:
         def switch_connected(
             self, datapath_id: int, channel: SwitchChannel, ports: dict[str, int]
         ) -> None:
+            channels[datapath_id] = channel
             events.put(("connected", datapath_id))
 
         def switch_disconnected(self, datapath_id: int, channel: SwitchChannel) -> None:
@@ -52,8 +55,16 @@ def _serve(port: int, events: Any, commands: Connection) -> None:  # runs in the
     assert keepalive is not None
     events.put(("ready", 0))
     try:
-        while commands.recv() == "counts":
-            commands.send(KeepaliveCounts(keepalive.probes_sent, keepalive.declared_dead))
+        while True:
+            command = commands.recv()
+            if command == "counts":
+                commands.send(KeepaliveCounts(keepalive.probes_sent, keepalive.declared_dead))
+            elif command[0] == "allow_silence":  # as a bundle's commit does
+                _, datapath_id, seconds = command
+                channels[datapath_id].allow_silence(seconds)
+                commands.send(None)
+            else:
+                return
     except EOFError:
         pass
     finally:
@@ -94,6 +105,12 @@ class ChildController:
                 if left <= 0:
                     raise TimeoutError(f"no {event} within {timeout} s; saw {self.seen[after:]}")
                 self._drain(min(left, 0.2))
+
+    def allow_silence(self, datapath_id: int, seconds: float) -> None:
+        """The switch's channel grants it `seconds` of silence, as a bundle commit does."""
+        with self._lock:
+            self._commands.send(("allow_silence", datapath_id, seconds))
+            self._commands.recv()
 
     def counts(self) -> KeepaliveCounts:
         with self._lock:

@@ -19,6 +19,7 @@ from controller.core import ofmsg
 from controller.core.flows import Bucket, Flow, Group, GroupAction, Output, PopVlan, match
 from controller.core.pipeline.engine import FlowSequence
 from controller.openflow.channel import SwitchChannel
+from controller.openflow.probe_schedule import commit_silence
 from controller.reconcile import DatapathSync
 
 pytestmark = pytest.mark.unit
@@ -30,12 +31,16 @@ class ScriptedSwitch:
     by then)."""
 
     def __init__(self, encoded: Callable[[], int]) -> None:
-        self.channel = SwitchChannel(1, self._receive)
+        self.channel = SwitchChannel(1, self._receive, allow_silence=self._grant)
+        self.grants: list[tuple[float, int]] = []  # (seconds, messages logged by then)
         self.encoded = encoded
         self.log: list[tuple[str, int, int]] = []
         self.answer_reads = True
         self.held: list[int] = []
         self.collector_on_group_mod: list[bool] = []  # gc.isenabled() at each group add
+
+    def _grant(self, seconds: float) -> None:
+        self.grants.append((seconds, len(self.log)))
 
     def _receive(self, data: bytes) -> bool:
         offset = 0
@@ -172,6 +177,23 @@ def test_a_big_bundle_carries_echo_requests_the_switch_answers_on_the_way(
         *[("add", ofmsg.OFPT_FLOW_MOD)] * 12_000,
         ("control", ofmsg.ONF_BCT_COMMIT_REQUEST),
     ]
+
+
+def test_a_bundle_commit_grants_the_switch_silence_for_its_size(encoder: Encoder) -> None:
+    switch = ScriptedSwitch(lambda: encoder.count)
+    sync = DatapathSync(switch.channel)
+    sync.read_actual()
+    assert sync.apply(_flows(12_000), []).flows_added == 12_000
+    # Granted before the commit leaves, so the keepalive cannot judge the silence
+    # of the switch's commit before it knows of it.
+    ((seconds, logged),) = switch.grants
+    assert seconds == commit_silence(12_000) > 0
+    commits = [
+        i
+        for i, (kind, detail, _) in enumerate(switch.log)
+        if (kind, detail) == ("control", ofmsg.ONF_BCT_COMMIT_REQUEST)
+    ]
+    assert len(commits) == 1 and commits[0] >= logged
 
 
 def test_a_flow_two_chunks_hold_stays_until_neither_does(encoder: Encoder) -> None:
