@@ -77,5 +77,5 @@ def dhcp_network_flows(net: LocalNetwork) -> Iterator[Flow]:
                 TABLE_DHCP,
                 PRIORITY_SERVED_PORT,
                 Match((MatchField("in_port", ofport_of(port)),)),
-                actions=_TO_CONTROLLER,
+                _TO_CONTROLLER,
             )

@@ -250,6 +250,8 @@ def _window(old: Sequence[_T], new: Sequence[_T]) -> tuple[Sequence[_T], Sequenc
         else:
             hi = mid - 1
     removed, added = old[prefix : end_old - lo], new[prefix : end_new - lo]
+    if not removed or not added:  # a cold start: nothing removed, 40,000 ports added
+        return removed, added
     kept = {id(item) for item in removed} & {id(item) for item in added}
     if kept:  # moved, not changed
         removed = [item for item in removed if id(item) not in kept]
