@@ -43,6 +43,7 @@ from controller.core.flows import (
 from controller.core.model import DatapathView, HostSpec, NetworkSpec, PortSpec, Snapshot
 from controller.core.pipeline import DatapathConfig, PipelineError, compute_datapath
 from controller.core.pipeline import groups as pipeline_groups
+from controller.core.pipeline.arp_responder import arp_reply_actions
 from controller.core.pipeline.context import network_metadata, tunnel_interface_name
 from controller.core.pipeline.tables import (
     ORIGIN_REMOTE,
@@ -596,6 +597,17 @@ def test_group_id_collisions_are_resolved_deterministically(
     assert outputs(simulate(first, broadcast(BLUE1, TUNNEL_B, tunnel_id=5001))) == untagged(
         OFPORT[BLUE1], OFPORT[BLUE2]
     )
+
+
+def test_arp_answers_carry_the_reply_actions(config: DatapathConfig) -> None:
+    # The ARP responder inlines `arp_reply_actions` (a call per answer): the same actions.
+    answers = [f for f in config.flows if f.table == TABLE_ARP_RESPONDER and f.actions]
+    assert answers
+    for flow in answers:
+        owner_mac = flow.actions[1]
+        target = flow.match.get("arp_tpa")
+        assert isinstance(owner_mac, SetField) and target is not None
+        assert flow.actions == arp_reply_actions(owner_mac.value, target.value)
 
 
 def test_group_ids_hash_the_repr_of_the_content(config: DatapathConfig) -> None:

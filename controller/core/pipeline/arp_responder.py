@@ -66,12 +66,26 @@ def arp_responder_network_flows(net: LocalNetwork) -> Iterator[Flow]:
     # datapath's flows.
     metadata = MatchField("metadata", net.metadata)
     for owner in net.bound_ports:
+        if not owner.ipv4s:
+            continue
+        set_eth_src = SetField("eth_src", owner.mac)
+        set_arp_sha = SetField("arp_sha", owner.mac)
         for ip in owner.ipv4s:
+            # `arp_reply_actions` inlined (a call per answer), the owner's parts shared
             yield Flow(
                 TABLE_ARP_RESPONDER,
                 PRIORITY_ARP_ANSWER,
                 Match((_REQUEST, MatchField("arp_tpa", ip), _ARP_TYPE, metadata)),
-                arp_reply_actions(owner.mac, ip),
+                (
+                    _SWAP_ETH,
+                    set_eth_src,
+                    _REPLY_OP,
+                    _SWAP_SHA,
+                    set_arp_sha,
+                    _SWAP_SPA,
+                    SetField("arp_spa", ip),
+                    _BACK,
+                ),
             )
     # A port asking for its own address probes for a duplicate or announces
     # itself (gratuitous ARP): the network must see it, not the switch answer it.
