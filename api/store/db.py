@@ -21,7 +21,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    cast,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -213,24 +224,31 @@ class Database:
         are detected by themselves, Core UPDATE/DELETE statements need
         `mark_changed(session)`.
         """
-        with self._write_lock, self._writer() as session:
+        with self._writer() as session:
             session.begin()
-            try:
-                revision = bump_revision(session)
-                session.info[_SESSION_REVISION] = revision
-                yield session
-                session.flush()
-                changed = bool(session.info.get(_SESSION_CHANGED))
-                if changed:
-                    self.notify_change(session, revision)
-                    session.commit()
-                else:
+            if not self.is_sqlite:
+                # NOTE: the pooled connection (its pre-ping a round trip) is taken before
+                # queueing for the write lock, so the serialised part holds only the
+                # transaction's own statements; on SQLite taking it begins the
+                # transaction (BEGIN IMMEDIATE), which must wait for the lock.
+                session.connection()
+            with self._write_lock:
+                try:
+                    # PostgreSQL: the bump carries the NOTIFY (delivered at commit only).
+                    revision = bump_revision(session, notify=not self.is_sqlite)
+                    session.info[_SESSION_REVISION] = revision
+                    yield session
+                    session.flush()
+                    changed = bool(session.info.get(_SESSION_CHANGED))
+                    if changed:
+                        session.commit()
+                    else:
+                        session.rollback()
+                except BaseException:
                     session.rollback()
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.info.clear()
+                    raise
+                finally:
+                    session.info.clear()
         if changed:
             self.changes_committed()
 
@@ -298,10 +316,16 @@ _BUMP_REVISION = (
     .values(value=GlobalRevision.value + 1)
     .returning(GlobalRevision.value)
 )
+# ... and on PostgreSQL the NOTIFY of the change with it, one round trip fewer: a
+# notification is delivered at commit only (a rolled-back write sends none).
+_BUMP_REVISION_NOTIFY = _BUMP_REVISION.returning(
+    func.pg_notify(DESIRED_STATE_CHANNEL, cast(GlobalRevision.value, Text))
+)
 
 
-def bump_revision(session: Session) -> int:
-    value = session.connection().scalar(_BUMP_REVISION)
+def bump_revision(session: Session, *, notify: bool = False) -> int:
+    """The global revision, incremented (`notify`: and NOTIFY sent at commit, PostgreSQL)."""
+    value = session.connection().scalar(_BUMP_REVISION_NOTIFY if notify else _BUMP_REVISION)
     if not value:  # a bumped revision is at least 1
         raise RuntimeError("revision row missing: run `ovs-fabric db upgrade`")
     return int(value)
