@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -37,6 +38,14 @@ from api.store.snapshot import SqlStateStore
 
 log = logging.getLogger(__name__)
 
+# NOTE: worker threads for the sync routes and dependencies (anyio's default is 40).
+# Their work is Python under one GIL plus short database waits, and writers queue on
+# one lock anyway: at 32 clients, 40 threads took turns on the GIL so often that the
+# write-lock holder waited for it after every statement (rest_load, BENCHMARKS.md:
+# create 46-102 req/s with 40 threads, 121-181 with 8, on PostgreSQL; server CPU per
+# create 6.3-8.3 ms vs 4.2-5.1).
+API_WORKER_THREADS = 8
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
@@ -49,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_WORKER_THREADS
         await run_in_threadpool(upgrade_database, settings.database_url)
         token = await run_in_threadpool(
             ensure_admin_token, database, configured=settings.admin_token
