@@ -281,6 +281,11 @@ class HostAgent:
             self._wake.set()
         return first_pass
 
+    def next_pass(self) -> int:
+        """The number of the next pass to start, for `wait_passed`."""
+        with self._lock:
+            return self._passes_started + 1
+
     def wait_passed(self, number: int, timeout: float) -> bool:
         """Wait until pass `number` has finished (whatever it achieved); False on timeout."""
         with self._pass_finished:

@@ -1,14 +1,16 @@
 """A change of ports wakes the hosts the ports are bound to first; the other hosts it
-affects pass once those have, through a shared gate (controller.service)."""
+affects pass once those have, through a shared gate; after new hosts' passes the
+objects alive are frozen for the collector (controller.service)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
 
 from controller.core.model import PortSpec, SnapshotChange
-from controller.service import OWNERS_FIRST_MAX_DELAY, _owners, _run_after
+from controller.service import OWNERS_FIRST_MAX_DELAY, _freeze_after, _owners, _run_after
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +60,15 @@ def test_the_others_pass_after_the_owners_through_the_gate() -> None:
         owner.finish.set()
         waker.join(timeout=10)
     assert other.gates == [gate]
+
+
+def test_objects_alive_after_the_passes_of_new_hosts_are_frozen() -> None:
+    agent = FakeAgent()
+    agent.finish.set()
+    gc.unfreeze()
+    try:
+        _freeze_after([(agent, 3)])  # type: ignore[list-item]
+        assert agent.waited and agent.waited[0][0] == 3
+        assert gc.get_freeze_count() > 0  # the collector skips them from now on
+    finally:
+        gc.unfreeze()
