@@ -103,6 +103,7 @@ _EMPTY: Final = Snapshot(revision=0)
 _MANY_NETWORKS: Final = 256
 _TABLE_MISS: Final = table_miss_flows()
 _FLOWS: Final = attrgetter("flows")
+_LB_ID: Final = attrgetter("id")
 
 
 @contextmanager
@@ -490,9 +491,8 @@ class DatapathComputer:
                 else:
                     self._pending[network_id] = None
             else:
-                lb_specs = tuple(
-                    sorted(self._lb_specs.get(network_id, {}).values(), key=lambda lb: lb.id)
-                )
+                specs = self._lb_specs.get(network_id)
+                lb_specs = tuple(sorted(specs.values(), key=_LB_ID)) if specs else ()
                 if (
                     unit is None
                     or unit.net != net
