@@ -53,7 +53,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from controller.core import ofmsg
+from controller.core import gc_policy, ofmsg
 from controller.core.flows import Flow, Group
 from controller.core.group_drift import GroupDriftCheck, group_modify, parse_group_descs
 from controller.core.sync import plan_flow_changes, plan_sync
@@ -159,12 +159,14 @@ def _gc_paused() -> Iterator[None]:
     same apply with gc disabled). Reference counting still frees everything;
     only the cycle search waits, for the length of the encoding (and of the
     sends it makes), and it resumes when the last concurrent reconciler is done.
-    Waiting for a reply inside it is done under `_gc_running`."""
+    Waiting for a reply inside it is done under `_gc_running`. Afterwards what
+    the encoding left alive is settled (controller.core.gc_policy)."""
     _pause_gc()
     try:
         yield
     finally:
         _resume_gc()
+    gc_policy.settle()
 
 
 @contextlib.contextmanager

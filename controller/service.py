@@ -17,7 +17,6 @@ every agent has finished a pass on it: what the API shows is on the switches.
 
 from __future__ import annotations
 
-import gc
 import logging
 import queue
 import threading
@@ -27,7 +26,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from controller import metrics
-from controller.core import dhcp, probes
+from controller.core import dhcp, gc_policy, probes
 from controller.core.health import with_health
 from controller.core.mastership import MastershipStore, ReplicaInfo, controller_targets
 from controller.core.model import (
@@ -628,13 +627,12 @@ def _freeze_after(tickets: _PassTickets) -> None:
     (os-ken, SQLAlchemy, FastAPI, ovsdbapp) and the computed flows, and a full
     collection scanned them all: 60-340 ms with every thread stopped, 1-3 times per 40
     activations, each landing on an activation in flight. Frozen, they are skipped;
-    refcounting still frees them (flows hold no cycles). A cold compute's
-    `freeze(); unfreeze()` (pipeline.engine) hands them back to the oldest generation
-    until the next call here."""
+    refcounting still frees them (flows hold no cycles). Once this ran, the survivors
+    of a later bulk compute or install join them (controller.core.gc_policy)."""
     deadline = time.monotonic() + FREEZE_AFTER_TIMEOUT
     for agent, number in tickets:
         agent.wait_passed(number, timeout=max(0.0, deadline - time.monotonic()))
-    gc.freeze()
+    gc_policy.freeze_survivors()
 
 
 def _touches_load_balancers(snapshot: Snapshot, change: SnapshotChange) -> bool:

@@ -38,7 +38,6 @@ from scratch.
 
 from __future__ import annotations
 
-import gc
 import operator
 from bisect import bisect_left, bisect_right
 from collections import Counter
@@ -49,6 +48,7 @@ from itertools import accumulate, chain
 from operator import attrgetter, itemgetter
 from typing import Final, TypeVar, overload
 
+from controller.core import gc_policy
 from controller.core.flows import Flow, Group
 from controller.core.model import (
     DatapathView,
@@ -114,25 +114,15 @@ def _gc_paused(pause: bool) -> Iterator[None]:
     actions) that all survive it and form no reference cycle; while they pile up, the
     collector's generational heuristics scan them again and again for nothing (at 4,000
     networks: 1.3 s of a 2.6 s compute, growing faster than linearly; see BENCHMARKS.md).
-    Refcounting still frees everything. The collector is process-wide: a pass of another
-    host overlapping this one may run with it paused too, which only delays collection.
-
-    Afterwards what was allocated meanwhile goes straight to the oldest generation
-    (`freeze` then `unfreeze`: two list splices): left in the youngest, the first
-    allocation after `enable` scans it all (0.23 s at 4,000 networks), and again when it
-    is promoted, only to find it alive. (No module of this service freezes objects for
-    good, which `unfreeze` would undo.)
+    Afterwards they are settled out of the young generations' way (0.23 s at 4,000
+    networks otherwise). The process's policy: controller.core.gc_policy.
     """
-    if not pause or not gc.isenabled():
+    if not pause:
         yield
         return
-    gc.disable()
-    try:
+    with gc_policy.paused_unless_paused():
         yield
-    finally:
-        gc.freeze()
-        gc.unfreeze()
-        gc.enable()
+    gc_policy.settle()
 
 
 class FlowSequence(Sequence[Flow]):

@@ -1,0 +1,62 @@
+"""What bulk work does with the cyclic garbage collector (one policy for the process).
+
+Measured costs (BENCHMARKS.md, issue 11) and what is done about each:
+
+- A full compute or a bulk install allocates up to a million container objects
+  (flows, matches, encoded tuples) that all survive it and form no reference cycle;
+  while they pile up the collector scans them again and again for nothing (1.3 s of
+  a 2.6 s compute at 4,000 networks; 0.2-0.3 s of a 100k-flow install). Such work
+  runs with the collector paused (`paused_unless_paused` here; the reconciler's
+  install pause counts concurrent installs, controller.reconcile); reference
+  counting still frees everything.
+- Left in the youngest generation, what the work allocated is scanned by the first
+  allocation after the pause (0.23 s at 4,000 networks) and again when promoted,
+  only to be found alive: `settle()` moves it out of the way at once.
+- The service tracks ~300k long-lived objects (libraries, ORM, os-ken, computed
+  flows); every full collection scanned them all with every thread stopped (140-470
+  ms on the loaded machine, each landing on a port activation in flight): the
+  service freezes what is alive at quiet moments (`freeze_survivors`, after the pass
+  that follows a switch (re)connecting, at most once a minute per host), so that
+  collections skip it; refcounting still frees those objects when they die.
+
+The price of freezing, accepted: cyclic garbage pending at a freeze is never
+collected; what the service computes holds no cycles, and freezes are rare.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def paused_unless_paused() -> Iterator[None]:
+    """No cycle search while the body allocates in bulk; a no-op when the collector is
+    already off (another bulk job paused it: that one turns it back on)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def settle() -> None:
+    """After bulk work: every tracked object goes to the oldest generation.
+
+    `freeze()` then `unfreeze()` does it in two list splices. `unfreeze` would also
+    hand back what was frozen on purpose (`freeze_survivors`): then the new survivors
+    join the frozen ones instead.
+    """
+    frozen_on_purpose = gc.get_freeze_count() > 0
+    gc.freeze()
+    if not frozen_on_purpose:
+        gc.unfreeze()
+
+
+def freeze_survivors() -> None:
+    """Every object alive now joins the permanent generation (see the module's NOTE)."""
+    gc.freeze()

@@ -1,0 +1,48 @@
+"""The collector policy of bulk work: survivors settled out of the young generations,
+and never handed back from a freeze made on purpose."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from controller.core import gc_policy
+
+pytestmark = pytest.mark.unit
+
+
+def _in_generation(obj: object, generation: int) -> bool:
+    return any(candidate is obj for candidate in gc.get_objects(generation))
+
+
+def test_settle_moves_survivors_to_the_oldest_generation_and_freezes_nothing() -> None:
+    gc.unfreeze()  # a process that never froze on purpose
+    survivors = [[index] for index in range(1000)]
+    assert _in_generation(survivors[-1], 0)
+    gc_policy.settle()
+    assert gc.get_freeze_count() == 0
+    assert _in_generation(survivors[-1], 2) and not _in_generation(survivors[-1], 0)
+
+
+def test_settle_keeps_a_freeze_made_on_purpose_and_adds_the_survivors_to_it() -> None:
+    gc.unfreeze()
+    long_lived = [[index] for index in range(1000)]
+    gc_policy.freeze_survivors()
+    frozen = gc.get_freeze_count()
+    assert frozen >= len(long_lived)
+    survivors = [[index] for index in range(1000)]
+    gc_policy.settle()
+    assert gc.get_freeze_count() >= frozen + len(survivors)
+    assert not _in_generation(long_lived[0], 2) and not _in_generation(survivors[0], 2)
+    gc.unfreeze()
+
+
+def test_a_bulk_pause_inside_another_leaves_the_collector_to_the_outer_one() -> None:
+    assert gc.isenabled()
+    with gc_policy.paused_unless_paused():
+        assert not gc.isenabled()
+        with gc_policy.paused_unless_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
