@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -644,14 +646,22 @@ def _check_mac_free(session: Session, mac: str, *, actor: Principal, port_id: st
         raise Conflict(f"MAC {mac} is already used by {_port_named(session, actor, holder)}")
 
 
-_MAC_USED = select(Port.id).where(Port.mac == bindparam("mac")).limit(1)
+# A random MAC is checked by the UNIQUE index in the INSERT itself (ON CONFLICT (mac)
+# DO NOTHING returns no row: draw again): one statement fewer than a lookup first.
+_INSERT_PORT_UNLESS_MAC_USED: dict[str, Any] = {
+    dialect: insert_of(Port).on_conflict_do_nothing(index_elements=[Port.mac]).returning(Port.id)
+    for dialect, insert_of in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 
 
-def _allocate_mac(session: Session) -> str:
+def _insert_port_with_new_mac(session: Session, record: dict[str, Any]) -> None:
+    """Insert the port `record` with the first random MAC no port has (set in `record`)."""
+    statement = _INSERT_PORT_UNLESS_MAC_USED[session.get_bind().dialect.name]
+    connection = session.connection()
     for _attempt in range(16):
-        mac = random_local_mac()
-        if session.scalar(_MAC_USED, {"mac": mac}) is None:
-            return mac
+        record["mac"] = random_local_mac()
+        if connection.execute(statement, record).first() is not None:
+            return
     raise Conflict("could not allocate a unique MAC address; retry")
 
 
@@ -756,9 +766,7 @@ def add_port(
         PORTS, actor, [name for name, value in binding.items() if value is not None]
     )
     network = _network_of_body(session, actor, network_id)
-    if mac is None:
-        mac = _allocate_mac(session)
-    else:
+    if mac is not None:
         mac = normalize_mac(mac)
         _check_mac_free(session, mac, actor=actor, port_id=None)
     resolved_ips = _resolve_addresses(session, network, ips, port_id=None)
@@ -783,7 +791,10 @@ def add_port(
         "activation_seconds": None,
     }
     connection = session.connection()
-    connection.execute(_INSERT_PORT, record)
+    if mac is None:
+        _insert_port_with_new_mac(session, record)
+    else:
+        connection.execute(_INSERT_PORT, record)
     if resolved_ips:
         connection.execute(
             _INSERT_PORT_IP,
