@@ -14,10 +14,12 @@ Measured costs (BENCHMARKS.md, issue 11) and what is done about each:
   only to be found alive: `settle()` moves it out of the way at once.
 - The service tracks ~300k long-lived objects (libraries, ORM, os-ken, computed
   flows); every full collection scanned them all with every thread stopped (140-470
-  ms on the loaded machine, each landing on a port activation in flight): the
-  service freezes what is alive at quiet moments (`freeze_survivors`, after the pass
-  that follows a switch (re)connecting, at most once a minute per host), so that
-  collections skip it; refcounting still frees those objects when they die.
+  ms on the loaded machine, each landing on a port activation in flight; 100-175 ms
+  every ~4.5 s in the API alone under rest_load, which set its p99): what startup
+  left alive is frozen once (`freeze_after_startup`, after a full collection), and
+  the controller freezes what is alive at quiet moments (`freeze_survivors`, after
+  the pass that follows a switch (re)connecting, at most once a minute per host), so
+  that collections skip it; refcounting still frees those objects when they die.
 
 The price of freezing, accepted: cyclic garbage pending at a freeze is never
 collected; what the service computes holds no cycles, and freezes are rare.
@@ -59,4 +61,18 @@ def settle() -> None:
 
 def freeze_survivors() -> None:
     """Every object alive now joins the permanent generation (see the module's NOTE)."""
+    gc.freeze()
+
+
+_startup_frozen = False
+
+
+def freeze_after_startup() -> None:
+    """Once per process, when the service has started: a full collection (so that no
+    garbage is pinned), then everything alive (imports, the app, the engine) frozen."""
+    global _startup_frozen
+    if _startup_frozen:
+        return
+    _startup_frozen = True
+    gc.collect()
     gc.freeze()

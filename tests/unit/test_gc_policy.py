@@ -19,7 +19,7 @@ def _in_generation(obj: object, generation: int) -> bool:
 def test_settle_moves_survivors_to_the_oldest_generation_and_freezes_nothing() -> None:
     gc.unfreeze()  # a process that never froze on purpose
     survivors = [[index] for index in range(1000)]
-    assert _in_generation(survivors[-1], 0)
+    assert not _in_generation(survivors[-1], 2)  # young before
     gc_policy.settle()
     assert gc.get_freeze_count() == 0
     assert _in_generation(survivors[-1], 2) and not _in_generation(survivors[-1], 0)
@@ -46,3 +46,16 @@ def test_a_bulk_pause_inside_another_leaves_the_collector_to_the_outer_one() -> 
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+def test_startup_is_frozen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gc_policy, "_startup_frozen", False)
+    gc.unfreeze()
+    gc_policy.freeze_after_startup()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    later = [[index] for index in range(1000)]
+    gc_policy.freeze_after_startup()  # a second app in the same process (tests)
+    assert gc.get_freeze_count() == frozen
+    assert any(_in_generation(later[0], generation) for generation in (0, 1, 2))  # not frozen
+    gc.unfreeze()
