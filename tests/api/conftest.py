@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from api.config import Settings
 from api.main import create_app
 from api.paths import API_PREFIX
+from api.store.db import Database, upgrade_database
 
 # Starlette asks for httpx2 in its test client; httpx is what the project ships.
 warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient", category=Warning)
@@ -58,6 +59,17 @@ def api_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         yield f"sqlite:///{tmp_path / 'fabric.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def database(api_database_url: str) -> Iterator[Database]:
+    """The store on a migrated database of each kind."""
+    upgrade_database(api_database_url)
+    database = Database(api_database_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 @pytest.fixture

@@ -61,7 +61,8 @@ def schema_diff(url: str, metadata: MetaData) -> list[object]:
 def test_upgrade_downgrade_to_base_and_upgrade_again(api_database_url: str) -> None:
     assert schema_revision(api_database_url) is None
     upgrade_database(api_database_url)
-    assert schema_revision(api_database_url) == head_revision(api_database_url) == "0010"
+    head = head_revision(api_database_url)
+    assert head is not None and schema_revision(api_database_url) == head
     assert tables(api_database_url) == TABLES
 
     engine = make_engine(api_database_url)
@@ -76,7 +77,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(api_database_url: str) -> N
     upgrade_database(api_database_url)
     assert tables(api_database_url) == TABLES
     upgrade_database(api_database_url)  # idempotent
-    assert schema_revision(api_database_url) == "0010"
+    assert schema_revision(api_database_url) == head
 
 
 def test_a_populated_database_migrates_down_and_up_keeping_its_rows(
@@ -114,7 +115,7 @@ def test_the_service_migrates_an_empty_database_on_start(
 ) -> None:
     assert schema_revision(api_settings.database_url) is None
     api = api_factory(api_settings)
-    assert schema_revision(api_settings.database_url) == "0010"
+    assert schema_revision(api_settings.database_url) == head_revision(api_settings.database_url)
     assert api.client.get("/healthz").json() == {"status": "ok"}
 
 

@@ -12,29 +12,18 @@ Runs on SQLite and, when configured, PostgreSQL.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
-from api.store.db import Database, upgrade_database
+from api.store.db import Database
 from api.store.models import Host, LbBackend, LoadBalancer, Network, Port, PortIp, Tenant
 from api.store.snapshot import SqlStateStore
 from api.store.snapshot_loader import IncrementalSnapshotLoader
 from controller.core.model import BackendHealthUpdate, Snapshot, SnapshotChange, snapshot_change
 
 pytestmark = pytest.mark.api
-
-
-@pytest.fixture
-def database(api_database_url: str) -> Iterator[Database]:
-    upgrade_database(api_database_url)
-    database = Database(api_database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 class Writer:

@@ -6,7 +6,7 @@ Runs on SQLite and, when configured, PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from api.config import Settings
-from api.store.db import Database, upgrade_database
+from api.store.db import Database
 from api.store.models import DeletedRow, GlobalRevision, Network, Port, Tenant, utcnow
 from api.store.snapshot import SqlStateStore
 from api.store.snapshot_loader import IncrementalSnapshotLoader
@@ -25,16 +25,6 @@ from tests.support.eventually import eventually
 pytestmark = pytest.mark.api
 
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def database(api_database_url: str) -> Iterator[Database]:
-    upgrade_database(api_database_url)
-    database = Database(api_database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 class Ports:
