@@ -248,7 +248,6 @@ _GROUP_MOD: Final = struct.Struct("!BBHIHBxI")
 _BUCKET: Final = struct.Struct("!HHII4x")
 _EXPERIMENTER_HEAD: Final = struct.Struct("!BBHIII")
 _BUNDLE_CTRL: Final = struct.Struct("!BBHIIIIHH")
-_BUNDLE_ADD: Final = struct.Struct("!BBHIIII2xH")
 _MULTIPART_REQUEST: Final = struct.Struct("!BBHIHH4x")
 _FLOW_STATS_REQUEST: Final = struct.Struct("!BBHIHH4xB3xII4xQQ")
 _PACKET_OUT: Final = struct.Struct("!BBHIIIH6x")
@@ -669,17 +668,7 @@ def bundle_discard(bundle_id: int, xid: int) -> bytes:
 def bundle_add(bundle_id: int, xid: int, message: bytes) -> bytes:
     """Wrap `message` for the bundle; the inner message takes the add's xid too, as the
     extension requires (and OVS names a failing inner message by that xid)."""
-    head = _BUNDLE_ADD.pack(
-        OFP_VERSION,
-        OFPT_EXPERIMENTER,
-        24 + len(message),
-        xid,
-        ONF_EXPERIMENTER_ID,
-        ONF_ET_BUNDLE_ADD_MESSAGE,
-        bundle_id,
-        BUNDLE_FLAGS,
-    )
-    return head + message[:4] + _XID.pack(xid) + message[8:]
+    return bytes(bundle_adds(bundle_id, xid, (message,)))
 
 
 _BUNDLE_ADD_AND_INNER_HEAD: Final = struct.Struct("!BBHIIII2xH4sI")
