@@ -4,7 +4,7 @@ It replaces os-ken's echo keepalive, which costs a thread per connection that
 builds, serialises and queues an echo request every interval whether or not the
 switch just spoke, and an event per echo reply (profile of 100 idle switches with
 echoes every 0.3 s: 10.8% of a core, all but ~1% of it the echoes; see
-/work/coord/bench_idle_cpu.md). Here:
+BENCHMARKS.md, "Idle CPU at 100 switches"). Here:
 
 - the receive path stamps every message with its arrival (any message is proof of
   life) and drops echo replies there, before os-ken builds a message object and an
