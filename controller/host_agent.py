@@ -426,12 +426,8 @@ class HostAgent:
         return remaining if 0 < remaining < interval else interval
 
     def _wake_later(self, delay: float) -> None:
-        """One pending wake-up is enough, however many passes ask for it."""
-        if self._wake_timer is not None and self._wake_timer.is_alive():
-            return
-        self._wake_timer = threading.Timer(delay, self._wake.set)
-        self._wake_timer.daemon = True
-        self._wake_timer.start()
+        """The connect grace's wake-up (cancelled when the switch connects)."""
+        self._wake_timer = _one_wake_up(self._wake_timer, delay, self._wake.set)
 
     # ---- the worker ----------------------------------------------------------------------
 
@@ -794,12 +790,8 @@ class HostAgent:
         self._host_reported_at = now
 
     def _wake_for_counts(self, delay: float) -> None:
-        """A pass (which writes the counts) once `delay` has passed; one timer at a time."""
-        if self._counts_timer is not None and self._counts_timer.is_alive():
-            return
-        self._counts_timer = threading.Timer(delay, self._wake.set)
-        self._counts_timer.daemon = True
-        self._counts_timer.start()
+        """A pass (which writes the counts) once `delay` has passed."""
+        self._counts_timer = _one_wake_up(self._counts_timer, delay, self._wake.set)
 
     def _report_ports(self, snapshot: Snapshot, config: DatapathConfig | None) -> None:
         if not self.is_master:
@@ -843,3 +835,16 @@ class HostAgent:
                     self.host.name,
                     extra={"port_id": port.id, "network_id": port.network_id, "status": status},
                 )
+
+
+def _one_wake_up(
+    pending: threading.Timer | None, delay: float, wake: Callable[[], None]
+) -> threading.Timer:
+    """`pending` if it has yet to fire (one pending wake-up is enough, however many
+    passes ask for it), else a new timer calling `wake` after `delay`."""
+    if pending is not None and pending.is_alive():
+        return pending
+    timer = threading.Timer(delay, wake)
+    timer.daemon = True
+    timer.start()
+    return timer
