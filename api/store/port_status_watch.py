@@ -167,7 +167,11 @@ class PortStatusWatch:
         assert self._kick is not None
         next_full = time.monotonic() + self.recheck_seconds
         failing = False
-        while True:
+        # NOTE: not `while True` ended by `stop`'s cancel alone: Python 3.11's
+        # asyncio.wait_for swallows a cancellation that lands as its wait ends (the
+        # kick or the timeout), and the app's shutdown then waited on this task
+        # forever (a fresh-clone test run hung 300 s in a TestClient's shutdown).
+        while not self._stopping.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._kick.wait(), timeout=max(0.0, next_full - time.monotonic())
