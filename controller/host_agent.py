@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from controller import metrics
+from controller.conntrack_flush import UdpPinFlusher
 from controller.core import ofmsg
 from controller.core.flows import OFPP_CONTROLLER, Flow, Output
 from controller.core.model import (
@@ -212,6 +213,8 @@ class HostAgent:
         self._gate: threading.Semaphore | None = None  # see run_pass
         self._ofports_changed = threading.Condition(self._lock)
         self._sync: DatapathSync | None = None
+        self._pins: UdpPinFlusher | None = None  # with _sync: one per switch connection
+        self._pins_repeat_at: float | None = None  # a flush to repeat then (monotonic)
         # Only the worker uses it: each pass recomputes the flows of what changed.
         self._computer = DatapathComputer(host.id)
         self._needs_read = False
@@ -301,6 +304,7 @@ class HostAgent:
             self._channel = channel
             self._ofports = dict(ports)
             self._sync = DatapathSync(channel)
+            self._pins = UdpPinFlusher(channel, timeout=self._sync.timeout)
             self._needs_read = True
             self._ever_connected = True
             self._ovsdb_dirty = self._ports_dirty = True
@@ -316,6 +320,7 @@ class HostAgent:
             if self._channel is channel:
                 self._channel = None
                 self._sync = None
+                self._pins = None
                 metrics.SWITCHES_CONNECTED.dec()
                 metrics.SWITCH_CONNECTED.labels(self.host.name).set(0)
             self._ovsdb_dirty = self._ports_dirty = True
@@ -425,6 +430,14 @@ class HostAgent:
         remaining = self._last_audit + interval - time.monotonic()
         return remaining if 0 < remaining < interval else interval
 
+    def _until_due(self) -> float:
+        """How long to sleep without a wake-up: until the audit, or a conntrack flush to
+        repeat, is due."""
+        until = self._until_audit()
+        if self._pins_repeat_at is not None:
+            until = min(until, max(self._pins_repeat_at - time.monotonic(), 0.0))
+        return until
+
     def _wake_later(self, delay: float) -> None:
         """The connect grace's wake-up (cancelled when the switch connects)."""
         self._wake_timer = _one_wake_up(self._wake_timer, delay, self._wake.set)
@@ -435,7 +448,7 @@ class HostAgent:
         # Every line this worker logs (reconcile.py's too) names its host.
         structlog.contextvars.bind_contextvars(host=self.host.name, host_id=self.host.id)
         while not self._stop.is_set():
-            self._wake.wait(timeout=self._until_audit())
+            self._wake.wait(timeout=self._until_due())
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -483,9 +496,11 @@ class HostAgent:
                     self._awaited.clear()
                     self._ovsdb_dirty = True
         with self._lock:
-            channel, sync, ofports = self._channel, self._sync, dict(self._ofports)
+            channel, sync, pins = self._channel, self._sync, self._pins
+            ofports = dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
-        if channel is None or sync is None:
+        if channel is None or sync is None or pins is None:
+            self._pins_repeat_at = None
             self._report_refused_switch()
             waiting = time.monotonic() - self._started_at < self._config.connect_grace
             if self._ever_connected or not waiting:
@@ -497,7 +512,7 @@ class HostAgent:
         started = time.perf_counter()
         ok = False
         try:
-            ok = self._reconcile(snapshot, channel, sync, ofports, needs_read=needs_read)
+            ok = self._reconcile(snapshot, channel, sync, pins, ofports, needs_read=needs_read)
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
             metrics.RECONCILE_PASSES.labels("ok" if ok else "failed").inc()
@@ -507,6 +522,7 @@ class HostAgent:
         snapshot: Snapshot,
         channel: SwitchChannel,
         sync: DatapathSync,
+        pins: UdpPinFlusher,
         ofports: dict[str, int],
         *,
         needs_read: bool,
@@ -531,6 +547,9 @@ class HostAgent:
                 sync.audit()  # counts; reads every flow back only when they disagree
                 self._last_audit = now
             result = sync.apply(config.flows, config.groups)
+            # After the flows that stopped picking a backend: see conntrack_flush.
+            repeat_in = pins.flows_applied(config.udp_backends)
+            self._pins_repeat_at = None if repeat_in is None else time.monotonic() + repeat_in
         except (SwitchDisconnected, TimeoutError) as exc:
             self._set_error(f"OpenFlow: {exc}")
             with self._lock:

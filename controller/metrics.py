@@ -60,6 +60,11 @@ RECONCILE_CHANGES = Counter(
     "Flows and groups sent by reconcile passes, by change (flow_add, flow_delete, ...).",
     ["change"],
 )
+CONNTRACK_FLUSHES = Counter(
+    "ovs_fabric_conntrack_flushes_total",
+    "Conntrack flushes of the UDP flows pinned to a load-balancer backend that stopped"
+    " being picked (one per backend and switch; repeats included).",
+)
 BACKEND_HEALTHY = Gauge(
     "ovs_fabric_backend_healthy",
     "Health-check state of a load-balancer backend: 1 healthy, 0 unhealthy, -1 unknown"

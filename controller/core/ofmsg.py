@@ -114,6 +114,16 @@ ONF_BCT_DISCARD_REPLY: Final = 7
 BUNDLE_FLAGS: Final = 0x1 | 0x2  # ATOMIC | ORDERED
 
 NX_EXPERIMENTER_ID: Final = 0x00002320
+# Nicira extension NXT_CT_FLUSH (OVS >= 3.1): flush the conntrack entries of a zone
+# that match the given parts of their original and reply tuples.
+NXT_CT_FLUSH: Final = 32
+_NXT_CT_ORIG_TUPLE: Final = 0
+_NXT_CT_REPLY_TUPLE: Final = 1
+_NXT_CT_ZONE_ID: Final = 2
+_NXT_CT_TUPLE_SRC: Final = 0
+_NXT_CT_TUPLE_DST: Final = 1
+_NXT_CT_TUPLE_SRC_PORT: Final = 2
+_NXT_CT_TUPLE_DST_PORT: Final = 3
 
 # ONF extension EXT-187 as OVS (>= 3.0) implements it on OpenFlow 1.3: flow
 # monitoring. After one ONFST_FLOW_MONITOR request the switch pushes a note for
@@ -247,6 +257,8 @@ _NX_NAT_HEAD: Final = struct.Struct("!HHIH2xHH")
 _GROUP_MOD: Final = struct.Struct("!BBHIHBxI")
 _BUCKET: Final = struct.Struct("!HHII4x")
 _EXPERIMENTER_HEAD: Final = struct.Struct("!BBHIII")
+_PROPERTY_HEAD: Final = struct.Struct("!HH")
+_IPV4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, how NXT_CT_FLUSH takes IPv4
 _BUNDLE_CTRL: Final = struct.Struct("!BBHIIIIHH")
 _MULTIPART_REQUEST: Final = struct.Struct("!BBHIHH4x")
 _FLOW_STATS_REQUEST: Final = struct.Struct("!BBHIHH4xB3xII4xQQ")
@@ -756,6 +768,61 @@ def parse_aggregate_flow_count(body: bytes) -> int:
     """flow_count of an OFPMP_AGGREGATE reply body."""
     _packets, _bytes, flow_count = _AGGREGATE_REPLY.unpack_from(body)
     return int(flow_count)
+
+
+class CtTuple(NamedTuple):
+    """Parts of a conntrack tuple to match (IPv4); None matches anything."""
+
+    src: int | None = None
+    dst: int | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+
+
+def _property(prop_type: int, value: bytes) -> bytes:
+    """An OpenFlow property: type, length (header and value), value padded to 8."""
+    length = _PROPERTY_HEAD.size + len(value)
+    return _PROPERTY_HEAD.pack(prop_type, length) + value + _PAD[-length % 8]
+
+
+def _ct_tuple(prop_type: int, tuple_: CtTuple) -> bytes:
+    inner = b""
+    for field, value in ((_NXT_CT_TUPLE_SRC, tuple_.src), (_NXT_CT_TUPLE_DST, tuple_.dst)):
+        if value is not None:
+            inner += _property(field, _IPV4_MAPPED + value.to_bytes(4, "big"))
+    for field, port in (
+        (_NXT_CT_TUPLE_SRC_PORT, tuple_.src_port),
+        (_NXT_CT_TUPLE_DST_PORT, tuple_.dst_port),
+    ):
+        if port is not None:
+            # A 16-bit property is 8 bytes long (value, two bytes of padding), as OVS sends it.
+            inner += _property(field, port.to_bytes(2, "big") + bytes(2))
+    if not inner:
+        return b""
+    # A nested property: 4 bytes of padding after its header, so what it holds is aligned.
+    length = _PROPERTY_HEAD.size + 4 + len(inner)
+    return _PROPERTY_HEAD.pack(prop_type, length) + bytes(4) + inner
+
+
+def ct_flush(
+    xid: int, *, zone: int, ip_proto: int, orig: CtTuple = CtTuple(), reply: CtTuple = CtTuple()
+) -> bytes:
+    """NXT_CT_FLUSH: forget the conntrack entries of `zone` with protocol `ip_proto`
+    whose original and reply tuples match `orig` and `reply` (what is None in them
+    matches anything)."""
+    body = (
+        bytes((ip_proto, 0, 0, 0, 0, 0, 0, 0))  # nx_ct_flush: ip_proto, 7 bytes of padding
+        + _ct_tuple(_NXT_CT_ORIG_TUPLE, orig)
+        + _ct_tuple(_NXT_CT_REPLY_TUPLE, reply)
+        + _property(_NXT_CT_ZONE_ID, zone.to_bytes(2, "big") + bytes(2))
+    )
+    length = _EXPERIMENTER_HEAD.size + len(body)
+    return (
+        _EXPERIMENTER_HEAD.pack(
+            OFP_VERSION, OFPT_EXPERIMENTER, length, xid, NX_EXPERIMENTER_ID, NXT_CT_FLUSH
+        )
+        + body
+    )
 
 
 def flow_monitor_request(xid: int, monitor_id: int) -> bytes:

@@ -155,3 +155,38 @@ def test_dead_udp_backend_is_taken_out_by_the_health_check_and_comes_back(
     servers.start(lb.vms["b2"], protocol="udp")
     eventually(lambda: lb.health()["b2"], timeout=10, what="b2 healthy again")
     assert exchange(lb.vms["c"], 60).counts().get("b2", 0) > 0
+
+
+def test_a_client_that_keeps_its_source_port_leaves_a_dead_backend(
+    udp_lab: tuple[LbLab, Servers],
+) -> None:
+    """A UDP client that always sends from one port (NTP, a DNS forwarder, syslog) has
+    one conntrack entry per VIP, and every datagram it sends keeps that entry alive:
+    unless the controller flushes the entries of a backend that stops being picked, the
+    client stays pinned to the dead backend for as long as it keeps sending."""
+    lb, servers = udp_lab
+    client = lb.vms["c"]
+    eventually(
+        lambda: lb.health() == {"b1": True, "b2": True, "b3": True},
+        timeout=10,
+        what="every backend healthy",
+    )
+    # A source port whose flow the VIP sends to b2 (multipath hashes the ports: 1 in 4).
+    pinned = next(
+        port
+        for port in range(40200, 40400)
+        if exchange(client, 1, source_port=port).served == ["b2"]
+    )
+    servers.kill("b2")
+    try:
+        eventually(lambda: not lb.health()["b2"], timeout=10, what="b2 reported unhealthy")
+        # Each exchange retries for 2 s and so keeps a stale entry alive: only a flush
+        # can let this pass (UDP entries expire after 30 s without traffic).
+        eventually(
+            lambda: exchange(client, 1, source_port=pinned).served[0] in ("b1", "b3"),
+            timeout=10,
+            what=f"the flow from port {pinned} answered by a live backend",
+        )
+    finally:
+        servers.start(lb.vms["b2"], protocol="udp")
+        eventually(lambda: lb.health()["b2"], timeout=10, what="b2 healthy again")

@@ -95,6 +95,7 @@ from controller.core.pipeline.tables import (
     check_group,
     table_miss_flows,
 )
+from controller.core.pipeline.udp_pins import NO_UDP_BACKENDS, UdpBackends, udp_backends
 
 __all__ = ["DatapathComputer", "DatapathConfig", "FlowSequence", "unique_flows"]
 
@@ -189,6 +190,7 @@ class DatapathConfig:
     groups: tuple[Group, ...]  # by group id
     realized_ports: frozenset[str]  # bound here with an ofport: their flows are in `flows`
     unrealized_ports: frozenset[str]  # bound here, interface not (yet) on the switch
+    udp_backends: UdpBackends = NO_UDP_BACKENDS  # of the UDP listeners served here
 
 
 def unique_flows(
@@ -325,6 +327,7 @@ class DatapathComputer:
         # network id -> new inputs (None: no unit any more), found by `_examine`
         self._pending: dict[str, tuple[LocalNetwork, tuple[LoadBalancerSpec, ...]] | None] = {}
         self._stale = False  # realized/unrealized ports changed
+        self._lbs_changed = False  # a unit with load balancers was rebuilt or removed
         self._units: dict[str, _Unit] = {}
         self._unit_order: list[int] = []  # the units' metadata, sorted
         self._unit_list: list[_Unit] = []  # the units in that order
@@ -528,8 +531,10 @@ class DatapathComputer:
             if old is not None:
                 at = bisect_left(self._unit_order, old.net.metadata)
                 del self._unit_order[at], self._unit_list[at]
+                self._lbs_changed |= bool(old.lbs)
             if inputs is not None:
                 unit = self._unit(*inputs)
+                self._lbs_changed |= bool(unit.lbs)
                 self._units[network_id] = unit
                 at = bisect_left(self._unit_order, unit.net.metadata)
                 self._unit_order.insert(at, unit.net.metadata)
@@ -680,9 +685,15 @@ class DatapathComputer:
             realized = frozenset(chain.from_iterable(self._realized.values()))
             unrealized = frozenset(chain.from_iterable(self._unrealized.values()))
         self._stale = False
+        if previous is not None and not self._lbs_changed:
+            udp = previous.udp_backends
+        else:
+            udp = udp_backends(chain.from_iterable(unit.lbs for unit in self._unit_list))
+        self._lbs_changed = False
         return DatapathConfig(
             flows=flows,
             groups=groups,
             realized_ports=realized,
             unrealized_ports=unrealized,
+            udp_backends=udp,
         )

@@ -20,7 +20,8 @@ the normal VLAN/VXLAN paths. The walk of a packet:
                 anything else is forwarded as it is
 
 Conntrack pins a connection to its backend: only `+new` packets reach the
-group, so a group change never moves an established connection.
+group, so a group change never moves an established connection. (A UDP flow pinned
+to a backend that stops being picked is flushed by the host agent instead: udp_pins.)
 
 A client may reach a backend through the VIP and then directly, from the same source
 port: both connections are then the same address/port pair at the backend, and the
