@@ -450,6 +450,9 @@ class HostAgent:
         while not self._stop.is_set():
             self._wake.wait(timeout=self._until_due())
             self._wake.clear()
+            # Set again by a pass that leaves a flush to repeat; a pass that fails or
+            # is skipped must not leave a deadline in the past (a worker spinning).
+            self._pins_repeat_at = None
             if self._stop.is_set():
                 return
             with self._lock:
@@ -500,7 +503,6 @@ class HostAgent:
             ofports = dict(self._ofports)
             needs_read, self._needs_read = self._needs_read, False
         if channel is None or sync is None or pins is None:
-            self._pins_repeat_at = None
             self._report_refused_switch()
             waiting = time.monotonic() - self._started_at < self._config.connect_grace
             if self._ever_connected or not waiting:

@@ -6,6 +6,7 @@ intervals (measured: 18 s with the 10 s default)."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -36,3 +37,24 @@ def test_an_overdue_audit_waits_a_whole_interval() -> None:
     assert worker._until_audit() == 10.0
     worker._last_audit = time.monotonic() - 25.0
     assert worker._until_audit() == 10.0
+
+
+def test_a_flush_to_repeat_shortens_the_sleep() -> None:
+    worker = agent()
+    worker._last_audit = time.monotonic()
+    worker._pins_repeat_at = time.monotonic() + 0.5
+    assert 0.3 < worker._until_due() <= 0.5
+
+
+def test_a_repeat_deadline_left_by_a_failed_pass_does_not_spin_the_worker() -> None:
+    # A pass that cannot finish (no switch, a refused snapshot, not master) would leave
+    # a deadline in the past and every later sleep at 0.
+    worker = agent()
+    worker._ovsdb = SimpleNamespace(close=lambda: None)  # type: ignore[assignment]
+    worker._pins_repeat_at = time.monotonic() - 5.0
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert worker._passes_started <= 2
+    finally:
+        worker.stop()
