@@ -4,6 +4,7 @@ and never handed back from a freeze made on purpose."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,8 +17,17 @@ def _in_generation(obj: object, generation: int) -> bool:
     return any(candidate is obj for candidate in gc.get_objects(generation))
 
 
+@pytest.fixture
+def never_frozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A process that never froze on purpose (and nothing frozen once the test is over)."""
+    monkeypatch.setattr(gc_policy, "_frozen_on_purpose", False)
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("never_frozen")
 def test_settle_moves_survivors_to_the_oldest_generation_and_freezes_nothing() -> None:
-    gc.unfreeze()  # a process that never froze on purpose
     survivors = [[index] for index in range(1000)]
     assert not _in_generation(survivors[-1], 2)  # young before
     gc_policy.settle()
@@ -25,8 +35,8 @@ def test_settle_moves_survivors_to_the_oldest_generation_and_freezes_nothing() -
     assert _in_generation(survivors[-1], 2) and not _in_generation(survivors[-1], 0)
 
 
+@pytest.mark.usefixtures("never_frozen")
 def test_settle_keeps_a_freeze_made_on_purpose_and_adds_the_survivors_to_it() -> None:
-    gc.unfreeze()
     long_lived = [[index] for index in range(1000)]
     gc_policy.freeze_survivors()
     frozen = gc.get_freeze_count()
@@ -35,7 +45,18 @@ def test_settle_keeps_a_freeze_made_on_purpose_and_adds_the_survivors_to_it() ->
     gc_policy.settle()
     assert gc.get_freeze_count() >= frozen + len(survivors)
     assert not _in_generation(long_lived[0], 2) and not _in_generation(survivors[0], 2)
-    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("never_frozen")
+def test_settle_does_not_count_what_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gc.get_freeze_count() walks every frozen object: after a service froze its startup,
+    # each settle (one per cold compute) paid for it.
+    def walk() -> int:
+        raise AssertionError("settle walked the permanent generation")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walk)
+    gc_policy.freeze_survivors()
+    gc_policy.settle()
 
 
 def test_a_bulk_pause_inside_another_leaves_the_collector_to_the_outer_one() -> None:
@@ -48,9 +69,9 @@ def test_a_bulk_pause_inside_another_leaves_the_collector_to_the_outer_one() -> 
     assert gc.isenabled()
 
 
+@pytest.mark.usefixtures("never_frozen")
 def test_startup_is_frozen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gc_policy, "_startup_frozen", False)
-    gc.unfreeze()
     gc_policy.freeze_after_startup()
     frozen = gc.get_freeze_count()
     assert frozen > 0
@@ -58,4 +79,3 @@ def test_startup_is_frozen_once_per_process(monkeypatch: pytest.MonkeyPatch) -> 
     gc_policy.freeze_after_startup()  # a second app in the same process (tests)
     assert gc.get_freeze_count() == frozen
     assert any(_in_generation(later[0], generation) for generation in (0, 1, 2))  # not frozen
-    gc.unfreeze()
