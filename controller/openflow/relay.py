@@ -47,7 +47,11 @@ class UnixToTcpRelay:
             self.path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(os.fspath(self.path))
-        listener.listen(16)
+        # Every bridge of the OVS behind this socket reconnects at once after a restart;
+        # beyond the backlog a connect fails at once and that switch waits out its
+        # reconnect backoff (25 bridges behind one socket: a tenth of them came back
+        # 2 s late with 16).
+        listener.listen(socket.SOMAXCONN)
         self._listener = listener
         self._thread = threading.Thread(
             target=self._accept_loop, name=f"relay:{self.path.name}", daemon=True
