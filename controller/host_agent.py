@@ -469,7 +469,15 @@ class HostAgent:
                 log.exception("host %s: reconcile pass failed", self.host.name)
                 # Shown on the host too: a pass that keeps failing is never silent.
                 self._set_error(f"internal error: {type(exc).__name__}: {exc}")
-                self._report_host(openflow=self._channel is not None)
+                try:
+                    self._report_host(openflow=self._channel is not None)
+                except Exception as report_exc:
+                    # The store may be what failed (a database outage): raised here it
+                    # killed the worker for good, and the host was never reconciled
+                    # again. The report is retried by the next pass (unchanged status).
+                    log.warning(
+                        "host %s: cannot report the failed pass: %s", self.host.name, report_exc
+                    )
             finally:
                 if entered:
                     assert gate is not None

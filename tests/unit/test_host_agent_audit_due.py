@@ -58,3 +58,28 @@ def test_a_repeat_deadline_left_by_a_failed_pass_does_not_spin_the_worker() -> N
         assert worker._passes_started <= 2
     finally:
         worker.stop()
+
+
+def test_a_pass_failing_while_the_store_is_down_leaves_the_worker_running() -> None:
+    # A database outage: the pass fails on a status write, and so does the report of
+    # that failure. The worker must live on to reconcile the host once it is back.
+    class StoreDown:
+        def record_host_status(self, _status: object) -> None:
+            raise ConnectionError("database unavailable")
+
+    def failing_pass(_snapshot: object) -> None:
+        raise ConnectionError("database unavailable")
+
+    worker = agent()
+    worker._ovsdb = SimpleNamespace(close=lambda: None)  # type: ignore[assignment]
+    worker._store = StoreDown()  # type: ignore[assignment]
+    worker._pass = failing_pass  # type: ignore[method-assign]
+    worker._snapshot = object()  # type: ignore[assignment]
+    worker.start()
+    try:
+        for number in (1, 2, 3):
+            worker.wake()
+            assert worker.wait_passed(number, timeout=5)
+        assert worker._thread.is_alive()
+    finally:
+        worker.stop()
