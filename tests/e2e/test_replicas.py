@@ -69,7 +69,7 @@ def test_killing_a_master_loses_nothing_and_another_takes_over(
     _settled(fabric, replicas)
     assert a.ping("10.50.0.2")
     pinger = subprocess.Popen(
-        ["ip", "netns", "exec", a.netns, "ping", "-n", "-q", "-i", str(PING_INTERVAL),
+        ["ip", "netns", "exec", a.netns, "ping", "-n", "-i", str(PING_INTERVAL),
          "-W", "1", "10.50.0.2"],
         stdout=subprocess.PIPE,
         text=True,
@@ -106,15 +106,27 @@ def test_killing_a_master_loses_nothing_and_another_takes_over(
         pinger.send_signal(2)  # SIGINT: ping prints its summary
         out, _ = pinger.communicate(timeout=30)
 
-    summary = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert summary is not None, out
-    sent, received = int(summary.group(1)), int(summary.group(2))
+    lost, sent = lost_pings(out)
     record("Failover", "master of a switch SIGKILLed (3 replicas): seconds until a port "
            "created on that switch after the kill is ACTIVE", takeover, "s",
            requirement="ACTIVE (test waits <= 30 s); p95 in BENCHMARKS.md")  # fmt: skip
     record("Failover", f"kill, restart, join of replicas: ping a->b every {PING_INTERVAL:g} s,"
-           " packets lost", sent - received, f"of {sent}", requirement="0")  # fmt: skip
-    assert received == sent, out
+           " packets lost", len(lost), f"of {sent}", requirement="0")  # fmt: skip
+    assert lost == [], (lost, out[-2000:])
+
+
+def lost_pings(out: str) -> tuple[list[int], int]:
+    """The sequence numbers ping sent that got no reply, and how many it sent. The last
+    one is not counted when it alone is unanswered: the SIGINT that ends ping can land
+    between it and its reply, and ping then counts it lost (1 of 279 in a CI run)."""
+    summary = re.search(r"(\d+) packets transmitted", out)
+    assert summary is not None, out
+    sent = int(summary.group(1))
+    answered = {int(seq) for seq in re.findall(r"icmp_seq=(\d+) ttl=", out)}
+    lost = [seq for seq in range(1, sent + 1) if seq not in answered]
+    if lost and lost[-1] == sent:
+        lost.pop()
+    return lost, sent
 
 
 def test_a_second_controller_on_one_sqlite_database_is_refused(tmp_path: Path) -> None:
