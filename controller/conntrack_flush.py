@@ -65,9 +65,7 @@ class UdpPinFlusher:
             return
         channel = self._channel
         ordered = sorted(backends)
-        first = channel.reserve_xids(len(ordered) + 1)
-        barrier_xid = first + len(ordered)
-        done = channel.expect(barrier_xid)
+        first = channel.reserve_xids(len(ordered))
         messages = [
             ofmsg.ct_flush(
                 first + i,
@@ -78,9 +76,9 @@ class UdpPinFlusher:
             )
             for i, b in enumerate(ordered)
         ]
-        channel.send(b"".join(messages) + ofmsg.barrier_request(barrier_xid))
-        done.result(timeout=self._timeout)
-        errors = channel.take_errors(range(first, barrier_xid))
+        channel.send(b"".join(messages))
+        channel.barrier().result(timeout=self._timeout)
+        errors = channel.take_errors(range(first, first + len(ordered)))
         for index, backend in enumerate(ordered):
             error = errors.get(first + index)
             if error is not None:

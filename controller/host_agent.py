@@ -397,13 +397,10 @@ class HostAgent:
             return None
         if not self.send_to_port(ofport, frame, channel=channel):
             return None
-        xid = channel.next_xid()
-        executed = channel.expect(xid)
         try:
-            channel.send(ofmsg.barrier_request(xid))
+            return channel.barrier()
         except SwitchDisconnected:
             return None
-        return executed
 
     def send_to_port(
         self, ofport: int, frame: bytes, *, channel: SwitchChannel | None = None

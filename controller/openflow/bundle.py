@@ -126,10 +126,7 @@ class BundleWriter(Generic[Owner]):
             commit_error = error
             # A failed commit may be reported before the error naming the add that
             # failed it; a barrier's reply comes after every error the commit caused.
-            barrier_xid = channel.next_xid()
-            flushed = channel.expect(barrier_xid)
-            channel.send(ofmsg.barrier_request(barrier_xid))
-            self._wait(flushed)
+            self._wait(channel.barrier())
         # Errors for adds rejected on arrival precede the commit's reply.
         failed: dict[Owner, OpenFlowError] = {}
         unexplained: list[OpenFlowError] = []

@@ -126,6 +126,14 @@ class SwitchChannel:
         if not self._connected or not self._send(bytes(data)):
             raise SwitchDisconnected(f"datapath {self.datapath_id:016x} is gone")
 
+    def barrier(self) -> Future[bytes]:
+        """Send a barrier; the future resolves once the switch has processed (and
+        answered, errors included) everything sent before it."""
+        xid = self.next_xid()
+        done = self.expect(xid)
+        self.send(ofmsg.barrier_request(xid))
+        return done
+
     def take_errors(self, xids: range) -> dict[int, OpenFlowError]:
         """Remove and return the unsolicited errors recorded for xids in `xids`."""
         with self._lock:
