@@ -164,6 +164,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
+# One UDP listener in zone 7 with backends .11 and .12: both picked; .12 down.
+ALL_UP = UdpBackends(picked=pins(7, "10.1.0.11", "10.1.0.12"))
+B2_DOWN = UdpBackends(picked=pins(7, "10.1.0.11"), unpicked=pins(7, "10.1.0.12"))
+
+
 def flushed_ips(batch: list[tuple[int, int]]) -> list[str]:
     return [f"10.1.0.{ip & 0xFF}" for _zone, ip in batch]
 
@@ -173,25 +178,24 @@ def test_first_look_flushes_the_unpicked_then_only_what_stops_being_picked(
 ) -> None:
     switch = ScriptedSwitch()
     flusher = UdpPinFlusher(switch.channel, timeout=1)
-    all_up = UdpBackends(picked=pins(7, "10.1.0.11", "10.1.0.12"))
-    assert flusher.flows_applied(all_up) is None and switch.flushed == []
-    assert flusher.flows_applied(all_up) is None and switch.flushed == []
-    b2_down = UdpBackends(picked=pins(7, "10.1.0.11"), unpicked=pins(7, "10.1.0.12"))
-    assert flusher.flows_applied(b2_down) == REPEAT_AFTER
+    assert flusher.flows_applied(ALL_UP) is None and switch.flushed == []
+    assert flusher.flows_applied(ALL_UP) is None and switch.flushed == []
+
+    assert flusher.flows_applied(B2_DOWN) == REPEAT_AFTER
     assert [flushed_ips(b) for b in switch.flushed] == [["10.1.0.12"]]
     assert switch.flushed[0][0][0] == 7
     # Once more after the switch's datapath cache had time to forget the old flows.
     clock[0] += REPEAT_AFTER / 2
-    assert flusher.flows_applied(b2_down) == pytest.approx(REPEAT_AFTER / 2)
+    assert flusher.flows_applied(B2_DOWN) == pytest.approx(REPEAT_AFTER / 2)
     assert len(switch.flushed) == 1
     clock[0] += REPEAT_AFTER / 2
-    assert flusher.flows_applied(b2_down) is None
+    assert flusher.flows_applied(B2_DOWN) is None
     assert [flushed_ips(b) for b in switch.flushed] == [["10.1.0.12"], ["10.1.0.12"]]
-    assert flusher.flows_applied(b2_down) is None and len(switch.flushed) == 2
+    assert flusher.flows_applied(B2_DOWN) is None and len(switch.flushed) == 2
 
     # A new flusher (the switch reconnected): the unpicked are flushed first thing.
     again = UdpPinFlusher(switch.channel, timeout=1)
-    assert again.flows_applied(b2_down) == REPEAT_AFTER
+    assert again.flows_applied(B2_DOWN) == REPEAT_AFTER
     assert flushed_ips(switch.flushed[-1]) == ["10.1.0.12"]
 
 
@@ -200,12 +204,11 @@ def test_a_backend_picked_again_before_the_repeat_keeps_its_new_flows(
 ) -> None:
     switch = ScriptedSwitch()
     flusher = UdpPinFlusher(switch.channel, timeout=1)
-    all_up = UdpBackends(picked=pins(7, "10.1.0.11", "10.1.0.12"))
-    flusher.flows_applied(all_up)
-    flusher.flows_applied(UdpBackends(picked=pins(7, "10.1.0.11"), unpicked=pins(7, "10.1.0.12")))
+    flusher.flows_applied(ALL_UP)
+    flusher.flows_applied(B2_DOWN)
     assert len(switch.flushed) == 1
     clock[0] += REPEAT_AFTER
-    assert flusher.flows_applied(all_up) is None
+    assert flusher.flows_applied(ALL_UP) is None
     assert len(switch.flushed) == 1
 
 
